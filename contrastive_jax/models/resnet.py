@@ -1,0 +1,157 @@
+"""ResNet encoders (v1.5) that return the pooled representation `h`.
+
+The contrastive methods never use a classifier: the encoder ends at global
+average pooling, and heads/linear probes live elsewhere.
+
+Naming is part of the contract. Every BatchNorm module's name starts with
+`bn` (`stem_bn`, `bn1`, `proj_bn`), and every convolution is named `*conv*`,
+so `contrastive_jax.optim.decay_mask` can tell BN parameters from kernels by
+their path alone.
+"""
+
+import functools
+from typing import Any, ClassVar, Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+ModuleDef = Any
+
+# He/Kaiming normal with fan_out, untruncated: the init torchvision and the
+# SimCLR/MoCo reference ResNets train from.
+conv_kernel_init = nn.initializers.variance_scaling(2.0, 'fan_out', 'normal')
+
+
+class BasicBlock(nn.Module):
+  """Two 3x3 convolutions; used by ResNet-18/34."""
+  # Output channels = filters * expansion.
+  expansion: ClassVar[int] = 1
+
+  filters: int
+  strides: int
+  conv: ModuleDef
+  norm: ModuleDef
+
+  @nn.compact
+  def __call__(self, x):
+    out_channels = self.filters * self.expansion
+    y = self.conv(self.filters, (3, 3), self.strides, name='conv1')(x)
+    y = nn.relu(self.norm(name='bn1')(y))
+    y = self.conv(out_channels, (3, 3), name='conv2')(y)
+    # Zero scale makes each block start as the identity (Goyal et al. 2017),
+    # which is what lets the large-batch LARS runs warm up stably.
+    y = self.norm(scale_init=nn.initializers.zeros, name='bn2')(y)
+    return nn.relu(y + _shortcut(self, x, out_channels))
+
+
+class BottleneckBlock(nn.Module):
+  """1x1 -> 3x3 (strided, as in v1.5) -> 1x1; used by ResNet-50/101/152."""
+  expansion: ClassVar[int] = 4
+
+  filters: int
+  strides: int
+  conv: ModuleDef
+  norm: ModuleDef
+
+  @nn.compact
+  def __call__(self, x):
+    out_channels = self.filters * self.expansion
+    y = self.conv(self.filters, (1, 1), name='conv1')(x)
+    y = nn.relu(self.norm(name='bn1')(y))
+    y = self.conv(self.filters, (3, 3), self.strides, name='conv2')(y)
+    y = nn.relu(self.norm(name='bn2')(y))
+    y = self.conv(out_channels, (1, 1), name='conv3')(y)
+    y = self.norm(scale_init=nn.initializers.zeros, name='bn3')(y)
+    return nn.relu(y + _shortcut(self, x, out_channels))
+
+
+def _shortcut(block, x, out_channels):
+  """Identity, or a strided 1x1 projection when the shape changes."""
+  if x.shape[-1] == out_channels and block.strides == 1:
+    return x
+  x = block.conv(out_channels, (1, 1), block.strides, name='proj_conv')(x)
+  return block.norm(name='proj_bn')(x)
+
+
+class ResNet(nn.Module):
+  """ResNet trunk: stem, residual stages, global average pool.
+
+  Attributes:
+    stage_sizes: number of blocks in each stage; stage i has
+      `num_filters * 2**i * width_multiplier` filters and stride 2 (except i=0).
+    block_cls: `BasicBlock` or `BottleneckBlock`.
+    width_multiplier: channel multiplier k of SimCLR's ResNet-50 (kx); scales
+      the stem too, so the feature dim is k times the standard one.
+    num_filters: stem / first-stage width before the multiplier.
+    cifar_stem: 3x3 stride-1 stem without max-pool, for 32px images (SimCLR's
+      CIFAR setup); otherwise the 7x7 stride-2 conv + 3x3 stride-2 max-pool.
+    dtype: computation dtype; parameters stay float32 and the output `h` is
+      always float32.
+    bn_axis_name: when set, BatchNorm averages its batch statistics over this
+      mapped axis (e.g. 'data' inside `jax.shard_map`), i.e. global BN.
+    bn_momentum: flax convention, the decay of the running average (0.9 here
+      is torch's momentum=0.1).
+    bn_epsilon: BatchNorm epsilon.
+  """
+  stage_sizes: Sequence[int]
+  block_cls: type[nn.Module]
+  width_multiplier: int = 1
+  num_filters: int = 64
+  cifar_stem: bool = False
+  dtype: Any = jnp.float32
+  bn_axis_name: str | None = None
+  bn_momentum: float = 0.9
+  bn_epsilon: float = 1e-5
+
+  @property
+  def feature_dim(self) -> int:
+    """Size of the representation `h` returned by `__call__`."""
+    last_stage_filters = self.num_filters * 2 ** (len(self.stage_sizes) - 1)
+    return last_stage_filters * self.width_multiplier * self.block_cls.expansion
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    conv = functools.partial(
+        nn.Conv, use_bias=False, dtype=self.dtype,
+        kernel_init=conv_kernel_init)
+    norm = functools.partial(
+        nn.BatchNorm, use_running_average=not train,
+        momentum=self.bn_momentum, epsilon=self.bn_epsilon,
+        dtype=self.dtype, axis_name=self.bn_axis_name)
+    width = self.num_filters * self.width_multiplier
+
+    if self.cifar_stem:
+      x = conv(width, (3, 3), name='stem_conv')(x)
+      x = nn.relu(norm(name='stem_bn')(x))
+    else:
+      x = conv(width, (7, 7), (2, 2), padding=((3, 3), (3, 3)),
+               name='stem_conv')(x)
+      x = nn.relu(norm(name='stem_bn')(x))
+      x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+
+    for i, num_blocks in enumerate(self.stage_sizes):
+      for j in range(num_blocks):
+        strides = 2 if i > 0 and j == 0 else 1
+        x = self.block_cls(
+            filters=width * 2 ** i, strides=strides, conv=conv, norm=norm,
+            name=f'stage{i + 1}_block{j + 1}')(x)
+
+    # Pool in float32: a bf16 mean over 49+ positions loses precision that the
+    # contrastive loss (a temperature-scaled cosine) is sensitive to.
+    return jnp.mean(x.astype(jnp.float32), axis=(1, 2))
+
+
+ResNet18 = functools.partial(
+    ResNet, stage_sizes=(2, 2, 2, 2), block_cls=BasicBlock)
+ResNet34 = functools.partial(
+    ResNet, stage_sizes=(3, 4, 6, 3), block_cls=BasicBlock)
+ResNet50 = functools.partial(
+    ResNet, stage_sizes=(3, 4, 6, 3), block_cls=BottleneckBlock)
+ResNet101 = functools.partial(
+    ResNet, stage_sizes=(3, 4, 23, 3), block_cls=BottleneckBlock)
+ResNet152 = functools.partial(
+    ResNet, stage_sizes=(3, 8, 36, 3), block_cls=BottleneckBlock)
+# For tests only: two stages so the strided projection shortcut is exercised,
+# yet cheap enough for XLA:CPU at 16-32px.
+TinyResNet = functools.partial(
+    ResNet, stage_sizes=(1, 1), block_cls=BasicBlock, num_filters=8)
