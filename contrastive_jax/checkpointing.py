@@ -1,0 +1,86 @@
+"""Orbax checkpoints of the whole train state, plus the config that made it.
+
+Layout: `<workdir>/checkpoints/<step>/{state,config}`. Saves are asynchronous
+(training continues while the previous save is written) and atomic: Orbax
+writes into a temporary directory and renames it when complete, so an
+interrupted save never replaces the last good checkpoint. Restoring uses the
+shardings of the abstract state it is given, i.e. the current mesh.
+"""
+
+import os
+from typing import Any
+
+import jax
+import ml_collections
+import orbax.checkpoint as ocp
+
+from contrastive_jax.errors import CheckpointError
+
+STATE, CONFIG = "state", "config"
+
+
+def checkpoint_dir(workdir: str) -> str:
+  return os.path.join(os.fspath(workdir), "checkpoints")
+
+
+def abstract_like(tree: Any) -> Any:
+  """Shapes, dtypes and shardings of `tree`, for restoring into its layout."""
+  return jax.tree.map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
+      tree)
+
+
+class Checkpointer:
+  """Saves every `save_every_steps` steps, keeps the last `keep`."""
+
+  def __init__(self, workdir: str, *, save_every_steps: int, keep: int,
+               read_only: bool = False):
+    self.directory = checkpoint_dir(workdir)
+    options = ocp.CheckpointManagerOptions(
+        save_interval_steps=save_every_steps, max_to_keep=keep,
+        enable_async_checkpointing=True, create=not read_only,
+        read_only=read_only)
+    self._manager = ocp.CheckpointManager(
+        self.directory, options=options, item_names=(STATE, CONFIG))
+
+  def latest_step(self) -> int | None:
+    return self._manager.latest_step()
+
+  def save(self, state: Any, config: ml_collections.ConfigDict, *,
+           force: bool = False) -> bool:
+    step = int(jax.device_get(state.step))
+    return self._manager.save(
+        step, force=force,
+        args=ocp.args.Composite(**{
+            STATE: ocp.args.StandardSave(state),
+            CONFIG: ocp.args.JsonSave(config.to_dict()),
+        }))
+
+  def restore(self, abstract_state: Any, step: int | None = None) -> Any:
+    step = self.latest_step() if step is None else step
+    if step is None:
+      raise CheckpointError(f"no checkpoint in {self.directory}")
+    try:
+      restored = self._manager.restore(
+          step, args=ocp.args.Composite(**{
+              STATE: ocp.args.StandardRestore(abstract_state)}))
+    except (ValueError, KeyError, FileNotFoundError, OSError) as e:
+      first_line = str(e).strip().splitlines()[0] if str(e).strip() else ""
+      raise CheckpointError(
+          f"cannot restore checkpoint step {step} from {self.directory}: "
+          f"{type(e).__name__}: {first_line}") from e
+    return restored[STATE]
+
+  def restore_config(self, step: int | None = None) -> dict:
+    step = self.latest_step() if step is None else step
+    if step is None:
+      raise CheckpointError(f"no checkpoint in {self.directory}")
+    return self._manager.restore(
+        step, args=ocp.args.Composite(**{CONFIG: ocp.args.JsonRestore()}))[
+            CONFIG]
+
+  def wait(self):
+    self._manager.wait_until_finished()
+
+  def close(self):
+    self._manager.close()

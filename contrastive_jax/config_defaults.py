@@ -1,0 +1,74 @@
+"""The common base every `configs/*.py` file starts from.
+
+Configs are data: one `ml_collections.ConfigDict` of plain values, overridable
+from the command line (`--config.batch_size=256`). Method configs import this
+module, call `base_config()` and change what their recipe changes.
+"""
+
+import ml_collections
+
+
+def simclr_views(image_size: int, *, jitter_strength: float, blur: bool,
+                 crop_area=(0.08, 1.0)) -> str:
+  """SimCLR's augmentation (paper appendix A) as an op spec string."""
+  ops = [
+      f"random_resized_crop({image_size}, area={tuple(crop_area)})",
+      "flip_lr(p=0.5)",
+      f"color_jitter({jitter_strength}, p=0.8)",
+      "grayscale(p=0.2)",
+  ]
+  if blur:
+    ops.append("gaussian_blur(p=0.5, sigma=(0.1, 2.0), kernel_fraction=0.1)")
+  return "|".join(ops)
+
+
+def base_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.method = "simclr"
+
+  # Model: encoder (the representation h used downstream) + projection head.
+  c.model = "resnet50"
+  c.width_multiplier = 1
+  c.cifar_stem = False          # 3x3 stride-1 stem, no max-pool (small images)
+  c.head = ml_collections.ConfigDict(dict(
+      num_layers=2,             # SimCLR v1: 2; v2: 3 (with use_bn=True)
+      hidden_dim=-1,            # -1: the encoder's feature width
+      output_dim=128,
+      use_bn=False,
+  ))
+  c.half_precision = False      # bfloat16 compute; params and loss in float32
+
+  # Data.
+  c.dataset = "imagenet2012"
+  c.data_dir = ml_collections.config_dict.placeholder(str)  # or TFDS_DATA_DIR
+  c.train_split = "train"
+  c.eval_split = "validation"
+  c.image_size = 224
+  c.view_augment = simclr_views(224, jitter_strength=1.0, blur=True)
+  # A second spec for the second view; empty means the same as the first.
+  c.view_augment_2 = ""
+  c.shuffle_buffer = 16_384
+
+  # Method.
+  c.temperature = 0.1
+
+  # Optimisation. batch_size is GLOBAL (all devices of all processes).
+  c.batch_size = 4096
+  c.num_epochs = 100
+  c.num_train_steps = -1        # -1: num_epochs * train examples / batch_size
+  c.optimizer = "lars"          # lars | sgd | adamw
+  c.learning_rate = 0.3         # base LR, scaled by lr_scaling
+  c.lr_scaling = "linear"       # linear: lr*B/256; sqrt: lr*sqrt(B); none
+  c.lr_schedule = "cosine"      # cosine | step | constant
+  c.lr_decay_epochs = ()        # for 'step'
+  c.lr_decay_factor = 0.1
+  c.warmup_epochs = 10.0
+  c.weight_decay = 1e-6
+  c.momentum = 0.9
+
+  # Bookkeeping.
+  c.seed = 0
+  c.log_every_steps = 100
+  c.checkpoint_every_steps = 1000
+  c.keep_checkpoints = 3
+  return c

@@ -1,0 +1,121 @@
+"""The pretraining loop. It only orchestrates: the method module owns the
+model, state and step; the pipeline owns the data; checkpointing, metrics and
+parallelism live in their own modules."""
+
+import functools
+import os
+
+import jax
+import ml_collections
+import tensorflow_datasets as tfds
+from absl import logging
+from clu import periodic_actions
+
+from contrastive_jax import (checkpointing, config_checks, methods,
+                             metric_logging, optim, parallel)
+from contrastive_jax.data import datasets, pipeline
+from contrastive_jax.errors import UserError
+from contrastive_jax.train_state import TrainState
+
+
+def steps_for(config: ml_collections.ConfigDict) -> tuple[int, int]:
+  """(steps per epoch, total steps) for the global batch size."""
+  num_examples = datasets.num_examples(config.dataset, config.train_split,
+                                       data_dir=config.data_dir)
+  steps_per_epoch = max(1, num_examples // config.batch_size)
+  if config.num_train_steps > 0:
+    return steps_per_epoch, int(config.num_train_steps)
+  return steps_per_epoch, max(1, int(config.num_epochs * steps_per_epoch))
+
+
+def _prepare_workdir(workdir: str):
+  try:
+    os.makedirs(workdir, exist_ok=True)
+  except OSError as e:
+    raise UserError(f"cannot create workdir {workdir}: {e.strerror}") from e
+  if not os.access(workdir, os.W_OK | os.X_OK):
+    raise UserError(f"workdir {workdir} is not writable")
+
+
+def _view_specs(config) -> tuple[str, str]:
+  return (config.view_augment, config.view_augment_2 or config.view_augment)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict,
+                       workdir: str) -> TrainState:
+  """Pretrains `config.method`; resumes from the latest checkpoint in workdir.
+
+  Returns the final state.
+  """
+  # Everything that can reject the config runs before the workdir is touched.
+  config_checks.validate(config, num_devices=jax.device_count(),
+                         num_processes=jax.process_count())
+  method = methods.get_method(config.method)
+  steps_per_epoch, total_steps = steps_for(config)
+  tx, learning_rate_fn = optim.create_optimizer_from_config(
+      config, steps_per_epoch=steps_per_epoch, total_steps=total_steps)
+  model = method.create_model(config, axis_name=parallel.DATA_AXIS)
+  train_ds = pipeline.make_pretrain_dataset(
+      dataset=config.dataset, split=config.train_split,
+      data_dir=config.data_dir,
+      local_batch_size=config.batch_size // jax.process_count(),
+      view_specs=_view_specs(config), seed=config.seed,
+      process_index=jax.process_index(), process_count=jax.process_count(),
+      shuffle_buffer=config.shuffle_buffer)
+  _prepare_workdir(workdir)
+
+  mesh = parallel.make_data_mesh()
+  logging.info("%d devices over %d processes; %d steps (%d per epoch)",
+               jax.device_count(), jax.process_count(), total_steps,
+               steps_per_epoch)
+  with jax.set_mesh(mesh):
+    # The state is created directly into its (replicated) sharding.
+    init = jax.jit(
+        functools.partial(method.init_state, model=model, tx=tx,
+                          config=config),
+        out_shardings=parallel.replicated(mesh))
+    rng = jax.random.PRNGKey(config.seed)
+    ckpt = checkpointing.Checkpointer(
+        workdir, save_every_steps=config.checkpoint_every_steps,
+        keep=config.keep_checkpoints)
+    if ckpt.latest_step() is not None:
+      abstract = jax.tree.map(
+          lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype,
+                                         sharding=parallel.replicated(mesh)),
+          jax.eval_shape(init, rng))
+      state = ckpt.restore(abstract)
+      logging.info("Resumed from %s at step %d", ckpt.directory,
+                   int(state.step))
+    else:
+      state = init(rng)
+    start_step = int(jax.device_get(state.step))
+
+    train_step = parallel.shard_train_step(
+        functools.partial(method.train_step, model=model, tx=tx,
+                          config=config, learning_rate_fn=learning_rate_fn,
+                          axis_name=parallel.DATA_AXIS),
+        mesh)
+    writer = metric_logging.create_writer(workdir)
+    if start_step == 0:
+      writer.write_hparams(dict(config.to_dict()))
+    progress = periodic_actions.ReportProgress(
+        num_train_steps=total_steps, writer=writer,
+        every_steps=config.log_every_steps)
+
+    batches = iter(tfds.as_numpy(train_ds))
+    window = []
+    for step in range(start_step + 1, total_steps + 1):
+      with jax.profiler.StepTraceAnnotation("train", step_num=step):
+        batch = parallel.global_batch(next(batches), mesh)
+        state, step_metrics = train_step(state, batch)
+      window.append(step_metrics)
+      progress(step)
+      if step % config.log_every_steps == 0 or step == total_steps:
+        writer.write_scalars(step, metric_logging.summarize(window))
+        window = []
+      ckpt.save(state, config, force=step == total_steps)
+    ckpt.wait()
+    writer.flush()
+    writer.close()
+    ckpt.close()
+  return state
