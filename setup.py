@@ -13,7 +13,7 @@ setup(
     install_requires=[
         "jax>=0.10",
         "flax>=0.12",
-        "optax>=0.2.6",
+        "optax>=0.2.8",
         "orbax-checkpoint>=0.11",
         "tensorflow-cpu>=2.18",   # tf.data / tf.image only
         "tensorflow-datasets>=4.9.8",

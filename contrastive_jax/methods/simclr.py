@@ -87,7 +87,7 @@ def train_step(state: TrainState, batch, *, model: nn.Module,
   metrics = {
       "loss": out.loss,
       "contrastive_accuracy": out.accuracy,
-      "grad_norm": optax.global_norm(grads),
+      "grad_norm": optax.tree.norm(grads),
       "learning_rate": learning_rate_fn(state.step),
   }
   return new_state, metrics
