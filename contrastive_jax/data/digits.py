@@ -1,0 +1,52 @@
+"""scikit-learn's handwritten digits: a small real dataset, no download.
+
+1,797 8x8 greyscale digits (values 0..16) ship inside scikit-learn, so the
+`digits` configs train and evaluate offline, in CI and on a laptop. The
+pipeline's ops resize them to the configured image size.
+"""
+
+import functools
+
+import numpy as np
+
+from contrastive_jax.errors import ConfigError
+
+SPLITS = ('train', 'test')
+_TEST_FRACTION = 0.2
+# Fixed forever: changing it silently changes every digits result.
+_SPLIT_SEED = 0
+
+
+@functools.lru_cache(maxsize=1)
+def _load():
+  """Returns (images uint8 [N, 8, 8, 3] in 0..255, labels int64, split ids)."""
+  from sklearn.datasets import load_digits  # Heavy import, only when used.
+  digits = load_digits()
+  gray = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)
+  images = np.repeat(gray[..., None], 3, axis=-1)
+  labels = digits.target.astype(np.int64)
+
+  # Stratified: every class keeps the same train/test proportion, so the
+  # small test set is not skewed towards some digits.
+  rng = np.random.default_rng(_SPLIT_SEED)
+  is_test = np.zeros(len(labels), bool)
+  for label in np.unique(labels):
+    members = np.flatnonzero(labels == label)
+    num_test = int(round(len(members) * _TEST_FRACTION))
+    is_test[rng.permutation(members)[:num_test]] = True
+  return images, labels, is_test
+
+
+def load_digits_split(split: str) -> dict:
+  """Returns {'image': uint8 [N, 8, 8, 3], 'label': int64 [N]} for a split.
+
+  'train' holds about 80% of each class, 'test' the rest; the split is the
+  same on every machine and call. Examples keep scikit-learn's order.
+  """
+  if split not in SPLITS:
+    raise ConfigError(f'split: the digits dataset has splits '
+                      f'{", ".join(SPLITS)}, got {split!r}')
+  images, labels, is_test = _load()
+  keep = is_test if split == 'test' else ~is_test
+  # Fresh arrays: callers may modify them without touching the cache.
+  return {'image': images[keep], 'label': labels[keep]}
