@@ -1,0 +1,147 @@
+"""The input streams: endless two-view pretraining batches and one-pass eval.
+
+Each process builds its own stream from its own shard of the data, with its
+LOCAL batch size (the global batch divided by the number of processes).
+
+Determinism of the pretraining stream, as it stands:
+  * The same (seed, process_index, process_count, data) gives the same batches
+    in every run: shuffling has a fixed seed and tf.data runs deterministic.
+  * Augmentation randomness is a pure function of (seed, process_index,
+    position in the stream): example j of batch k is augmented with a key
+    derived by stateless fold-ins from (seed, process_index, k * B + j), never
+    from the global TF random state, parallelism or timing.
+  * WHICH image sits at position k * B + j depends on the shuffle buffer's
+    history, so batch k is reproduced by replaying the stream from the start,
+    not computed directly. Making batch k a pure function of (seed, step,
+    process) only needs that image choice to become an index function too
+    (e.g. a per-epoch permutation of indices via stateless shuffling); the
+    augmentation keys already are.
+"""
+
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from contrastive_jax.data import augment
+from contrastive_jax.data import datasets
+from contrastive_jax.errors import ConfigError
+
+# Config fields holding the view specs, named in spec errors.
+_VIEW_FIELDS = ('view_augment', 'view_augment_2')
+
+
+def make_pretrain_dataset(*, dataset, split, data_dir, local_batch_size,
+                          view_specs, seed, process_index, process_count,
+                          shuffle_buffer=10_000,
+                          num_parallel=tf.data.AUTOTUNE):
+  """Endless batches {'view1', 'view2': float32 [B, H, W, 3], 'label': int32}.
+
+  view1 and view2 are two independent augmentations of the same images, built
+  from view_specs[0] and view_specs[1] (pass the same spec twice for SimCLR).
+  Views are in [0, 1]; the model normalises. Every batch is full.
+  """
+  _check_batch_size(local_batch_size)
+  if (not isinstance(view_specs, (tuple, list)) or len(view_specs) != 2 or
+      not all(isinstance(s, str) for s in view_specs)):
+    raise ConfigError(f'view_augment: expected two view spec strings, got '
+                      f'{view_specs!r}')
+  if isinstance(seed, bool) or not isinstance(seed, int):
+    raise ConfigError(f'seed: expected an int, got {seed!r}')
+  if (isinstance(shuffle_buffer, bool) or not isinstance(shuffle_buffer, int)
+      or shuffle_buffer < 1):
+    raise ConfigError(
+        f'shuffle_buffer: expected a positive int, got {shuffle_buffer!r}')
+  views = [augment.build_view(spec, field)
+           for spec, field in zip(view_specs, _VIEW_FIELDS)]
+
+  ds = datasets.load_split(dataset, split, data_dir=data_dir,
+                           process_index=process_index,
+                           process_count=process_count, shuffle_files=True,
+                           file_seed=seed)
+  # A fresh order every epoch, the same in every run.
+  ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+  ds = ds.repeat()
+  # Positions count from 0 after shuffling: position k * B + j is example j
+  # of batch k, whatever the data and parallelism.
+  ds = ds.enumerate()
+  process_key = tf.random.experimental.stateless_fold_in(
+      tf.constant([seed, 0], tf.int64), process_index)
+
+  def two_views(position, example):
+    key = tf.random.experimental.stateless_fold_in(process_key, position)
+    view_keys = tf.unstack(tf.random.experimental.stateless_split(key, 2))
+    image = tf.image.convert_image_dtype(example['image'], tf.float32)
+    return {
+        'view1': views[0](image, view_keys[0]),
+        'view2': views[1](image, view_keys[1]),
+        'label': tf.cast(example['label'], tf.int32),
+    }
+
+  ds = ds.map(two_views, num_parallel_calls=num_parallel, deterministic=True)
+  ds = ds.batch(local_batch_size, drop_remainder=True)
+  return ds.with_options(_options()).prefetch(tf.data.AUTOTUNE)
+
+
+def make_eval_dataset(*, dataset, split, data_dir, local_batch_size,
+                      view_spec, process_index, process_count):
+  """One pass of batches {'image', 'label', 'mask'}, all of the same shape.
+
+  'image' is float32 [B, H, W, 3] in [0, 1] from one deterministic view
+  (random ops in `view_spec` get a fixed seed), 'label' int32 [B], 'mask'
+  float32 [B]: 1 for real examples, 0 for padding rows (which are all zeros).
+  Every process yields the same number of batches, ceil(ceil(N / P) / B), so
+  multi-process eval steps stay in lockstep; its mask sums to its shard size.
+  """
+  _check_batch_size(local_batch_size)
+  view = augment.build_view(view_spec, 'eval view_spec')
+  total = datasets.num_examples(dataset, split, data_dir)
+  largest_shard = -(-total // process_count)
+  num_batches = -(-largest_shard // local_batch_size)
+
+  ds = datasets.load_split(dataset, split, data_dir=data_dir,
+                           process_index=process_index,
+                           process_count=process_count)
+  fixed_key = tf.zeros([2], tf.int64)
+
+  def prepare(example):
+    image = tf.image.convert_image_dtype(example['image'], tf.float32)
+    return {
+        'image': view(image, fixed_key),
+        'label': tf.cast(example['label'], tf.int32),
+        'mask': tf.constant(1.0, tf.float32),
+    }
+
+  ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  image_shape = ds.element_spec['image'].shape
+  if not image_shape.is_fully_defined():
+    raise ConfigError(f'eval view_spec: {view_spec!r} must give a fixed image '
+                      f'size (end it with resize or center_crop), got '
+                      f'{image_shape}')
+  padding = tf.data.Dataset.from_tensors({
+      'image': tf.zeros(image_shape, tf.float32),
+      'label': tf.constant(0, tf.int32),
+      'mask': tf.constant(0.0, tf.float32),
+  }).repeat()
+  ds = ds.concatenate(padding).take(num_batches * local_batch_size)
+  ds = ds.batch(local_batch_size, drop_remainder=True)
+  return ds.with_options(_options()).prefetch(tf.data.AUTOTUNE)
+
+
+def as_numpy_iterator(ds):
+  """Iterates `ds` as nested dicts of NumPy arrays (for feeding JAX)."""
+  return iter(tfds.as_numpy(ds))
+
+
+def _check_batch_size(local_batch_size):
+  if (isinstance(local_batch_size, bool) or
+      not isinstance(local_batch_size, int) or local_batch_size < 1):
+    raise ConfigError(f'batch_size: the per-process batch size must be a '
+                      f'positive int, got {local_batch_size!r}')
+
+
+def _options():
+  options = tf.data.Options()
+  options.deterministic = True
+  # Parallelism comes from tf.data's parallel map across examples; ops
+  # inside one example competing for threads only adds contention.
+  options.threading.max_intra_op_parallelism = 1
+  return options

@@ -1,0 +1,137 @@
+"""Training and eval streams on offline digits and on mocked cifar10."""
+
+import itertools
+
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from contrastive_jax.data import pipeline
+from contrastive_jax.data.digits import load_digits_split
+from contrastive_jax.errors import ConfigError
+
+SPEC = ('random_resized_crop(16, area=(0.25, 1.0))|flip_lr|'
+        'color_jitter(0.5, p=0.8)|grayscale(p=0.2)')
+
+
+def _pretrain(seed=0, process_index=0, process_count=1, batch=8, **kwargs):
+  args = dict(dataset='digits', split='train', data_dir=None,
+              local_batch_size=batch, view_specs=(SPEC, SPEC), seed=seed,
+              process_index=process_index, process_count=process_count,
+              shuffle_buffer=512)
+  args.update(kwargs)
+  return pipeline.make_pretrain_dataset(**args)
+
+
+def _take(ds, n=3):
+  return list(itertools.islice(pipeline.as_numpy_iterator(ds), n))
+
+
+def _same(batches_a, batches_b):
+  return all(np.array_equal(a[k], b[k])
+             for a, b in zip(batches_a, batches_b) for k in a)
+
+
+@pytest.fixture(scope='module')
+def seed0_batches():
+  return _take(_pretrain(seed=0))
+
+
+def test_pretrain_batch_shapes_dtypes_and_range(seed0_batches):
+  batch = seed0_batches[0]
+  assert set(batch) == {'view1', 'view2', 'label'}
+  for view in ('view1', 'view2'):
+    assert batch[view].shape == (8, 16, 16, 3)
+    assert batch[view].dtype == np.float32
+    assert batch[view].min() >= 0.0 and batch[view].max() <= 1.0
+  assert batch['label'].shape == (8,) and batch['label'].dtype == np.int32
+  assert np.all((batch['label'] >= 0) & (batch['label'] < 10))
+
+
+def test_two_views_of_an_image_differ(seed0_batches):
+  batch = seed0_batches[0]
+  for i in range(8):
+    assert not np.allclose(batch['view1'][i], batch['view2'][i])
+
+
+def test_same_seed_same_batches_different_seed_different(seed0_batches):
+  assert _same(seed0_batches, _take(_pretrain(seed=0)))
+  assert not _same(seed0_batches, _take(_pretrain(seed=1)))
+
+
+def test_process_shards_give_different_batches():
+  first = _take(_pretrain(process_index=0, process_count=2), 1)
+  second = _take(_pretrain(process_index=1, process_count=2), 1)
+  assert not _same(first, second)
+
+
+def test_distinct_view_specs_are_used_per_view():
+  ds = _pretrain(view_specs=('resize(16)', 'resize(16)|solarize(p=1.0)'))
+  batch = _take(ds, 1)[0]
+  plain = batch['view1']
+  np.testing.assert_allclose(
+      batch['view2'], np.where(plain >= 0.5, 1 - plain, plain), atol=1e-6)
+
+
+@pytest.mark.parametrize('batch', [0, -4, 2.0, True])
+def test_bad_batch_size_names_the_field(batch):
+  with pytest.raises(ConfigError, match='batch_size'):
+    _pretrain(batch=batch)
+
+
+def test_bad_view_spec_names_the_field():
+  with pytest.raises(ConfigError, match='view_augment_2'):
+    _pretrain(view_specs=(SPEC, 'flip_lr|nope'))
+
+
+def _eval(process_index=0, process_count=1, batch=64, view_spec=''):
+  return pipeline.make_eval_dataset(
+      dataset='digits', split='test', data_dir=None, local_batch_size=batch,
+      view_spec=view_spec, process_index=process_index,
+      process_count=process_count)
+
+
+def test_eval_covers_every_example_once_with_padding_masked():
+  test = load_digits_split('test')
+  batches = list(pipeline.as_numpy_iterator(_eval(batch=64)))
+  assert len(batches) == -(-len(test['label']) // 64)
+  for batch in batches:
+    assert batch['image'].shape == (64, 8, 8, 3)
+    assert batch['mask'].shape == (64,) and batch['label'].dtype == np.int32
+  mask = np.concatenate([b['mask'] for b in batches]).astype(bool)
+  assert mask.sum() == len(test['label'])
+  images = np.concatenate([b['image'] for b in batches])
+  labels = np.concatenate([b['label'] for b in batches])
+  # The identity view keeps pixels, so real rows are the split, in order.
+  np.testing.assert_allclose(images[mask] * 255, test['image'], atol=1e-3)
+  np.testing.assert_array_equal(labels[mask], test['label'])
+  assert not images[~mask].any() and not labels[~mask].any()
+
+
+def test_eval_processes_yield_equal_batch_counts_covering_the_split():
+  runs = [list(pipeline.as_numpy_iterator(_eval(i, 2, batch=45)))
+          for i in range(2)]
+  assert len(runs[0]) == len(runs[1]) == 4  # ceil(180 / 45)
+  assert sum(b['mask'].sum() for run in runs for b in run) == 359
+
+
+def test_eval_view_resizes():
+  batch = next(pipeline.as_numpy_iterator(_eval(batch=4,
+                                                view_spec='resize(16)')))
+  assert batch['image'].shape == (4, 16, 16, 3)
+
+
+def test_cifar10_mock_batches_have_the_right_shape():
+  with tfds.testing.mock_data(num_examples=10,
+                              policy=tfds.testing.MockPolicy.USE_CODE):
+    spec = 'random_resized_crop(32)|flip_lr|color_jitter(0.5, p=0.8)'
+    train = _pretrain(dataset='cifar10', view_specs=(spec, spec), batch=4)
+    batch = _take(train, 1)[0]
+    evaluation = pipeline.make_eval_dataset(
+        dataset='cifar10', split='test', data_dir=None, local_batch_size=4,
+        view_spec='', process_index=0, process_count=1)
+    eval_batches = list(pipeline.as_numpy_iterator(evaluation))
+  assert batch['view1'].shape == batch['view2'].shape == (4, 32, 32, 3)
+  assert batch['label'].shape == (4,)
+  assert len(eval_batches) == 3
+  assert sum(b['mask'].sum() for b in eval_batches) == 10
