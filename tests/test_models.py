@@ -55,10 +55,16 @@ def _last_block_output(model, size):
   return inter[last]['__call__'][0].shape
 
 
+def _init(model, x):
+  # Eager on purpose: the per-op executables are cached and reused by the
+  # eager `apply` calls below, which a jitted init would not warm up.
+  return model.init(KEY, x, train=False)
+
+
 @pytest.fixture(scope='module')
 def tiny():
   model = create_encoder('tiny_resnet', cifar_stem=True)
-  variables = model.init(KEY, _images(), train=False)
+  variables = _init(model, _images())
   return model, variables
 
 
@@ -119,7 +125,7 @@ def test_stems_downsample_as_documented():
 
 def test_bfloat16_computes_in_bf16_but_keeps_float32_params_and_output():
   model = create_encoder('tiny_resnet', cifar_stem=True, dtype=jnp.bfloat16)
-  variables = model.init(KEY, _images(), train=False)
+  variables = _init(model, _images())
   assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(variables))
   h, state = model.apply(
       variables, _images(), train=False, capture_intermediates=True,
@@ -172,8 +178,7 @@ def _shard_batch_stats(bn_axis_name, x):
   mesh = jax.make_mesh((8,), ('data',))
   model = create_encoder(
       'tiny_resnet', cifar_stem=True, bn_axis_name=bn_axis_name)
-  variables = create_encoder('tiny_resnet', cifar_stem=True).init(
-      KEY, x, train=False)
+  variables = _init(create_encoder('tiny_resnet', cifar_stem=True), x)
 
   def step(variables, x):
     h, state = model.apply(variables, x, train=True, mutable=['batch_stats'])
@@ -196,7 +201,7 @@ def global_bn_reference():
     pytest.skip('needs 8 (fake) devices: XLA_FLAGS set after jax started')
   x = _images(batch=16, seed=2)
   model = create_encoder('tiny_resnet', cifar_stem=True)
-  variables = model.init(KEY, x, train=False)
+  variables = _init(model, x)
   h, state = model.apply(variables, x, train=True, mutable=['batch_stats'])
   return x, h, state['batch_stats']
 

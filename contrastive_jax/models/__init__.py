@@ -41,8 +41,8 @@ def create_encoder(
         f'width_multiplier must be one of '
         f'{", ".join(map(str, WIDTH_MULTIPLIERS))}; got {width_multiplier!r}')
   return ENCODERS[name](
-      width_multiplier=int(width_multiplier), cifar_stem=cifar_stem, dtype=dtype,
-      bn_axis_name=bn_axis_name)
+      width_multiplier=int(width_multiplier), cifar_stem=cifar_stem,
+      dtype=dtype, bn_axis_name=bn_axis_name)
 
 
 __all__ = ['ENCODERS', 'ProjectionHead', 'create_encoder']

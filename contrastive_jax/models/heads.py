@@ -47,7 +47,7 @@ class ProjectionHead(nn.Module):
   def __call__(self, h, train: bool):
     if self.num_layers < 1:
       raise ConfigError(
-          f'ProjectionHead num_layers must be >= 1, got {self.num_layers}')
+          f'head.num_layers must be an integer >= 1; got {self.num_layers}')
     hidden_dim = self.hidden_dim or h.shape[-1]
     norm = functools.partial(
         nn.BatchNorm, use_running_average=not train,

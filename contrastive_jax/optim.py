@@ -1,0 +1,223 @@
+"""Optimizer factory: learning-rate scaling, schedules, weight-decay mask.
+
+Everything here is built from optax pieces; the only logic of our own is
+which parameters get weight decay (see `decay_mask`) and how config fields
+map onto optax arguments.
+"""
+
+import math
+import re
+from typing import Any, Callable, Sequence
+
+import jax
+import optax
+
+from contrastive_jax.errors import ConfigError
+
+Schedule = Callable[[Any], Any]
+
+LR_SCALING_RULES = ('linear', 'sqrt', 'none')
+LR_SCHEDULES = ('cosine', 'step', 'constant')
+OPTIMIZERS = ('lars', 'sgd', 'adamw')
+
+
+def scaled_learning_rate(base_lr: float, batch_size: int, rule: str) -> float:
+  """Peak learning rate for a global batch size.
+
+  'linear': base * B / 256 (Goyal et al.; SimCLR 0.3 * B / 256).
+  'sqrt':   base * sqrt(B) (SimCLR's small-batch / long-run rule, 0.075).
+  'none':   base, whatever the batch (MoCo's 0.03 at B=256).
+  """
+  if batch_size <= 0:
+    raise ConfigError(
+        f'batch_size must be a positive integer; got {batch_size}')
+  if rule == 'linear':
+    return base_lr * batch_size / 256
+  if rule == 'sqrt':
+    return base_lr * math.sqrt(batch_size)
+  if rule == 'none':
+    return base_lr
+  raise ConfigError(
+      f'lr_scaling must be one of {", ".join(LR_SCALING_RULES)}; got {rule!r}')
+
+
+def learning_rate_schedule(
+    *,
+    peak_lr: float,
+    total_steps: int,
+    warmup_steps: int,
+    schedule: str = 'cosine',
+    decay_boundaries: Sequence[int] = (),
+    decay_factor: float = 0.1,
+) -> Schedule:
+  """Step -> learning rate, with a linear warmup from 0 to `peak_lr`.
+
+  'cosine':   cosine decay to 0 at `total_steps` (SimCLR, MoCo v2).
+  'step':     multiply by `decay_factor` at each of `decay_boundaries`
+              (absolute steps; MoCo v1: x0.1 at epochs 120 and 160).
+  'constant': stay at `peak_lr`.
+  """
+  if schedule not in LR_SCHEDULES:
+    raise ConfigError(
+        f'lr_schedule must be one of {", ".join(LR_SCHEDULES)}; '
+        f'got {schedule!r}')
+  if total_steps <= 0:
+    raise ConfigError(
+        f'num_train_steps must come to a positive number of steps; got '
+        f'{total_steps}')
+  if not 0 <= warmup_steps < total_steps:
+    raise ConfigError(
+        f'warmup_epochs must be >= 0 and shorter than the run; got '
+        f'{warmup_steps} warmup steps of {total_steps}')
+
+  if schedule == 'cosine':
+    if warmup_steps == 0:
+      # optax's warmup schedule logs a warning for a zero-length warmup.
+      return optax.cosine_decay_schedule(peak_lr, decay_steps=total_steps)
+    return optax.warmup_cosine_decay_schedule(
+        init_value=0.0, peak_value=peak_lr, warmup_steps=warmup_steps,
+        decay_steps=total_steps, end_value=0.0)
+
+  if schedule == 'constant':
+    after_warmup = optax.constant_schedule(peak_lr)
+  else:
+    boundaries = [int(b) for b in decay_boundaries]
+    if any(b <= warmup_steps for b in boundaries) or any(
+        a >= b for a, b in zip(boundaries, boundaries[1:])):
+      raise ConfigError(
+          f'lr_decay_epochs must be strictly increasing and after the warmup; '
+          f'got steps {boundaries} with {warmup_steps} warmup steps')
+    if decay_factor < 0:
+      raise ConfigError(f'lr_decay_factor must be >= 0; got {decay_factor}')
+    # join_schedules restarts the count at the warmup boundary, so the decay
+    # boundaries are shifted to stay absolute.
+    after_warmup = optax.piecewise_constant_schedule(
+        peak_lr, {b - warmup_steps: decay_factor for b in boundaries})
+
+  if warmup_steps == 0:
+    return after_warmup
+  warmup = optax.linear_schedule(0.0, peak_lr, transition_steps=warmup_steps)
+  return optax.join_schedules([warmup, after_warmup], [warmup_steps])
+
+
+# A module is BatchNorm if its name is flax's default (`BatchNorm_0`) or has a
+# `bn` token: `bn`, `bn1`, `stem_bn`, `proj_bn`, `bn_out`. Not `bnet`.
+_BN_MODULE = re.compile(r'batchnorm|(^|_)bn\d*(_|$)', re.IGNORECASE)
+
+
+def _path_names(path) -> list[str]:
+  """Key names along a pytree path (dict keys, attributes, or indices)."""
+  names = []
+  for key in path:
+    for attr in ('key', 'name', 'idx'):
+      if hasattr(key, attr):
+        names.append(str(getattr(key, attr)))
+        break
+    else:
+      names.append(str(key))
+  return names
+
+
+def _gets_decay(path, _) -> bool:
+  names = _path_names(path)  # empty for a bare array: decayed
+  if names and names[-1] == 'bias':
+    return False
+  return not any(_BN_MODULE.search(m) for m in names[:-1])
+
+
+def decay_mask(params) -> Any:
+  """True for the leaves that get weight decay and LARS trust-ratio scaling.
+
+  Rule, by parameter path: a leaf is excluded (False) if its own name is
+  `bias`, or if any enclosing module is a BatchNorm, i.e. its name contains
+  `BatchNorm` (flax's default naming) or a `bn` token (`bn1`, `stem_bn`,
+  `proj_bn`, `bn_out`; our models name every BN this way). Everything else,
+  in particular every conv and dense `kernel`, is True. Other norms
+  (LayerNorm `scale`) are NOT recognised and would get decay.
+
+  Works on any params pytree, including `jax.eval_shape` outputs.
+  """
+  return jax.tree_util.tree_map_with_path(_gets_decay, params)
+
+
+def create_optimizer(
+    *,
+    name: str,
+    learning_rate: float | Schedule,
+    weight_decay: float,
+    momentum: float = 0.9,
+    nesterov: bool = False,
+    trust_coefficient: float = 0.001,
+    b1: float = 0.9,
+    b2: float = 0.999,
+) -> optax.GradientTransformation:
+  """Builds 'lars', 'sgd' or 'adamw', with decay masked by `decay_mask`.
+
+  'lars': SimCLR/BYOL LARS. Kernels get wd * w added to the gradient and the
+    trust ratio eta * |w| / |g + wd * w|; biases and BN get neither, only
+    momentum SGD.
+  'sgd': torch-style SGD (MoCo): L2 decay added to the gradient before
+    momentum, on masked leaves only.
+  'adamw': decoupled decay on masked leaves; `momentum` is unused (b1 is).
+  """
+  if name not in OPTIMIZERS:
+    raise ConfigError(
+        f'optimizer must be one of {", ".join(OPTIMIZERS)}; got {name!r}')
+  if not callable(learning_rate) and not learning_rate > 0:
+    raise ConfigError(f'learning_rate must be positive; got {learning_rate}')
+  if weight_decay < 0:
+    raise ConfigError(f'weight_decay must be >= 0; got {weight_decay}')
+  if not 0 <= momentum < 1:
+    raise ConfigError(f'momentum must be in [0, 1); got {momentum}')
+
+  if name == 'lars':
+    return optax.lars(
+        learning_rate, weight_decay=weight_decay,
+        weight_decay_mask=decay_mask, trust_coefficient=trust_coefficient,
+        trust_ratio_mask=decay_mask, momentum=momentum, nesterov=nesterov)
+  if name == 'sgd':
+    return optax.chain(
+        optax.add_decayed_weights(weight_decay, mask=decay_mask),
+        optax.sgd(learning_rate, momentum=momentum or None,
+                  nesterov=nesterov))
+  return optax.adamw(
+      learning_rate, b1=b1, b2=b2, weight_decay=weight_decay, mask=decay_mask)
+
+
+def create_optimizer_from_config(
+    config, *, steps_per_epoch: int, total_steps: int
+) -> tuple[optax.GradientTransformation, Schedule]:
+  """(optimizer, schedule) from the training config.
+
+  Reads `optimizer`, `learning_rate` (base, before `lr_scaling` by
+  `batch_size`), `weight_decay`, `momentum`, `warmup_epochs`, `lr_schedule`,
+  and, for 'step', `lr_decay_epochs` and `lr_decay_factor`. Epochs may be
+  fractional; they are rounded to whole steps.
+  """
+  if steps_per_epoch <= 0:
+    raise ConfigError(
+        f'batch_size must not exceed the training set; got {steps_per_epoch} '
+        f'steps per epoch')
+
+  def to_steps(epochs):
+    return int(round(epochs * steps_per_epoch))
+
+  if not config.learning_rate > 0:
+    raise ConfigError(
+        f'learning_rate must be positive; got {config.learning_rate}')
+  peak_lr = scaled_learning_rate(
+      config.learning_rate, config.batch_size, config.lr_scaling)
+  schedule = learning_rate_schedule(
+      peak_lr=peak_lr,
+      total_steps=total_steps,
+      warmup_steps=to_steps(config.warmup_epochs),
+      schedule=config.lr_schedule,
+      decay_boundaries=[
+          to_steps(e) for e in config.get('lr_decay_epochs') or ()],
+      decay_factor=config.get('lr_decay_factor', 0.1))
+  tx = create_optimizer(
+      name=config.optimizer,
+      learning_rate=schedule,
+      weight_decay=config.weight_decay,
+      momentum=config.momentum)
+  return tx, schedule
