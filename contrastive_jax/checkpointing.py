@@ -36,8 +36,9 @@ class Checkpointer:
   def __init__(self, workdir: str, *, save_every_steps: int, keep: int,
                read_only: bool = False):
     self.directory = checkpoint_dir(workdir)
+    self._save_every_steps = save_every_steps
     options = ocp.CheckpointManagerOptions(
-        save_interval_steps=save_every_steps, max_to_keep=keep,
+        max_to_keep=keep,
         enable_async_checkpointing=True, create=not read_only,
         read_only=read_only)
     self._manager = ocp.CheckpointManager(
@@ -46,9 +47,13 @@ class Checkpointer:
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
 
-  def save(self, state: Any, config: ml_collections.ConfigDict, *,
+  def save(self, step: int, state: Any, config: ml_collections.ConfigDict, *,
            force: bool = False) -> bool:
-    step = int(jax.device_get(state.step))
+    """Saves `state` as `step` if it is a multiple of save_every_steps (or
+    `force`). `step` is passed by the caller so that deciding costs no
+    device-to-host sync."""
+    if not force and step % self._save_every_steps:
+      return False
     return self._manager.save(
         step, force=force,
         args=ocp.args.Composite(**{

@@ -41,14 +41,15 @@ def _view_specs(config) -> tuple[str, str]:
   return (config.view_augment, config.view_augment_2 or config.view_augment)
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict,
-                       workdir: str) -> TrainState:
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
+                       devices=None) -> TrainState:
   """Pretrains `config.method`; resumes from the latest checkpoint in workdir.
 
-  Returns the final state.
+  `devices` (default: all) is the data-parallel mesh. Returns the final state.
   """
+  mesh = parallel.make_data_mesh(devices)
   # Everything that can reject the config runs before the workdir is touched.
-  config_checks.validate(config, num_devices=jax.device_count(),
+  config_checks.validate(config, num_devices=mesh.size,
                          num_processes=jax.process_count())
   method = methods.get_method(config.method)
   steps_per_epoch, total_steps = steps_for(config)
@@ -64,9 +65,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
       shuffle_buffer=config.shuffle_buffer)
   _prepare_workdir(workdir)
 
-  mesh = parallel.make_data_mesh()
   logging.info("%d devices over %d processes; %d steps (%d per epoch)",
-               jax.device_count(), jax.process_count(), total_steps,
+               mesh.size, jax.process_count(), total_steps,
                steps_per_epoch)
   with jax.set_mesh(mesh):
     # The state is created directly into its (replicated) sharding.
@@ -89,6 +89,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     else:
       state = init(rng)
     start_step = int(jax.device_get(state.step))
+    if start_step >= total_steps:
+      logging.info("Nothing to do: the checkpoint is at step %d of %d.",
+                   start_step, total_steps)
+      ckpt.close()
+      return state
 
     train_step = parallel.shard_train_step(
         functools.partial(method.train_step, model=model, tx=tx,
@@ -113,7 +118,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
       if step % config.log_every_steps == 0 or step == total_steps:
         writer.write_scalars(step, metric_logging.summarize(window))
         window = []
-      ckpt.save(state, config, force=step == total_steps)
+      ckpt.save(step, state, config, force=step == total_steps)
     ckpt.wait()
     writer.flush()
     writer.close()

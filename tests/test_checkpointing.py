@@ -31,8 +31,9 @@ def _config():
 def test_round_trip_is_bit_identical(tmp_path):
   mesh = parallel.make_data_mesh()
   state = _state(mesh)
-  ckpt = checkpointing.Checkpointer(str(tmp_path), save_every_steps=1, keep=2)
-  assert ckpt.save(state, _config())
+  ckpt = checkpointing.Checkpointer(str(tmp_path), save_every_steps=7, keep=2)
+  assert ckpt.save(7, state, _config())
+  assert not ckpt.save(8, state, _config())  # not a multiple of 7
   ckpt.wait()
   assert ckpt.latest_step() == 7
 
@@ -51,7 +52,7 @@ def test_keeps_only_the_last_k(tmp_path):
   ckpt = checkpointing.Checkpointer(str(tmp_path), save_every_steps=1, keep=2)
   state = _state(mesh)
   for step in (1, 2, 3):
-    ckpt.save(state.replace(step=jnp.asarray(step)), _config())
+    ckpt.save(step, state.replace(step=jnp.asarray(step)), _config())
   ckpt.wait()
   assert sorted(ckpt._manager.all_steps()) == [2, 3]
   ckpt.close()
