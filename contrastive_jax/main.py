@@ -6,10 +6,16 @@ joins a multi-process JAX job when launched as one, and runs the loop. Bad
 input ends with one line on stderr and exit status 2.
 """
 
+import ast
+import logging as logging_std
 import os
+import re
 import sys
 
-from absl import app, flags, logging
+# Before TensorFlow or JAX load: keep their C++ start-up chatter out of the log.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags
 
 from contrastive_jax.errors import UserError
@@ -62,19 +68,76 @@ def _initialize_distributed():
     jax.distributed.initialize()
 
 
+def _exit_with_error(message: str):
+  logging.flush()
+  print(f"error: {message}", file=sys.stderr)
+  sys.exit(2)
+
+
+def _summary(error: BaseException) -> str:
+  """One line for an error raised while reading the config.
+
+  Config-file errors arrive wrapped with the config file's traceback as
+  text; the line users need is its last "SomethingError: ..." line.
+  """
+  lines = [l.strip() for l in str(error).splitlines() if l.strip()]
+  for line in reversed(lines):
+    if re.match(r"^\w+(Error|Exception): ", line):
+      return line
+  return " ".join(lines) or type(error).__name__
+
+
+_CONFIG_ERRORS = (AttributeError, OSError, ValueError, TypeError, KeyError,
+                  flags.Error)
+
+
+def _parse_flags(argv):
+  try:
+    return flags.FLAGS(argv)
+  except AttributeError as e:
+    # ConfigDict's answer to overriding a field that does not exist; its
+    # str() is the repr of "'name'\nDid you mean ...?".
+    text = str(e)
+    if text.startswith("'"):
+      text = ast.literal_eval(text)
+    field, _, hint = text.partition("\n")
+    _exit_with_error(f"--config: no such field {field}. {hint}".strip())
+  except _CONFIG_ERRORS as e:
+    _exit_with_error(_summary(e))
+
+
+def _read_config():
+  try:
+    config = flags.FLAGS.config
+    config.to_dict()  # The file is loaded and overrides applied lazily.
+    return config
+  except _CONFIG_ERRORS as e:
+    # A missing config file, a misspelled or mistyped override.
+    _exit_with_error(f"--config: {_summary(e)}")
+
+
+class _QuietLibraries(logging_std.Filter):
+  """Drops INFO records from Orbax (dozens per checkpoint save); warnings
+  and errors still pass."""
+
+  def filter(self, record):
+    return (record.levelno > logging_std.INFO
+            or "/orbax/" not in record.pathname)
+
+
 def main(argv):
+  logging.get_absl_handler().addFilter(_QuietLibraries())
   if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    _exit_with_error(f"unexpected arguments: {' '.join(argv[1:])}")
+  config = _read_config()
   _hide_accelerators_from_tensorflow()
   _initialize_distributed()
   from contrastive_jax import train  # pylint: disable=g-import-not-at-top
   try:
-    train.train_and_evaluate(flags.FLAGS.config, _WORKDIR.value)
+    train.train_and_evaluate(config, _WORKDIR.value)
   except UserError as e:
-    logging.flush()
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
+    _exit_with_error(str(e))
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=_parse_flags)

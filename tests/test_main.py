@@ -1,0 +1,85 @@
+"""The command line: bad input ends in one `error:` line and exit status 2,
+and leaves the workdir as it was."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_main(*args, env_extra=None):
+  env = dict(os.environ)
+  env.update(env_extra or {})
+  return subprocess.run(
+      [sys.executable, "-m", "contrastive_jax.main", *args], cwd=REPO,
+      env=env, capture_output=True, text=True, timeout=300)
+
+
+def last_line(text):
+  return [l for l in text.splitlines() if l.strip()][-1]
+
+
+@pytest.mark.parametrize("extra,expected", [
+    # 8 devices (conftest's XLA_FLAGS reach the subprocess).
+    (["--config.batch_size=100"],
+     "error: config.batch_size=100 is invalid: the global batch must divide "
+     "evenly over the 8 devices"),
+    (["--config.dataset=cifar10", "--config.data_dir={empty}"],
+     "error: dataset 'cifar10' is not prepared in data_dir {empty}"),
+    (["--config.model=resnet9"], "error: model must be one of"),
+    (["--config.temperature=0"], "error: config.temperature=0"),
+    (["--config.batch_sise=3"], "error: --config: no such field 'batch_sise'"),
+    (["--config.view_augment=blurr(3)"], "error: view_augment: unknown op"),
+])
+def test_bad_input_is_one_line_and_workdir_untouched(tmp_path, extra,
+                                                     expected):
+  empty = tmp_path / "no_data"
+  empty.mkdir()
+  workdir = tmp_path / "run"
+  workdir.mkdir()
+  (workdir / "keep.txt").write_text("precious")
+  args = [a.format(empty=empty) for a in extra]
+  result = run_main("--config=configs/simclr.py:digits",
+                    f"--workdir={workdir}", *args)
+  assert result.returncode == 2, result.stderr[-2000:]
+  line = last_line(result.stderr)
+  assert line.startswith(expected.format(empty=empty)), line
+  assert "Traceback" not in result.stderr
+  assert sorted(os.listdir(workdir)) == ["keep.txt"]
+  assert (workdir / "keep.txt").read_text() == "precious"
+
+
+def test_missing_data_message_names_dataset_dir_and_offline_config(tmp_path):
+  result = run_main("--config=configs/simclr.py:cifar10",
+                    f"--workdir={tmp_path / 'run'}",
+                    f"--config.data_dir={tmp_path}")
+  assert result.returncode == 2
+  line = last_line(result.stderr)
+  assert "cifar10" in line and str(tmp_path) in line
+  assert "--config=configs/simclr.py:digits" in line
+  assert not (tmp_path / "run").exists()
+
+
+def test_unknown_variant_and_missing_config_file(tmp_path):
+  result = run_main("--config=configs/simclr.py:nope",
+                    f"--workdir={tmp_path}")
+  assert result.returncode == 2
+  assert last_line(result.stderr).startswith(
+      "error: ValueError: unknown simclr config variant 'nope'")
+  result = run_main("--config=configs/missing.py", f"--workdir={tmp_path}")
+  assert result.returncode == 2
+  line = last_line(result.stderr)
+  assert line.startswith("error: --config:") and "missing.py" in line
+
+
+def test_workdir_that_cannot_be_created(tmp_path):
+  blocker = tmp_path / "a_file"
+  blocker.write_text("x")
+  result = run_main("--config=configs/simclr.py:digits",
+                    f"--workdir={blocker / 'run'}")
+  assert result.returncode == 2
+  assert last_line(result.stderr).startswith(
+      f"error: cannot create workdir {blocker / 'run'}")
