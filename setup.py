@@ -17,6 +17,7 @@ setup(
         "orbax-checkpoint>=0.11",
         "tensorflow-cpu>=2.18",   # tf.data / tf.image only
         "tensorflow-datasets>=4.9.8",
+        "importlib_resources",    # TFDS downloads need it, without declaring it
         "ml-collections>=1.0",
         "clu>=0.0.12",
         "tensorboard>=2.18",

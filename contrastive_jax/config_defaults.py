@@ -41,6 +41,8 @@ def base_config() -> ml_collections.ConfigDict:
   # Data.
   c.dataset = "imagenet2012"
   c.data_dir = ml_collections.config_dict.placeholder(str)  # or TFDS_DATA_DIR
+  # Let TFDS download and prepare a missing dataset (single-process runs).
+  c.download = False
   c.train_split = "train"
   c.eval_split = "validation"
   c.image_size = 224

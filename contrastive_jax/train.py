@@ -52,6 +52,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   config_checks.validate(config, num_devices=mesh.size,
                          num_processes=jax.process_count())
   method = methods.get_method(config.method)
+  if config.download:
+    if jax.process_count() > 1:
+      raise UserError("config.download=True works in single-process runs "
+                      "only: prepare the data once with `tfds build` first")
+    datasets.download_and_prepare(config.dataset, config.data_dir)
   steps_per_epoch, total_steps = steps_for(config)
   tx, learning_rate_fn = optim.create_optimizer_from_config(
       config, steps_per_epoch=steps_per_epoch, total_steps=total_steps)

@@ -135,3 +135,14 @@ def test_missing_imagenet_mentions_manual_download(tmp_path):
 def test_unknown_dataset_name_is_config_error(tmp_path):
   with pytest.raises(ConfigError, match="'no_such_dataset' is neither"):
     datasets.load_split('no_such_dataset', 'train', data_dir=str(tmp_path))
+
+
+def test_download_failure_is_one_data_error_line(tmp_path):
+  # imagenet2012 cannot be downloaded: TFDS fails at once on the missing
+  # manual archives, with no network access.
+  with pytest.raises(DataError) as info:
+    datasets.download_and_prepare('imagenet2012', str(tmp_path))
+  message = str(info.value)
+  assert '\n' not in message
+  assert "'imagenet2012'" in message and str(tmp_path) in message
+  assert '--config=configs/simclr.py:digits works offline' in message

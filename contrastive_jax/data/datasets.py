@@ -2,9 +2,10 @@
 
 `digits` is scikit-learn's offline dataset (digits.py); every other name is a
 TFDS image dataset (cifar10, cifar100, stl10, imagenet2012, mnist, ...) that
-must already be prepared in the data dir: we never download, because a
-training job that silently starts a multi-hour download (or hangs without
-network) is worse than one clear error.
+must already be prepared in the data dir, or be downloaded on request with
+`download_and_prepare` (config.download=True): a training job that silently
+starts a multi-hour download, or retries for minutes without network, is
+worse than one clear error.
 """
 
 import tensorflow as tf
@@ -51,6 +52,28 @@ def num_examples(name, split, data_dir=None) -> int:
   # the builder is mocked (tfds.testing.mock_data), and counting is cheap.
   ds = _as_dataset(builder, name, split)
   return int(ds.reduce(0, lambda count, _: count + 1))
+
+
+def download_and_prepare(name, data_dir=None):
+  """Downloads and prepares a TFDS dataset unless it is already prepared.
+
+  Any failure (no network, a manual-download dataset without its archives)
+  becomes one DataError line.
+  """
+  if name == 'digits':
+    return
+  builder = _builder(name, data_dir)
+  if builder.is_prepared():
+    return
+  try:
+    builder.download_and_prepare()
+  except Exception as e:  # pylint: disable=broad-except
+    # Network, manual-download and disk errors come from many libraries.
+    detail = str(e).strip().splitlines()[0] if str(e).strip() else ''
+    raise DataError(
+        f'could not download and prepare dataset {name!r} into '
+        f'{builder.data_dir_root}: {type(e).__name__}: {detail[:300]}; '
+        f'{_OFFLINE_HINT}') from None
 
 
 def has_labels(name) -> bool:
@@ -118,7 +141,8 @@ def _missing_message(builder, name):
     how = (f'prepare it with `tfds build {name} --data_dir={root}` on a '
            'machine with internet')
   return (f'dataset {name!r} is not prepared in data_dir {root} (set '
-          f'config.data_dir or TFDS_DATA_DIR); {how}; {_OFFLINE_HINT}')
+          f'config.data_dir or TFDS_DATA_DIR); {how}, or run once with '
+          f'--config.download=True; {_OFFLINE_HINT}')
 
 
 def _standardizer(features):
