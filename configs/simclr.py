@@ -48,6 +48,9 @@ def get_config(arg: str | None = None):
   elif variant == "digits":
     c.dataset, c.train_split, c.eval_split = "digits", "train", "test"
     c.model, c.cifar_stem = "tiny_resnet", True
+    # x2 width: ~1 minute on 2 CPU cores; a logistic-regression probe on h
+    # then reaches ~93% test accuracy vs ~84% for a random encoder.
+    c.width_multiplier = 2
     c.head.hidden_dim = 64
     c.head.output_dim = 32
     c.image_size = 16
