@@ -37,7 +37,9 @@ def make_pretrain_dataset(*, dataset, split, data_dir, local_batch_size,
 
   view1 and view2 are two independent augmentations of the same images, built
   from view_specs[0] and view_specs[1] (pass the same spec twice for SimCLR).
-  Views are in [0, 1]; the model normalises. Every batch is full.
+  Views are in [0, 1] and go to the encoder as they are (as in SimCLR's
+  reference implementation; its first BatchNorm absorbs the scale). Every
+  batch is full.
   """
   _check_batch_size(local_batch_size)
   if (not isinstance(view_specs, (tuple, list)) or len(view_specs) != 2 or
