@@ -9,9 +9,8 @@ import jax
 import ml_collections
 import tensorflow_datasets as tfds
 from absl import logging
-from clu import periodic_actions
 
-from contrastive_jax import (checkpointing, config_checks, methods,
+from contrastive_jax import (checkpointing, config_checks, hooks, methods,
                              metric_logging, optim, parallel)
 from contrastive_jax.data import datasets, pipeline
 from contrastive_jax.errors import UserError
@@ -108,9 +107,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     writer = metric_logging.create_writer(workdir)
     if start_step == 0:
       writer.write_hparams(dict(config.to_dict()))
-    progress = periodic_actions.ReportProgress(
-        num_train_steps=total_steps, writer=writer,
-        every_steps=config.log_every_steps)
+    step_hooks = hooks.create_hooks(config, workdir=workdir, writer=writer,
+                                    total_steps=total_steps)
 
     batches = iter(tfds.as_numpy(train_ds))
     window = []
@@ -119,7 +117,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         batch = parallel.global_batch(next(batches), mesh)
         state, step_metrics = train_step(state, batch)
       window.append(step_metrics)
-      progress(step)
+      for hook in step_hooks:
+        hook(step)
       if step % config.log_every_steps == 0 or step == total_steps:
         writer.write_scalars(step, metric_logging.summarize(window))
         window = []
