@@ -20,7 +20,10 @@ STATE, CONFIG = "state", "config"
 
 
 def checkpoint_dir(workdir: str) -> str:
-  return os.path.join(os.fspath(workdir), "checkpoints")
+  workdir = os.fspath(workdir)
+  if "://" not in workdir:  # Orbax needs absolute local paths (gs:// are).
+    workdir = os.path.abspath(workdir)
+  return os.path.join(workdir, "checkpoints")
 
 
 def abstract_like(tree: Any) -> Any:

@@ -62,3 +62,14 @@ def test_restore_without_checkpoint_is_a_clear_error(tmp_path):
   ckpt = checkpointing.Checkpointer(str(tmp_path), save_every_steps=1, keep=1)
   with pytest.raises(CheckpointError, match="no checkpoint in"):
     ckpt.restore({})
+
+
+def test_relative_workdir(tmp_path, monkeypatch):
+  monkeypatch.chdir(tmp_path)
+  mesh = parallel.make_data_mesh()
+  ckpt = checkpointing.Checkpointer("relative/run", save_every_steps=1,
+                                    keep=1)
+  assert ckpt.save(7, _state(mesh), _config())
+  ckpt.wait()
+  assert (tmp_path / "relative" / "run" / "checkpoints" / "7").is_dir()
+  ckpt.close()
