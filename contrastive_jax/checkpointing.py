@@ -45,7 +45,9 @@ class Checkpointer:
         enable_async_checkpointing=True, create=not read_only,
         read_only=read_only)
     self._manager = ocp.CheckpointManager(
-        self.directory, options=options, item_names=(STATE, CONFIG))
+        self.directory, options=options,
+        item_handlers={STATE: ocp.StandardCheckpointHandler(),
+                       CONFIG: ocp.JsonCheckpointHandler()})
 
   def latest_step(self) -> int | None:
     return self._manager.latest_step()

@@ -135,3 +135,10 @@ def test_cifar10_mock_batches_have_the_right_shape():
   assert batch['label'].shape == (4,)
   assert len(eval_batches) == 3
   assert sum(b['mask'].sum() for b in eval_batches) == 10
+
+
+def test_one_view_spec_gives_one_view():
+  ds = _pretrain(view_specs=('resize(16)|flip_lr',))
+  batch = next(iter(tfds.as_numpy(ds)))
+  assert sorted(batch) == ['label', 'view1']
+  assert batch['view1'].shape[1:] == (16, 16, 3)

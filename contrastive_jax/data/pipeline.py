@@ -33,19 +33,19 @@ def make_pretrain_dataset(*, dataset, split, data_dir, local_batch_size,
                           view_specs, seed, process_index, process_count,
                           shuffle_buffer=10_000,
                           num_parallel=tf.data.AUTOTUNE):
-  """Endless batches {'view1', 'view2': float32 [B, H, W, 3], 'label': int32}.
+  """Endless batches {'view1', ..., 'viewV': float32 [B, H, W, 3], 'label'}.
 
-  view1 and view2 are two independent augmentations of the same images, built
-  from view_specs[0] and view_specs[1] (pass the same spec twice for SimCLR).
-  Views are in [0, 1] and go to the encoder as they are (as in SimCLR's
-  reference implementation; its first BatchNorm absorbs the scale). Every
-  batch is full.
+  One view per spec in `view_specs`: contrastive methods pass two (the same
+  spec twice for SimCLR), classifiers trained on augmented images pass one.
+  Views are independent augmentations of the same images, in [0, 1], and go
+  to the encoder as they are (as in SimCLR's reference implementation; its
+  first BatchNorm absorbs the scale). Every batch is full.
   """
   _check_batch_size(local_batch_size)
-  if (not isinstance(view_specs, (tuple, list)) or len(view_specs) != 2 or
-      not all(isinstance(s, str) for s in view_specs)):
-    raise ConfigError(f'view_augment: expected two view spec strings, got '
-                      f'{view_specs!r}')
+  if (not isinstance(view_specs, (tuple, list)) or len(view_specs) not in
+      (1, 2) or not all(isinstance(s, str) for s in view_specs)):
+    raise ConfigError(f'view_augment: expected one or two view spec strings, '
+                      f'got {view_specs!r}')
   if isinstance(seed, bool) or not isinstance(seed, int):
     raise ConfigError(f'seed: expected an int, got {seed!r}')
   if (isinstance(shuffle_buffer, bool) or not isinstance(shuffle_buffer, int)
@@ -68,17 +68,17 @@ def make_pretrain_dataset(*, dataset, split, data_dir, local_batch_size,
   process_key = tf.random.experimental.stateless_fold_in(
       tf.constant([seed, 0], tf.int64), process_index)
 
-  def two_views(position, example):
+  def augmented_views(position, example):
     key = tf.random.experimental.stateless_fold_in(process_key, position)
     view_keys = tf.unstack(tf.random.experimental.stateless_split(key, 2))
     image = tf.image.convert_image_dtype(example['image'], tf.float32)
-    return {
-        'view1': views[0](image, view_keys[0]),
-        'view2': views[1](image, view_keys[1]),
-        'label': tf.cast(example['label'], tf.int32),
-    }
+    out = {f'view{i + 1}': view(image, view_keys[i])
+           for i, view in enumerate(views)}
+    out['label'] = tf.cast(example['label'], tf.int32)
+    return out
 
-  ds = ds.map(two_views, num_parallel_calls=num_parallel, deterministic=True)
+  ds = ds.map(augmented_views, num_parallel_calls=num_parallel,
+              deterministic=True)
   ds = ds.batch(local_batch_size, drop_remainder=True)
   return ds.with_options(_options()).prefetch(tf.data.AUTOTUNE)
 
