@@ -73,4 +73,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.log_every_steps = 100
   c.checkpoint_every_steps = 1000
   c.keep_checkpoints = 3
+  # A JAX profiler trace of profile_steps steps (0: off) after step
+  # profile_start_step, into the workdir for TensorBoard's profile plugin.
+  c.profile_steps = 0
+  c.profile_start_step = 10
+  # Rows of the augmentation preview written to TensorBoard at step 0 (0: off).
+  c.preview_images = 4
   return c

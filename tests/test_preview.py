@@ -1,0 +1,83 @@
+"""The augmentation preview: the command's PNG, and the same grid as a
+TensorBoard image when training starts; the profiler window's trace."""
+
+import glob
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+from PIL import Image
+
+from contrastive_jax import preview, train
+from tests.test_train import mock_cifar_config
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_preview_command_writes_views_that_differ(tmp_path):
+  out = tmp_path / "views.png"
+  result = subprocess.run(
+      [sys.executable, "-m", "contrastive_jax.preview",
+       "--config=configs/simclr.py:digits", f"--out={out}",
+       "--num_images=3", "--num_pairs=2"],
+      cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert result.returncode == 0, result.stderr[-2000:]
+  grid = np.asarray(Image.open(out).convert("RGB")).astype(np.float32) / 255
+  side = preview.tile_side(16)  # the digits views are 16 px
+  assert grid.shape == (preview.GAP + 3 * (side + preview.GAP),
+                        preview.GAP + 5 * (side + preview.GAP), 3)
+  for row in range(3):
+    original, *views = [preview.tile(grid, row, col, side)
+                        for col in range(5)]
+    assert original.std() > 0.1  # a digit, not a blank tile
+    for i, view in enumerate(views):
+      assert np.abs(view - original).mean() > 0.02, (row, i)
+      for other in views[i + 1:]:
+        assert np.abs(view - other).mean() > 0.02, (row, i)
+
+
+def test_preview_command_bad_input_is_one_line(tmp_path):
+  result = subprocess.run(
+      [sys.executable, "-m", "contrastive_jax.preview",
+       "--config=configs/simclr.py:digits", f"--out={tmp_path}/x.png",
+       "--config.view_augment=blurr(3)"],
+      cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert result.returncode == 2
+  assert result.stderr.strip().splitlines()[-1].startswith(
+      "error: view_augment: unknown op 'blurr'")
+  assert not os.path.exists(tmp_path / "x.png")
+
+
+def image_summaries(workdir):
+  """{tag: [image shape]} of the image summaries in workdir's event files."""
+  found = {}
+  for path in glob.glob(os.path.join(workdir, "events.out.tfevents.*")):
+    for event in tf.compat.v1.train.summary_iterator(path):
+      for value in event.summary.value:
+        if value.metadata.plugin_data.plugin_name == "images":
+          # [width, height, encoded image...] as strings.
+          encoded = tf.make_ndarray(value.tensor)[2]
+          found[value.tag] = tf.io.decode_png(encoded).shape
+  return found
+
+
+def test_training_writes_preview_summary_and_profile_trace(tmp_path):
+  workdir = str(tmp_path)
+  config = mock_cifar_config(num_steps=4)
+  config.preview_images = 2
+  config.profile_steps = 2
+  config.profile_start_step = 1
+  with tfds.testing.mock_data(num_examples=64,
+                              policy=tfds.testing.MockPolicy.USE_CODE):
+    train.train_and_evaluate(config, workdir, devices=jax.devices()[:1])
+  side = preview.tile_side(16)
+  assert image_summaries(workdir)[preview.SUMMARY_KEY] == (
+      preview.GAP + 2 * (side + preview.GAP),
+      preview.GAP + 7 * (side + preview.GAP), 3)
+  traces = glob.glob(os.path.join(workdir, "plugins", "profile", "*",
+                                  "*.xplane.pb"))
+  assert traces and os.path.getsize(traces[0]) > 0
