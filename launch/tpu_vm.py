@@ -1,0 +1,372 @@
+"""Cloud TPU VMs for contrastive_jax: create, set up, run, read logs, delete.
+
+  python launch/tpu_vm.py create --name=N --zone=Z --accelerator-type=v4-32 \
+      --version=tpu-ubuntu2204-base [--spot | --preemptible]
+  python launch/tpu_vm.py setup  --name=N --zone=Z [--source=DIR | --git=URL]
+  python launch/tpu_vm.py run    --name=N --zone=Z \
+      --config=configs/simclr.py:imagenet --workdir=gs://BUCKET/run \
+      [--data-dir=gs://BUCKET/tensorflow_datasets] [--foreground] \
+      [-- --config.batch_size=1024 ...]
+  python launch/tpu_vm.py logs   --name=N --zone=Z [--follow] [--lines=100]
+  python launch/tpu_vm.py delete --name=N --zone=Z
+  python launch/tpu_vm.py all    (create, setup, run --foreground, delete)
+
+Every command takes --project and --dry-run (print the gcloud commands, run
+nothing). Commands that touch the workers use `--worker=all`: a pod slice runs
+the same program on every host and JAX connects them.
+
+Only the standard library is used, so this runs on any machine with gcloud.
+"""
+
+import argparse
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+
+# libtpu wheels matching each jax release are listed here.
+LIBTPU_FIND_LINKS = "https://storage.googleapis.com/jax-releases/libtpu_releases.html"
+# Where things live on every worker. $HOME, not ~: it also expands inside the
+# double quotes of a remote command.
+REMOTE_DIR = "$HOME/contrastive_jax"
+REMOTE_VENV = "$HOME/contrastive_jax_venv"
+REMOTE_LOG = "$HOME/contrastive_jax_run.log"
+REMOTE_TARBALL = "contrastive_jax_src.tar.gz"  # relative to the remote home
+UV = "$HOME/.local/bin/uv"
+# Each worker's log lines carry its hostname, so that the interleaved output
+# of `--worker=all` stays readable.
+PREFIX_HOST = 'sed -u "s/^/[$(hostname)] /"'
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+class UsageError(Exception):
+  """Bad or missing arguments: reported as one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+  """argparse, but errors are one line (usage stays in --help)."""
+
+  def error(self, message):
+    raise UsageError(f"{message} (see {self.prog} --help)")
+
+
+# --- gcloud command lines ----------------------------------------------------
+
+def _tpu_vm(verb, args, *rest):
+  command = ["gcloud", "compute", "tpus", "tpu-vm", verb, *rest,
+             f"--zone={args.zone}"]
+  if args.project:
+    command.append(f"--project={args.project}")
+  return command
+
+
+def _on_all_workers(args, remote_command):
+  return _tpu_vm("ssh", args, args.name, "--worker=all",
+                 f"--command={remote_command}")
+
+
+def create_steps(args):
+  command = _tpu_vm("create", args, args.name,
+                    f"--accelerator-type={args.accelerator_type}",
+                    f"--version={args.version}")
+  if args.spot:
+    command.append("--spot")
+  if args.preemptible:
+    command.append("--preemptible")
+  return [command]
+
+
+def setup_steps(args):
+  """Copies or clones the project to every worker and installs it with
+  jax[tpu] into a virtualenv.
+
+  The venv's Python comes from uv, not the image: TPU runtime images ship
+  the Python of their Ubuntu release (3.10 on 22.04), older than current JAX
+  and this project need.
+  """
+  python = f"{REMOTE_VENV}/bin/python"
+  install_uv = (f"(test -x {UV} || curl -LsSf https://astral.sh/uv/install.sh"
+                " | sh)")
+  make_venv = (f"{UV} venv --quiet --allow-existing --python "
+               f"{shlex.quote(args.python)} {REMOTE_VENV}")
+  if args.git:
+    get_source = (f"(test -d {REMOTE_DIR}/.git || git clone "
+                  f"{shlex.quote(args.git)} {REMOTE_DIR})"
+                  # FETCH_HEAD: branches, tags and commits alike, updated on
+                  # every setup.
+                  f" && git -C {REMOTE_DIR} fetch --quiet origin "
+                  f"{shlex.quote(args.ref)}"
+                  f" && git -C {REMOTE_DIR} checkout --quiet FETCH_HEAD")
+    steps = []
+  else:
+    # A fresh copy each time: files deleted locally must not linger.
+    get_source = (f"rm -rf {REMOTE_DIR} && mkdir -p {REMOTE_DIR}"
+                  f" && tar -xzf $HOME/{REMOTE_TARBALL} -C {REMOTE_DIR}")
+    tarball = local_tarball_path(args)
+    steps = [
+        LocalStep(f"pack {args.source} into {tarball}",
+                  lambda: pack_source(args.source, tarball)),
+        _tpu_vm("scp", args, tarball, f"{args.name}:{REMOTE_TARBALL}",
+                "--worker=all"),
+    ]
+  pip = f"{UV} pip install --quiet --python {python}"
+  remote = " && ".join([
+      install_uv, make_venv, get_source,
+      f'{pip} -U "jax[tpu]" -f {LIBTPU_FIND_LINKS}',
+      f"{pip} -e {REMOTE_DIR}",
+      # Imports only: touching the TPU here would make the hosts of a pod
+      # wait for each other.
+      f"{python} -c 'import jax, contrastive_jax; print(\"jax\", "
+      "jax.__version__)'",
+  ])
+  return steps + [_on_all_workers(args, remote)]
+
+
+def main_command(args):
+  """The training command every worker runs, as a remote shell string."""
+  env = ""
+  if args.data_dir:
+    env = f"TFDS_DATA_DIR={shlex.quote(args.data_dir)} "
+  main_args = [f"--config={args.config}", f"--workdir={args.workdir}",
+               *args.main_args]
+  return (f"{env}nohup {REMOTE_VENV}/bin/python -m contrastive_jax.main "
+          f"{shlex.join(main_args)} > {REMOTE_LOG} 2>&1 < /dev/null &")
+
+
+def run_steps(args, *, foreground):
+  """Starts training on every worker under nohup, logging to REMOTE_LOG.
+
+  nohup keeps the run alive when the ssh connection drops. In the
+  foreground the command then follows the log until the run ends and exits
+  with its status; otherwise it returns at once (see `logs`).
+  """
+  remote = f"cd {REMOTE_DIR} || exit 1; {main_command(args)}"
+  if foreground:
+    remote += (f" pid=$!; tail -n +1 -F --pid=$pid {REMOTE_LOG} 2>/dev/null"
+               f" | {PREFIX_HOST}; wait $pid")
+  else:
+    remote += f' echo "started on $(hostname), log: {REMOTE_LOG}"'
+  return [_on_all_workers(args, remote)]
+
+
+def logs_steps(args):
+  follow = " -F" if args.follow else ""
+  remote = f"tail -n {args.lines}{follow} {REMOTE_LOG} | {PREFIX_HOST}"
+  return [_on_all_workers(args, remote)]
+
+
+def delete_steps(args):
+  return [_tpu_vm("delete", args, args.name, "--quiet")]
+
+
+# --- The local copy of the source --------------------------------------------
+
+class LocalStep:
+  """A step that runs here, not through gcloud (dry runs only describe it)."""
+
+  def __init__(self, description, fn):
+    self.description = description
+    self.fn = fn
+
+
+def local_tarball_path(args):
+  # Named after the VM, so dry runs print the same path a real run uses.
+  return os.path.join(tempfile.gettempdir(),
+                      f"contrastive_jax_src_{args.name}.tar.gz")
+
+
+def _source_files(source):
+  """Files to copy: git's view of the tree (tracked and not ignored) when
+  it is a checkout, so venvs, workdirs and caches stay behind."""
+  try:
+    listed = subprocess.run(
+        ["git", "-C", source, "ls-files", "-z", "--cached", "--others",
+         "--exclude-standard"], capture_output=True, check=True).stdout
+    return [f for f in listed.decode().split("\0")
+            if f and os.path.isfile(os.path.join(source, f))]
+  except (OSError, subprocess.CalledProcessError):
+    skip = {".git", ".venv", "workdirs", "__pycache__", ".pytest_cache"}
+    files = []
+    for root, dirs, names in os.walk(source):
+      dirs[:] = [d for d in dirs if d not in skip and
+                 not d.endswith(".egg-info")]
+      files += [os.path.relpath(os.path.join(root, n), source) for n in names]
+    return files
+
+
+def pack_source(source, tarball):
+  with tarfile.open(tarball, "w:gz") as tar:
+    for name in sorted(_source_files(source)):
+      tar.add(os.path.join(source, name), arcname=name)
+
+
+# --- Arguments -----------------------------------------------------------------
+
+def _add_vm_args(p):
+  p.add_argument("--name", required=True, help="TPU VM name")
+  p.add_argument("--zone", required=True, help="e.g. us-central2-b")
+  p.add_argument("--project", help="GCP project (default: gcloud's)")
+  p.add_argument("--dry-run", action="store_true",
+                 help="print the gcloud commands instead of running them")
+
+
+def _add_create_args(p):
+  p.add_argument("--accelerator-type", required=True,
+                 help="e.g. v3-8, v4-32, v5litepod-16")
+  p.add_argument("--version", required=True,
+                 help="TPU runtime, e.g. tpu-ubuntu2204-base (v2-v4), "
+                 "v2-alpha-tpuv5-lite (v5e), v2-alpha-tpuv6e (v6e)")
+  p.add_argument("--spot", action="store_true", help="a Spot VM")
+  p.add_argument("--preemptible", action="store_true",
+                 help="a preemptible VM (older; prefer --spot)")
+
+
+def _add_setup_args(p):
+  p.add_argument("--source", default=REPO_ROOT,
+                 help="local project tree to copy (default: this checkout)")
+  p.add_argument("--git", help="clone this repository URL on the workers "
+                 "instead of copying --source")
+  p.add_argument("--ref", default="HEAD", help="with --git: branch, tag or "
+                 "commit to check out (default: the default branch)")
+  p.add_argument("--python", default="3.12",
+                 help="Python version of the workers' venv")
+
+
+def _add_run_args(p):
+  p.add_argument("--config", required=True,
+                 help="e.g. configs/simclr.py:imagenet (relative to the "
+                 "project root)")
+  p.add_argument("--workdir", required=True,
+                 help="gs:// directory for checkpoints and metrics")
+  p.add_argument("--data-dir", help="gs:// TFDS data dir (TFDS_DATA_DIR)")
+  p.add_argument("main_args", nargs="*", metavar="-- MAIN_FLAG",
+                 help="more flags for contrastive_jax.main, after --")
+
+
+def build_parser():
+  parser = _Parser(prog="launch/tpu_vm.py", description=__doc__.split("\n")[0])
+  commands = parser.add_subparsers(dest="command", required=True,
+                                   metavar="COMMAND")
+  p = commands.add_parser("create", help="create the TPU VM or pod slice")
+  _add_vm_args(p)
+  _add_create_args(p)
+  p = commands.add_parser("setup", help="install the project on all workers")
+  _add_vm_args(p)
+  _add_setup_args(p)
+  p = commands.add_parser("run", help="start training on all workers")
+  _add_vm_args(p)
+  _add_run_args(p)
+  p.add_argument("--foreground", action="store_true",
+                 help="follow the logs until the run ends")
+  p = commands.add_parser("logs", help="show the workers' training logs")
+  _add_vm_args(p)
+  p.add_argument("--lines", type=int, default=100)
+  p.add_argument("--follow", action="store_true", help="keep streaming")
+  p = commands.add_parser("delete", help="delete the TPU VM")
+  _add_vm_args(p)
+  p = commands.add_parser("all", help="create, setup, run (foreground), "
+                          "delete")
+  _add_vm_args(p)
+  _add_create_args(p)
+  _add_setup_args(p)
+  _add_run_args(p)
+  p.add_argument("--keep-vm", action="store_true",
+                 help="do not delete the VM at the end")
+  return parser
+
+
+def parse_args(argv):
+  args = build_parser().parse_args(argv)
+  if "--dry-run" in getattr(args, "main_args", ()):
+    raise UsageError("--dry-run after -- would go to contrastive_jax.main; "
+                     "put it before --")
+  if getattr(args, "spot", False) and args.preemptible:
+    raise UsageError("--spot and --preemptible exclude each other")
+  if getattr(args, "workdir", None) is not None and not (
+      args.workdir.startswith("gs://")):
+    raise UsageError(f"--workdir={args.workdir} must be a gs:// path: every "
+                     "worker writes to it and it must outlive the VM")
+  if getattr(args, "data_dir", None) and not args.data_dir.startswith(
+      "gs://"):
+    raise UsageError(f"--data-dir={args.data_dir} must be a gs:// path that "
+                     "every worker can read")
+  if getattr(args, "source", None) and not getattr(args, "git", None) and (
+      not os.path.isdir(args.source)):
+    raise UsageError(f"--source={args.source} is not a directory")
+  return args
+
+
+# --- Running -------------------------------------------------------------------
+
+def execute(steps, dry_run):
+  """Runs steps in order, stopping at the first failure."""
+  for step in steps:
+    if isinstance(step, LocalStep):
+      if dry_run:
+        print(f"# local: {step.description}")
+      else:
+        step.fn()
+      continue
+    print(shlex.join(step), flush=True)
+    if dry_run:
+      continue
+    status = subprocess.run(step, check=False).returncode
+    if status != 0:
+      raise StepFailed(f"{shlex.join(step[:5])} ... exited with status "
+                       f"{status}", status)
+
+
+class StepFailed(Exception):
+
+  def __init__(self, message, status):
+    super().__init__(message)
+    self.status = status
+
+
+def run_command(args):
+  dry = args.dry_run
+  if args.command == "create":
+    execute(create_steps(args), dry)
+  elif args.command == "setup":
+    execute(setup_steps(args), dry)
+  elif args.command == "run":
+    execute(run_steps(args, foreground=args.foreground), dry)
+  elif args.command == "logs":
+    execute(logs_steps(args), dry)
+  elif args.command == "delete":
+    execute(delete_steps(args), dry)
+  else:  # all
+    execute(create_steps(args), dry)
+    try:
+      execute(setup_steps(args) + run_steps(args, foreground=True), dry)
+    finally:
+      # The VM costs money by the hour; checkpoints are in the gs:// workdir.
+      if not args.keep_vm:
+        execute(delete_steps(args), dry)
+
+
+def main(argv=None):
+  try:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    if not args.dry_run and shutil.which("gcloud") is None:
+      raise UsageError("gcloud is not on PATH: install the Google Cloud SDK "
+                       "and run `gcloud auth login`, or add --dry-run to "
+                       "print the commands")
+    run_command(args)
+  except UsageError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  except StepFailed as e:
+    print(f"error: {e}", file=sys.stderr)
+    return e.status
+  except KeyboardInterrupt:
+    print("error: interrupted", file=sys.stderr)
+    return 130
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
