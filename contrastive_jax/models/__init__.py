@@ -29,8 +29,12 @@ def create_encoder(
     cifar_stem: bool = False,
     dtype: Any = jnp.float32,
     bn_axis_name: str | None = None,
+    bn_groups: int | None = None,
 ) -> nn.Module:
-  """Builds the encoder called `name`; its `feature_dim` is the size of h."""
+  """Builds the encoder called `name`; its `feature_dim` is the size of h.
+
+  `bn_axis_name` and `bn_groups` choose the BatchNorm (see `ResNet`).
+  """
   if name not in ENCODERS:
     raise ConfigError(
         f'model must be one of {", ".join(ENCODERS)}; got {name!r}')
@@ -42,7 +46,7 @@ def create_encoder(
         f'{", ".join(map(str, WIDTH_MULTIPLIERS))}; got {width_multiplier!r}')
   return ENCODERS[name](
       width_multiplier=int(width_multiplier), cifar_stem=cifar_stem,
-      dtype=dtype, bn_axis_name=bn_axis_name)
+      dtype=dtype, bn_axis_name=bn_axis_name, bn_groups=bn_groups)
 
 
 __all__ = ['ENCODERS', 'ProjectionHead', 'create_encoder']

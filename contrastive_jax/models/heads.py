@@ -4,13 +4,13 @@ Module names follow the same rule as the ResNet (BatchNorm names start with
 `bn`), so `contrastive_jax.optim.decay_mask` recognises them by path.
 """
 
-import functools
 from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
 
 from contrastive_jax.errors import ConfigError
+from contrastive_jax.models.norm import batch_norm
 
 
 class ProjectionHead(nn.Module):
@@ -30,6 +30,7 @@ class ProjectionHead(nn.Module):
     output_dim: size of z.
     use_bn: BatchNorm after every Dense (SimCLR v2).
     bn_axis_name: mapped axis to average BN statistics over (global BN).
+    bn_groups: None, or per-group BN as in `ResNet.bn_groups`.
     bn_momentum: flax convention (decay of the running average).
     bn_epsilon: BatchNorm epsilon.
     dtype: computation dtype; params and the returned z are float32.
@@ -39,6 +40,7 @@ class ProjectionHead(nn.Module):
   output_dim: int = 128
   use_bn: bool = False
   bn_axis_name: str | None = None
+  bn_groups: int | None = None
   bn_momentum: float = 0.9
   bn_epsilon: float = 1e-5
   dtype: Any = jnp.float32
@@ -49,10 +51,9 @@ class ProjectionHead(nn.Module):
       raise ConfigError(
           f'head.num_layers must be an integer >= 1; got {self.num_layers}')
     hidden_dim = self.hidden_dim or h.shape[-1]
-    norm = functools.partial(
-        nn.BatchNorm, use_running_average=not train,
-        momentum=self.bn_momentum, epsilon=self.bn_epsilon,
-        dtype=self.dtype, axis_name=self.bn_axis_name)
+    norm = batch_norm(
+        train=train, groups=self.bn_groups, axis_name=self.bn_axis_name,
+        momentum=self.bn_momentum, epsilon=self.bn_epsilon, dtype=self.dtype)
 
     x = h
     for i in range(1, self.num_layers):

@@ -15,6 +15,8 @@ from typing import Any, ClassVar, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from contrastive_jax.models.norm import batch_norm
+
 ModuleDef = Any
 
 # He/Kaiming normal with fan_out, untruncated: the init torchvision and the
@@ -89,6 +91,10 @@ class ResNet(nn.Module):
       always float32.
     bn_axis_name: when set, BatchNorm averages its batch statistics over this
       mapped axis (e.g. 'data' inside `jax.shard_map`), i.e. global BN.
+    bn_groups: None for the BN above. An int G instead normalises each of G
+      groups of this device's batch by its own statistics (MoCo's per-GPU BN;
+      see models/norm.py); `bn_axis_name` then only averages the running
+      statistics, keeping them replicated.
     bn_momentum: flax convention, the decay of the running average (0.9 here
       is torch's momentum=0.1).
     bn_epsilon: BatchNorm epsilon.
@@ -100,6 +106,7 @@ class ResNet(nn.Module):
   cifar_stem: bool = False
   dtype: Any = jnp.float32
   bn_axis_name: str | None = None
+  bn_groups: int | None = None
   bn_momentum: float = 0.9
   bn_epsilon: float = 1e-5
 
@@ -114,10 +121,9 @@ class ResNet(nn.Module):
     conv = functools.partial(
         nn.Conv, use_bias=False, dtype=self.dtype,
         kernel_init=conv_kernel_init)
-    norm = functools.partial(
-        nn.BatchNorm, use_running_average=not train,
-        momentum=self.bn_momentum, epsilon=self.bn_epsilon,
-        dtype=self.dtype, axis_name=self.bn_axis_name)
+    norm = batch_norm(
+        train=train, groups=self.bn_groups, axis_name=self.bn_axis_name,
+        momentum=self.bn_momentum, epsilon=self.bn_epsilon, dtype=self.dtype)
     width = self.num_filters * self.width_multiplier
 
     if self.cifar_stem:
