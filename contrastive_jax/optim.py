@@ -12,6 +12,7 @@ from typing import Any, Callable, Sequence
 import jax
 import optax
 
+from contrastive_jax import ema
 from contrastive_jax.errors import ConfigError
 
 Schedule = Callable[[Any], Any]
@@ -193,6 +194,11 @@ def create_optimizer_from_config(
   `batch_size`), `weight_decay`, `momentum`, `warmup_epochs`, `lr_schedule`,
   and, for 'step', `lr_decay_epochs` and `lr_decay_factor`. Epochs may be
   fractional; they are rounded to whole steps.
+
+  With `ema_momentum` set (MoCo), `ema.ema_params` is chained last, so the
+  optimizer state also carries the EMA target (read it with
+  `ema.target_params`); `ema_momentum_schedule` is 'constant' or 'cosine'
+  (from `ema_momentum` up to 1 at the last step).
   """
   if steps_per_epoch <= 0:
     raise ConfigError(
@@ -220,4 +226,8 @@ def create_optimizer_from_config(
       learning_rate=schedule,
       weight_decay=config.weight_decay,
       momentum=config.momentum)
+  if config.get('ema_momentum') is not None:
+    tx = optax.chain(tx, ema.ema_params(ema.momentum_schedule(
+        config.ema_momentum, config.get('ema_momentum_schedule', 'constant'),
+        total_steps)))
   return tx, schedule
