@@ -30,6 +30,10 @@ def get_config(arg: str | None = None):
     c.weight_decay = 1e-4
     c.log_every_steps = 50
     c.checkpoint_every_steps = 2000
+    c.num_classes = 10
+    c.eval_augment = "resize(32)"
+    c.eval_batch_size = 1000
+    c.knn.every_steps = 2000
   elif variant in ("imagenet", "imagenet1000"):
     c.dataset, c.eval_split = "imagenet2012", "validation"
     c.model, c.cifar_stem = "resnet50", False
@@ -66,6 +70,10 @@ def get_config(arg: str | None = None):
     c.warmup_epochs = 2.0
     c.log_every_steps = 10
     c.checkpoint_every_steps = 50
+    c.num_classes = 10
+    c.eval_augment = "resize(16)"
+    c.eval_batch_size = 512
+    c.knn.every_steps = 50
   else:
     raise ValueError(
         f"unknown simclr config variant {variant!r}: "

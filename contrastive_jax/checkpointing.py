@@ -37,12 +37,12 @@ class Checkpointer:
   """Saves every `save_every_steps` steps, keeps the last `keep`."""
 
   def __init__(self, workdir: str, *, save_every_steps: int, keep: int,
-               read_only: bool = False):
+               read_only: bool = False, asynchronous: bool = True):
     self.directory = checkpoint_dir(workdir)
     self._save_every_steps = save_every_steps
     options = ocp.CheckpointManagerOptions(
         max_to_keep=keep,
-        enable_async_checkpointing=True, create=not read_only,
+        enable_async_checkpointing=asynchronous, create=not read_only,
         read_only=read_only)
     self._manager = ocp.CheckpointManager(
         self.directory, options=options,
@@ -51,6 +51,14 @@ class Checkpointer:
 
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
+
+  def all_steps(self) -> list[int]:
+    return list(self._manager.all_steps())
+
+  def state_metadata(self, step: int) -> Any:
+    """The saved state's tree of array metadata (shape, dtype, ...)."""
+    metadata = self._manager.item_metadata(step)[STATE]
+    return metadata.tree if hasattr(metadata, "tree") else metadata
 
   def save(self, step: int, state: Any, config: ml_collections.ConfigDict, *,
            force: bool = False) -> bool:

@@ -10,6 +10,7 @@ import numbers
 
 import ml_collections
 
+from contrastive_jax import methods
 from contrastive_jax.errors import ConfigError
 
 
@@ -57,6 +58,10 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int,
            config.batch_size,
            f"the global batch must divide evenly over the {num_processes} "
            "processes")
+  _positive_int(config, "eval_batch_size")
+  _require(config.eval_batch_size % num_devices == 0, "eval_batch_size",
+           config.eval_batch_size,
+           f"must divide evenly over the {num_devices} devices")
   _require(isinstance(config.dataset, str) and bool(config.dataset),
            "dataset", config.dataset, "must name a TFDS dataset or 'digits'")
   head = config.head
@@ -64,3 +69,8 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int,
            "head.num_layers", head.num_layers, "must be an integer >= 1")
   _require(isinstance(head.output_dim, int) and head.output_dim >= 1,
            "head.output_dim", head.output_dim, "must be an integer >= 1")
+  # The method's own fields (MoCo: queue size, BN groups), if it has any.
+  method_checks = getattr(methods.get_method(config.method),
+                          "validate_config", None)
+  if method_checks is not None:
+    method_checks(config, num_devices=num_devices)

@@ -51,6 +51,18 @@ def base_config() -> ml_collections.ConfigDict:
   c.view_augment_2 = ""
   c.shuffle_buffer = 16_384
 
+  # Evaluation: one deterministic view; batch is global.
+  c.eval_augment = "center_crop(224, crop_fraction=0.875)"
+  c.eval_batch_size = 1024
+  # kNN monitor during pretraining (labelled datasets; every_steps <= 0: off):
+  # weighted k-NN on encoder features, train-split bank, eval-split queries.
+  c.knn = ml_collections.ConfigDict(dict(
+      every_steps=5000, k=200, temperature=0.1, bank_size=50_000))
+  # Online linear probe: a classifier on stop-gradient(h), trained alongside
+  # (0 classes: off). Needs labels; unlabelled examples (label -1) are skipped.
+  c.online_probe = True
+  c.num_classes = 1000
+
   # Method.
   c.temperature = 0.1
 
@@ -73,6 +85,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.log_every_steps = 100
   c.checkpoint_every_steps = 1000
   c.keep_checkpoints = 3
+  c.async_checkpointing = True  # write checkpoints while training goes on
   # A JAX profiler trace of profile_steps steps (0: off) after step
   # profile_start_step, into the workdir for TensorBoard's profile plugin.
   c.profile_steps = 0

@@ -10,8 +10,8 @@ import ml_collections
 import tensorflow_datasets as tfds
 from absl import logging
 
-from contrastive_jax import (checkpointing, config_checks, hooks, methods,
-                             metric_logging, optim, parallel)
+from contrastive_jax import (checkpointing, config_checks, evaluation, hooks,
+                             methods, metric_logging, optim, parallel)
 from contrastive_jax.data import datasets, pipeline
 from contrastive_jax.errors import UserError
 from contrastive_jax.train_state import TrainState
@@ -36,8 +36,30 @@ def _prepare_workdir(workdir: str):
     raise UserError(f"workdir {workdir} is not writable")
 
 
-def _view_specs(config) -> tuple[str, str]:
-  return (config.view_augment, config.view_augment_2 or config.view_augment)
+def _view_specs(config, num_views: int) -> tuple[str, ...]:
+  specs = (config.view_augment, config.view_augment_2 or config.view_augment)
+  return specs[:num_views]
+
+
+def _final_evaluation(state, *, method, model, config, mesh, writer,
+                      workdir):
+  """Classifier accuracy on the eval split -> TensorBoard and
+  eval_results.json."""
+  results = evaluation.evaluate_classifier(
+      state, config=config, mesh=mesh,
+      eval_step=functools.partial(method.eval_step, model=model,
+                                  config=config,
+                                  axis_name=parallel.DATA_AXIS))
+  step = int(jax.device_get(state.step))
+  writer.write_scalars(step, {f"eval/{k}": v for k, v in results.items()})
+  results.update(
+      step=step, split=config.eval_split, dataset=config.dataset,
+      pretrained=config.get("pretrained"),
+      checkpoint_step=int(jax.device_get(state.extra["pretrained_step"])))
+  evaluation.write_results(workdir, results)
+  logging.info("%s on %s: top-1 %.4f, top-5 %.4f (%d examples)",
+               config.method, config.eval_split, results["top1"],
+               results["top5"], results["num_examples"])
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
@@ -64,7 +86,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       dataset=config.dataset, split=config.train_split,
       data_dir=config.data_dir,
       local_batch_size=config.batch_size // jax.process_count(),
-      view_specs=_view_specs(config), seed=config.seed,
+      view_specs=_view_specs(config, getattr(method, "NUM_VIEWS", 2)),
+      seed=config.seed,
       process_index=jax.process_index(), process_count=jax.process_count(),
       shuffle_buffer=config.shuffle_buffer)
   _prepare_workdir(workdir)
@@ -81,7 +104,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     rng = jax.random.PRNGKey(config.seed)
     ckpt = checkpointing.Checkpointer(
         workdir, save_every_steps=config.checkpoint_every_steps,
-        keep=config.keep_checkpoints)
+        keep=config.keep_checkpoints,
+        asynchronous=config.async_checkpointing)
     if ckpt.latest_step() is not None:
       abstract = jax.tree.map(
           lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype,
@@ -92,12 +116,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                    int(state.step))
     else:
       state = init(rng)
+      if hasattr(method, "warm_start"):  # e.g. a pretrained encoder
+        state = method.warm_start(state, config=config)
     start_step = int(jax.device_get(state.step))
     if start_step >= total_steps:
-      logging.info("Nothing to do: the checkpoint is at step %d of %d.",
+      logging.info("Training is done: the checkpoint is at step %d of %d.",
                    start_step, total_steps)
-      ckpt.close()
-      return state
 
     train_step = parallel.shard_train_step(
         functools.partial(method.train_step, model=model, tx=tx,
@@ -110,6 +134,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       hooks.write_start_summaries(config, writer)
     step_hooks = hooks.create_hooks(config, workdir=workdir, writer=writer,
                                     total_steps=total_steps)
+    monitor = evaluation.create_monitor(config, method=method, mesh=mesh)
 
     batches = iter(tfds.as_numpy(train_ds))
     window = []
@@ -123,8 +148,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       if step % config.log_every_steps == 0 or step == total_steps:
         writer.write_scalars(step, metric_logging.summarize(window))
         window = []
+      if monitor and monitor.due(step, total_steps):
+        writer.write_scalars(step, monitor(state))
       ckpt.save(step, state, config, force=step == total_steps)
     ckpt.wait()
+    if hasattr(method, "eval_step"):
+      _final_evaluation(state, method=method, model=model, config=config,
+                        mesh=mesh, writer=writer, workdir=workdir)
     writer.flush()
     writer.close()
     ckpt.close()

@@ -76,7 +76,7 @@ def download_and_prepare(name, data_dir=None):
         f'{_OFFLINE_HINT}') from None
 
 
-def has_labels(name) -> bool:
+def has_labels(name, data_dir=None) -> bool:
   """Whether the dataset has a 'label' feature.
 
   A labelled dataset may still hold unlabelled splits (stl10 'unlabelled',
@@ -84,7 +84,7 @@ def has_labels(name) -> bool:
   """
   if name == 'digits':
     return True
-  return 'label' in _builder(name, None).info.features
+  return 'label' in _builder(name, data_dir).info.features
 
 
 def _check_process(process_index, process_count):

@@ -1,14 +1,24 @@
-"""Pretraining methods by name: each is one module with the same three
-functions (see methods/simclr.py)."""
+"""Methods by name: each is one module with the same three functions (see
+methods/simclr.py) - contrastive pretraining, and the supervised classifiers
+that evaluate or finetune its encoder."""
 
 import types
 
 from contrastive_jax.errors import ConfigError
-from contrastive_jax.methods import simclr
+from contrastive_jax.methods import classifier, simclr
 
 METHODS: dict[str, types.ModuleType] = {
     "simclr": simclr,
+    # Supervised training on a pretrained encoder (one module, two modes).
+    "linear_eval": classifier,
+    "finetune": classifier,
 }
+
+
+def pretraining_methods() -> list[str]:
+  """Methods whose checkpoints hold an encoder to evaluate or finetune."""
+  return sorted(n for n, m in METHODS.items()
+                if hasattr(m, "encoder_variables"))
 
 
 def get_method(name: str) -> types.ModuleType:

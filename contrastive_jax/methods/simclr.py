@@ -3,7 +3,10 @@
 A method module exposes `create_model(config, *, axis_name)`,
 `init_state(rng, *, model, tx, config)` and the per-device
 `train_step(state, batch, *, model, tx, config, learning_rate_fn, axis_name)`;
-the training loop knows nothing else about it.
+the training loop knows nothing else about it. Optional parts the loop and
+the evaluation code look for: `NUM_VIEWS` (augmented views per image, default
+2), `encoder_variables(state)` (pretraining methods: the encoder to evaluate),
+`warm_start(state, *, config)` and `evaluate(...)` (classifiers).
 """
 
 import flax.linen as nn
@@ -13,17 +16,23 @@ import ml_collections
 import optax
 
 from contrastive_jax import losses, models
+from contrastive_jax import probe as probe_lib
 from contrastive_jax.train_state import TrainState
+
+NUM_VIEWS = 2
 
 
 class EncoderWithHead(nn.Module):
-  """Encoder f (representation h, used downstream) + projection head g (z)."""
+  """Encoder f (representation h, used downstream) + projection head g (z),
+  and optionally an online linear probe on stop-gradient(h)."""
   encoder: nn.Module
   head: nn.Module
+  probe: nn.Module | None = None
 
   def __call__(self, images, train: bool):
     h = self.encoder(images, train=train)
-    return h, self.head(h, train=train)
+    logits = self.probe(h) if self.probe is not None else None
+    return h, self.head(h, train=train), logits
 
 
 def compute_dtype(config: ml_collections.ConfigDict):
@@ -42,7 +51,13 @@ def create_model(config: ml_collections.ConfigDict, *,
       hidden_dim=None if head_cfg.hidden_dim <= 0 else head_cfg.hidden_dim,
       output_dim=head_cfg.output_dim, use_bn=head_cfg.use_bn,
       bn_axis_name=axis_name, dtype=dtype)
-  return EncoderWithHead(encoder=encoder, head=head)
+  probe = (probe_lib.LinearProbe(config.num_classes)
+           if online_probe_enabled(config) else None)
+  return EncoderWithHead(encoder=encoder, head=head, probe=probe)
+
+
+def online_probe_enabled(config) -> bool:
+  return bool(config.online_probe) and config.num_classes > 0
 
 
 def init_state(rng: jax.Array, *, model: nn.Module,
@@ -69,17 +84,27 @@ def train_step(state: TrainState, batch, *, model: nn.Module,
   images = jnp.concatenate([batch["view1"], batch["view2"]], axis=0)
 
   def loss_fn(params):
-    (_, z), new_vars = model.apply(
+    (_, z, logits), new_vars = model.apply(
         {"params": params, "batch_stats": state.batch_stats}, images,
         train=True, mutable=["batch_stats"])
     z_a, z_b = jnp.split(z, 2, axis=0)
     out = losses.nt_xent_with_accuracy(
         z_a, z_b, temperature=config.temperature, axis_name=axis_name)
-    return out.loss, (out, new_vars["batch_stats"])
+    probe_metrics = {}
+    total = out.loss
+    if logits is not None:
+      # The probe sees the first view of each image.
+      probe_loss, probe_acc = probe_lib.loss_and_accuracy(
+          logits[:batch["label"].shape[0]], batch["label"],
+          axis_name=axis_name)
+      total = total + probe_loss
+      probe_metrics = {"probe_loss": probe_loss, "probe_accuracy": probe_acc}
+    return total, (out, probe_metrics, new_vars["batch_stats"])
 
   # `loss` is already the global-batch loss, so these gradients are the
   # global gradients (see losses.py): no extra pmean.
-  grads, (out, batch_stats) = jax.grad(loss_fn, has_aux=True)(state.params)
+  grads, (out, probe_metrics, batch_stats) = jax.grad(
+      loss_fn, has_aux=True)(state.params)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   new_state = state.replace(step=state.step + 1, params=params,
@@ -89,5 +114,12 @@ def train_step(state: TrainState, batch, *, model: nn.Module,
       "contrastive_accuracy": out.accuracy,
       "grad_norm": optax.tree.norm(grads),
       "learning_rate": learning_rate_fn(state.step),
+      **probe_metrics,
   }
   return new_state, metrics
+
+
+def encoder_variables(state: dict) -> dict:
+  """The encoder's variables out of a checkpointed state (nested dicts)."""
+  return {"params": state["params"]["encoder"],
+          "batch_stats": state["batch_stats"]["encoder"]}

@@ -1,0 +1,192 @@
+"""Supervised classifiers on a pretrained encoder: linear evaluation and
+finetuning (registered as the methods 'linear_eval' and 'finetune').
+
+linear_eval: the encoder is frozen - its variables live in `state.extra`,
+  out of the optimizer's reach, and run with BatchNorm in inference mode;
+  only the linear layer is trained (SimCLR/MoCo linear evaluation protocol).
+finetune: encoder and linear layer are trained together, BatchNorm in
+  training mode, synchronized over the data axis.
+The pretrained encoder comes from `config.pretrained` (a pretraining workdir
+or checkpoint; 'random' keeps the random initialisation, the baseline any
+comparison needs).
+"""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from contrastive_jax import models, pretrained as pretrained_lib
+from contrastive_jax.errors import ConfigError
+from contrastive_jax.train_state import TrainState
+
+NUM_VIEWS = 1
+RANDOM = "random"
+
+
+class EncoderClassifier(nn.Module):
+  encoder: nn.Module
+  num_classes: int
+
+  def __call__(self, images, train: bool):
+    h = self.encoder(images, train=train)
+    # Zero init: the classifier starts at chance, whatever the features.
+    return nn.Dense(self.num_classes, kernel_init=nn.initializers.zeros,
+                    name="linear")(h)
+
+
+def _finetunes(config) -> bool:
+  return config.method == "finetune"
+
+
+def architecture_config(config: ml_collections.ConfigDict):
+  """The config that names the encoder: the pretraining run's, unless
+  evaluating a random encoder, which uses this config's own fields."""
+  if not isinstance(config.pretrained, str) or not config.pretrained:
+    raise ConfigError("config.pretrained is empty: give a pretraining "
+                      "workdir or checkpoint path, or 'random'")
+  if config.pretrained == RANDOM:
+    return config
+  workdir, step = pretrained_lib.locate(config.pretrained)
+  from contrastive_jax import checkpointing  # pylint: disable=g-import-not-at-top
+  ckpt = checkpointing.Checkpointer(workdir, save_every_steps=1, keep=1,
+                                    read_only=True)
+  return ml_collections.ConfigDict(ckpt.restore_config(step))
+
+
+def create_model(config: ml_collections.ConfigDict, *,
+                 axis_name: str | None) -> EncoderClassifier:
+  if not (isinstance(config.num_classes, int) and config.num_classes >= 2):
+    raise ConfigError(f"config.num_classes={config.num_classes!r} is invalid: "
+                      "must be an integer >= 2")
+  arch = architecture_config(config)
+  dtype = jnp.bfloat16 if config.half_precision else jnp.float32
+  encoder = models.create_encoder(
+      arch.model, width_multiplier=arch.width_multiplier,
+      cifar_stem=arch.cifar_stem, dtype=dtype,
+      bn_axis_name=axis_name if _finetunes(config) else None)
+  return EncoderClassifier(encoder=encoder, num_classes=config.num_classes)
+
+
+def init_state(rng: jax.Array, *, model: nn.Module,
+               tx: optax.GradientTransformation,
+               config: ml_collections.ConfigDict) -> TrainState:
+  init_rng, state_rng = jax.random.split(rng)
+  size = config.image_size
+  variables = model.init(init_rng, jnp.zeros((2, size, size, 3), jnp.float32),
+                         train=False)
+  params, batch_stats = variables["params"], variables["batch_stats"]
+  extra = {"pretrained_step": jnp.asarray(-1, jnp.int32)}
+  if not _finetunes(config):
+    extra["encoder"] = {"params": params.pop("encoder"),
+                        "batch_stats": batch_stats.pop("encoder")}
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                    batch_stats=batch_stats, opt_state=tx.init(params),
+                    rng=state_rng, extra=extra)
+
+
+def warm_start(state: TrainState, *,
+               config: ml_collections.ConfigDict) -> TrainState:
+  """Puts the pretrained encoder into a freshly initialised state."""
+  if config.pretrained == RANDOM:
+    return state
+  loaded = pretrained_lib.load(config.pretrained)
+
+  def place(new, like):
+    # Checks the architecture too: a shape mismatch is a wrong checkpoint.
+    def put(a, b):
+      if a.shape != b.shape:
+        raise ConfigError(f"config.pretrained={config.pretrained!r}: encoder "
+                          f"shapes differ from this config's ({a.shape} vs "
+                          f"{b.shape})")
+      return jax.device_put(a, b.sharding)
+    return jax.tree.map(put, new, like)
+
+  step = jnp.asarray(loaded.step, jnp.int32)
+  extra = dict(state.extra,
+               pretrained_step=jax.device_put(
+                   step, state.extra["pretrained_step"].sharding))
+  if _finetunes(config):
+    params = dict(state.params, encoder=place(loaded.variables["params"],
+                                              state.params["encoder"]))
+    stats = dict(state.batch_stats, encoder=place(
+        loaded.variables["batch_stats"], state.batch_stats["encoder"]))
+    return state.replace(params=params, batch_stats=stats, extra=extra)
+  extra["encoder"] = place(loaded.variables, state.extra["encoder"])
+  return state.replace(extra=extra)
+
+
+def _variables(state: TrainState, params, config):
+  if _finetunes(config):
+    return {"params": params, "batch_stats": state.batch_stats}
+  # Frozen: no gradient reaches the encoder.
+  frozen = jax.lax.stop_gradient(state.extra["encoder"])
+  return {"params": dict(params, encoder=frozen["params"]),
+          "batch_stats": {"encoder": frozen["batch_stats"]}}
+
+
+def _global_mean(local_sum, local_count, axis_name):
+  if axis_name is None:
+    return local_sum / local_count
+  return jax.lax.psum(local_sum, axis_name) / jax.lax.psum(
+      local_count, axis_name)
+
+
+def train_step(state: TrainState, batch, *, model: nn.Module,
+               tx: optax.GradientTransformation,
+               config: ml_collections.ConfigDict, learning_rate_fn,
+               axis_name: str | None):
+  images, labels = batch["view1"], batch["label"]
+  finetune = _finetunes(config)
+
+  def loss_fn(params):
+    variables = _variables(state, params, config)
+    if finetune:
+      logits, new_vars = model.apply(variables, images, train=True,
+                                     mutable=["batch_stats"])
+      batch_stats = new_vars["batch_stats"]
+    else:
+      # Frozen encoder: BatchNorm in inference mode.
+      logits = model.apply(variables, images, train=False)
+      batch_stats = state.batch_stats
+    ce = optax.softmax_cross_entropy_with_integer_labels(
+        logits.astype(jnp.float32), labels)
+    loss = _global_mean(jnp.sum(ce), jnp.float32(labels.shape[0]), axis_name)
+    return loss, (logits, batch_stats)
+
+  (loss, (logits, batch_stats)), grads = jax.value_and_grad(
+      loss_fn, has_aux=True)(state.params)
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  hits = jnp.sum(jnp.argmax(logits, -1) == labels).astype(jnp.float32)
+  metrics = {
+      "loss": loss,
+      "train_accuracy": _global_mean(hits, jnp.float32(labels.shape[0]),
+                                     axis_name),
+      "grad_norm": optax.tree.norm(grads),
+      "learning_rate": learning_rate_fn(state.step),
+  }
+  new_state = state.replace(step=state.step + 1, params=params,
+                            batch_stats=batch_stats, opt_state=opt_state)
+  return new_state, metrics
+
+
+def eval_step(state: TrainState, batch, *, model: nn.Module, config,
+              axis_name: str | None):
+  """Masked top-1/top-5 hit counts of this batch, summed over devices."""
+  logits = model.apply(_variables(state, state.params, config),
+                       batch["image"], train=False)
+  labels, mask = batch["label"], batch["mask"]
+  top5 = jax.lax.top_k(logits, min(5, logits.shape[-1]))[1]
+  hit1 = (top5[:, 0] == labels).astype(jnp.float32) * mask
+  hit5 = jnp.any(top5 == labels[:, None], axis=-1).astype(jnp.float32) * mask
+  counts = jnp.stack([jnp.sum(hit1), jnp.sum(hit5), jnp.sum(mask)])
+  return counts if axis_name is None else jax.lax.psum(counts, axis_name)
+
+
+def summarize_eval(counts: np.ndarray) -> dict[str, float]:
+  hit1, hit5, n = (float(c) for c in counts)
+  return {"top1": hit1 / max(n, 1), "top5": hit5 / max(n, 1),
+          "num_examples": int(n)}

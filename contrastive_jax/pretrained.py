@@ -1,0 +1,129 @@
+"""Reading a pretraining run's encoder back, and the encoder API.
+
+A checkpoint stores the train state and the config that made it, so the
+encoder can be rebuilt without the user knowing that config:
+
+    encoder = contrastive_jax.load_encoder("workdirs/simclr_digits")
+    h = encoder(images)   # float32 [B, H, W, 3] in [0, 1] -> [B, feature_dim]
+"""
+
+import dataclasses
+import os
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import orbax.checkpoint as ocp
+from etils import epath
+
+from contrastive_jax import checkpointing, methods, models
+from contrastive_jax.errors import CheckpointError, ConfigError
+
+
+@dataclasses.dataclass(frozen=True)
+class Pretrained:
+  config: ml_collections.ConfigDict  # the pretraining run's config
+  step: int                          # the checkpoint's step
+  directory: str                     # <workdir>/checkpoints
+  variables: Any                     # encoder {'params', 'batch_stats'}
+
+
+def locate(path: str) -> tuple[str, int]:
+  """(workdir, step) for a workdir, its checkpoints/ dir, or one step dir."""
+  p = epath.Path(path)
+  if not p.exists():
+    raise CheckpointError(f"pretrained checkpoint path {path} does not exist")
+  step = None
+  if p.name.isdigit() and p.parent.name == "checkpoints":
+    step, p = int(p.name), p.parent.parent
+  elif p.name == "checkpoints":
+    p = p.parent
+  if not (p / "checkpoints").is_dir():
+    raise CheckpointError(
+        f"no checkpoint in {path}: expected a pretraining workdir, its "
+        "checkpoints/ directory or a checkpoints/<step> directory")
+  ckpt = checkpointing.Checkpointer(os.fspath(p), save_every_steps=1, keep=1,
+                                    read_only=True)
+  steps = ckpt.all_steps()
+  if step is None:
+    if not steps:
+      raise CheckpointError(f"no checkpoint in {path}")
+    step = max(steps)
+  elif step not in steps:
+    raise CheckpointError(f"{path} is not a complete checkpoint")
+  return os.fspath(p), step
+
+
+def encoder_module(config: ml_collections.ConfigDict):
+  """The encoder architecture named by a (pretraining or eval) config."""
+  dtype = jnp.bfloat16 if config.half_precision else jnp.float32
+  return models.create_encoder(
+      config.model, width_multiplier=config.width_multiplier,
+      cifar_stem=config.cifar_stem, dtype=dtype, bn_axis_name=None)
+
+
+def load(path: str, sharding=None) -> Pretrained:
+  """Restores the encoder of the pretraining checkpoint at `path`.
+
+  Arrays are placed with `sharding` (default: this process's first device).
+  """
+  workdir, step = locate(path)
+  ckpt = checkpointing.Checkpointer(workdir, save_every_steps=1, keep=1,
+                                    read_only=True)
+  try:
+    config = ml_collections.ConfigDict(ckpt.restore_config(step))
+    method = methods.get_method(config.method)
+  except (ValueError, KeyError, OSError, ConfigError) as e:
+    raise CheckpointError(
+        f"checkpoint {ckpt.directory}/{step} has no readable config: "
+        f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from e
+  if not hasattr(method, "encoder_variables"):
+    raise CheckpointError(
+        f"checkpoint {ckpt.directory}/{step} was written by method "
+        f"{config.method!r}, which pretrains no encoder; give a pretraining "
+        f"run ({', '.join(methods.pretraining_methods())})")
+  sharding = sharding or jax.sharding.SingleDeviceSharding(
+      jax.local_devices()[0])
+  # The checkpoint's own metadata gives every array's shape and dtype, so
+  # nothing about the method's optimizer or extras must be rebuilt.
+  abstract = jax.tree.map(
+      lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=sharding),
+      ckpt.state_metadata(step))
+  state = ckpt.restore(abstract, step=step)
+  return Pretrained(config=config, step=step, directory=ckpt.directory,
+                    variables=method.encoder_variables(state))
+
+
+class Encoder:
+  """A pretrained encoder as a function: images -> representations h."""
+
+  def __init__(self, pretrained: Pretrained):
+    self.config = pretrained.config
+    self.step = pretrained.step
+    self.image_size = int(self.config.image_size)
+    self.variables = pretrained.variables
+    self.module = encoder_module(self.config)
+    self._apply = jax.jit(
+        lambda variables, x: self.module.apply(variables, x, train=False))
+
+  @property
+  def feature_dim(self) -> int:
+    return self.module.feature_dim
+
+  def __call__(self, images) -> np.ndarray:
+    """float32 [B, S, S, 3] in [0, 1] (or uint8 in [0, 255]), S=image_size."""
+    images = np.asarray(images)
+    if images.dtype == np.uint8:
+      images = images.astype(np.float32) / 255.0
+    if images.ndim != 4 or images.shape[1:] != (self.image_size,
+                                                self.image_size, 3):
+      raise ValueError(f"expected images of shape [B, {self.image_size}, "
+                       f"{self.image_size}, 3], got {images.shape}")
+    return np.asarray(self._apply(self.variables, images))
+
+
+def load_encoder(path: str) -> Encoder:
+  """The encoder of the pretraining run (workdir or checkpoint) at `path`."""
+  return Encoder(load(path))
