@@ -93,8 +93,9 @@ def setup_steps(args):
   make_venv = (f"{UV} venv --quiet --allow-existing --python "
                f"{shlex.quote(args.python)} {REMOTE_VENV}")
   if args.git:
-    get_source = (f"(test -d {REMOTE_DIR}/.git || git clone "
-                  f"{shlex.quote(args.git)} {REMOTE_DIR})"
+    # A copy left by an earlier --source setup is not a clone: replace it.
+    get_source = (f"(test -d {REMOTE_DIR}/.git || (rm -rf {REMOTE_DIR} && "
+                  f"git clone {shlex.quote(args.git)} {REMOTE_DIR}))"
                   # FETCH_HEAD: branches, tags and commits alike, updated on
                   # every setup.
                   f" && git -C {REMOTE_DIR} fetch --quiet origin "
