@@ -102,3 +102,66 @@ def nt_xent(z_a: jax.Array, z_b: jax.Array, *, temperature: float,
   """The NT-Xent loss of the global batch (see `nt_xent_with_accuracy`)."""
   return nt_xent_with_accuracy(z_a, z_b, temperature=temperature,
                                axis_name=axis_name).loss
+
+
+class InfoNCEOutput(NamedTuple):
+  loss: jax.Array      # scalar: mean over the N queries of the global batch
+  accuracy: jax.Array  # scalar: fraction of queries whose positive wins
+
+
+def info_nce_with_accuracy(q: jax.Array, k: jax.Array, queue: jax.Array, *,
+                           temperature: float,
+                           axis_name: str | None = None) -> InfoNCEOutput:
+  """InfoNCE against a queue of negatives (MoCo, He et al. 2020, Alg. 1).
+
+  Args:
+    q: [n, d] queries on this device; L2-normalised here.
+    k: [n, d] their positive keys (row i for query i); L2-normalised here.
+      MoCo passes keys that already carry no gradient.
+    queue: [K, d] negatives, L2-normalised by the caller, the same on every
+      device. No gradient flows into it.
+    temperature: tau > 0.
+    axis_name: mesh axis the global batch is split over, or None.
+
+  Logits are [q.k, q.queue] / tau with the positive at index 0; the loss is
+  the cross-entropy averaged over the global batch (a psum of the local sums
+  divided by the global N, so the gradients are global as the module
+  docstring explains). Negatives are the queue only, never other keys of the
+  batch, so no gather is needed.
+  """
+  q = l2_normalize(q.astype(jnp.float32))
+  k = l2_normalize(k.astype(jnp.float32))
+  negatives = jax.lax.stop_gradient(queue.astype(jnp.float32))
+  pos = jnp.sum(q * k, axis=-1, keepdims=True)                  # [n, 1]
+  logits = jnp.concatenate([pos, q @ negatives.T], axis=-1) / temperature
+  local_sum = jnp.sum(jax.nn.logsumexp(logits, axis=-1) - logits[:, 0])
+  hits = jnp.sum(jnp.argmax(logits, axis=-1) == 0).astype(jnp.float32)
+  total = q.shape[0] * (1 if axis_name is None
+                        else jax.lax.axis_size(axis_name))
+  return InfoNCEOutput(
+      loss=_sum_over_devices(local_sum, axis_name) / total,
+      accuracy=_sum_over_devices(hits, axis_name) / total)
+
+
+def info_nce(q: jax.Array, k: jax.Array, queue: jax.Array, *,
+             temperature: float, axis_name: str | None = None) -> jax.Array:
+  """The InfoNCE loss of the global batch (see `info_nce_with_accuracy`)."""
+  return info_nce_with_accuracy(q, k, queue, temperature=temperature,
+                                axis_name=axis_name).loss
+
+
+def symmetric_info_nce_with_accuracy(
+    q1: jax.Array, q2: jax.Array, k1: jax.Array, k2: jax.Array,
+    queue: jax.Array, *, temperature: float,
+    axis_name: str | None = None) -> InfoNCEOutput:
+  """Both views as query: InfoNCE(q1, k2) + InfoNCE(q2, k1).
+
+  The SUM, as the official MoCo CIFAR-10 demo computes it (so it starts near
+  2 log(K + 1)); the accuracy is the mean over the 2N queries.
+  """
+  a = info_nce_with_accuracy(q1, k2, queue, temperature=temperature,
+                             axis_name=axis_name)
+  b = info_nce_with_accuracy(q2, k1, queue, temperature=temperature,
+                             axis_name=axis_name)
+  return InfoNCEOutput(loss=a.loss + b.loss,
+                       accuracy=(a.accuracy + b.accuracy) / 2)
