@@ -6,6 +6,7 @@ pipeline's ops resize them to the configured image size.
 """
 
 import functools
+import re
 
 import numpy as np
 

@@ -29,9 +29,20 @@ RANDOM = "random"
 class EncoderClassifier(nn.Module):
   encoder: nn.Module
   num_classes: int
+  bn_axis_name: str | None = None
 
-  def __call__(self, images, train: bool):
-    h = self.encoder(images, train=train)
+  @nn.compact
+  def __call__(self, images, *, train: bool, encoder_train: bool):
+    h = self.encoder(images, train=encoder_train).astype(jnp.float32)
+    # Features standardised by a BatchNorm without scale or shift (as MAE's
+    # linear probe): at test time a fixed affine map that folds into the
+    # linear layer, so the classifier stays linear, while SGD no longer
+    # depends on the raw feature scale of each encoder (a random encoder's
+    # features are tiny).
+    h = nn.BatchNorm(use_running_average=not train, momentum=0.9,
+                     use_scale=False,
+                     use_bias=False, axis_name=self.bn_axis_name,
+                     name="feature_bn")(h)
     # Zero init: the classifier starts at chance, whatever the features.
     return nn.Dense(self.num_classes, kernel_init=nn.initializers.zeros,
                     name="linear")(h)
@@ -67,7 +78,8 @@ def create_model(config: ml_collections.ConfigDict, *,
       arch.model, width_multiplier=arch.width_multiplier,
       cifar_stem=arch.cifar_stem, dtype=dtype,
       bn_axis_name=axis_name if _finetunes(config) else None)
-  return EncoderClassifier(encoder=encoder, num_classes=config.num_classes)
+  return EncoderClassifier(encoder=encoder, num_classes=config.num_classes,
+                           bn_axis_name=axis_name)
 
 
 def init_state(rng: jax.Array, *, model: nn.Module,
@@ -76,7 +88,7 @@ def init_state(rng: jax.Array, *, model: nn.Module,
   init_rng, state_rng = jax.random.split(rng)
   size = config.image_size
   variables = model.init(init_rng, jnp.zeros((2, size, size, 3), jnp.float32),
-                         train=False)
+                         train=False, encoder_train=False)
   params, batch_stats = variables["params"], variables["batch_stats"]
   extra = {"pretrained_step": jnp.asarray(-1, jnp.int32)}
   if not _finetunes(config):
@@ -124,7 +136,8 @@ def _variables(state: TrainState, params, config):
   # Frozen: no gradient reaches the encoder.
   frozen = jax.lax.stop_gradient(state.extra["encoder"])
   return {"params": dict(params, encoder=frozen["params"]),
-          "batch_stats": {"encoder": frozen["batch_stats"]}}
+          "batch_stats": dict(state.batch_stats,
+                              encoder=frozen["batch_stats"])}
 
 
 def _global_mean(local_sum, local_count, axis_name):
@@ -143,14 +156,13 @@ def train_step(state: TrainState, batch, *, model: nn.Module,
 
   def loss_fn(params):
     variables = _variables(state, params, config)
-    if finetune:
-      logits, new_vars = model.apply(variables, images, train=True,
-                                     mutable=["batch_stats"])
-      batch_stats = new_vars["batch_stats"]
-    else:
-      # Frozen encoder: BatchNorm in inference mode.
-      logits = model.apply(variables, images, train=False)
-      batch_stats = state.batch_stats
+    # A frozen encoder runs its BatchNorm in inference mode.
+    logits, new_vars = model.apply(variables, images, train=True,
+                                   encoder_train=finetune,
+                                   mutable=["batch_stats"])
+    batch_stats = dict(new_vars["batch_stats"])
+    if not finetune:
+      batch_stats.pop("encoder")  # unchanged; it lives in state.extra
     ce = optax.softmax_cross_entropy_with_integer_labels(
         logits.astype(jnp.float32), labels)
     loss = _global_mean(jnp.sum(ce), jnp.float32(labels.shape[0]), axis_name)
@@ -177,7 +189,7 @@ def eval_step(state: TrainState, batch, *, model: nn.Module, config,
               axis_name: str | None):
   """Masked top-1/top-5 hit counts of this batch, summed over devices."""
   logits = model.apply(_variables(state, state.params, config),
-                       batch["image"], train=False)
+                       batch["image"], train=False, encoder_train=False)
   labels, mask = batch["label"], batch["mask"]
   top5 = jax.lax.top_k(logits, min(5, logits.shape[-1]))[1]
   hit1 = (top5[:, 0] == labels).astype(jnp.float32) * mask

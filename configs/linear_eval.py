@@ -1,0 +1,20 @@
+"""Linear evaluation of a pretrained encoder: the encoder is frozen (BatchNorm
+in inference mode) and a linear classifier is trained on its features.
+
+  --config=configs/linear_eval.py:VARIANT --config.pretrained=WORKDIR
+
+Variants: cifar10 (default), imagenet, digits - each with the SimCLR protocol
+(paper appendix B.6: SGD with Nesterov momentum, lr 0.1*B/256, no weight
+decay, 90 epochs, cosine decay; random crop + flip for training, centre crop
+for testing) or, with the suffix `_moco` (e.g. `imagenet_moco`), the MoCo
+protocol (SGD lr 30, no weight decay, 100 epochs, x0.1 at 60 and 80, batch
+256). `--config.pretrained=random` evaluates a randomly initialised encoder
+of the same architecture: the baseline every comparison needs. The encoder
+architecture comes from the pretraining checkpoint's stored config.
+"""
+
+from contrastive_jax.config_classifier import classifier_config
+
+
+def get_config(arg: str | None = None):
+  return classifier_config("linear_eval", arg or "cifar10")
