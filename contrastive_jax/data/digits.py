@@ -42,12 +42,23 @@ def load_digits_split(split: str) -> dict:
   """Returns {'image': uint8 [N, 8, 8, 3], 'label': int64 [N]} for a split.
 
   'train' holds about 80% of each class, 'test' the rest; the split is the
-  same on every machine and call. Examples keep scikit-learn's order.
+  same on every machine and call. Examples keep scikit-learn's order. As in
+  TFDS, 'train[:10%]' / 'train[:100]' take the first 10% / 100 examples.
   """
-  if split not in SPLITS:
+  match = re.fullmatch(r'(\w+)(?:\[:(\d+)(%?)\])?', split)
+  if not match or match.group(1) not in SPLITS:
     raise ConfigError(f'split: the digits dataset has splits '
-                      f'{", ".join(SPLITS)}, got {split!r}')
+                      f'{", ".join(SPLITS)} (optionally sliced as '
+                      f'train[:10%] or train[:100]), got {split!r}')
   images, labels, is_test = _load()
-  keep = is_test if split == 'test' else ~is_test
-  # Fresh arrays: callers may modify them without touching the cache.
-  return {'image': images[keep], 'label': labels[keep]}
+  keep = is_test if match.group(1) == 'test' else ~is_test
+  images, labels = images[keep], labels[keep]
+  if match.group(2):
+    count = int(match.group(2))
+    if match.group(3):
+      # Like TFDS, percent boundaries round to the nearest example.
+      count = int(round(len(labels) * min(count, 100) / 100))
+    images, labels = images[:count], labels[:count]
+  # Boolean indexing made fresh arrays: callers may modify them without
+  # touching the cache.
+  return {'image': images, 'label': labels}
