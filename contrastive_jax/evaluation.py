@@ -19,8 +19,8 @@ from jax.sharding import PartitionSpec as P
 
 from contrastive_jax import knn, parallel, pretrained
 from contrastive_jax.data import datasets, pipeline
+from contrastive_jax.report import RESULTS_FILE
 
-RESULTS_FILE = "eval_results.json"
 
 
 class _Progress:
