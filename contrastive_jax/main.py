@@ -29,6 +29,13 @@ _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None,
                                       "Processes in a multi-process run.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None,
                                    "This process's index in the run.")
+_DISTRIBUTED = flags.DEFINE_enum(
+    "distributed", "auto", ["auto", "true", "false"],
+    "Join a multi-process JAX job with jax.distributed.initialize(): 'auto' "
+    "when --coordinator_address is given or SLURM / Open MPI / GKE TPU "
+    "variables describe one; 'true' always (Cloud TPU VM pod slices, whose "
+    "workers JAX finds through the metadata server; launch/tpu_vm.py passes "
+    "it); 'false' never.")
 config_flags.DEFINE_config_file("config", None, "Config file (with an "
                                 "optional :variant).", lock_config=True)
 flags.mark_flags_as_required(["config", "workdir"])
@@ -41,10 +48,12 @@ def _hide_accelerators_from_tensorflow():
 
 
 def _multi_process_requested() -> bool:
+  if _DISTRIBUTED.value != "auto":
+    return _DISTRIBUTED.value == "true"
   if _COORDINATOR.value:
     return True
-  # Cloud TPU pod slices and the usual cluster launchers describe the job in
-  # the environment; jax.distributed.initialize() reads it with no arguments.
+  # GKE TPU slices and the usual cluster launchers describe the job in the
+  # environment; jax.distributed.initialize() reads it with no arguments.
   workers = os.environ.get("TPU_WORKER_HOSTNAMES", "")
   return ("," in workers
           or int(os.environ.get("SLURM_NTASKS", "1")) > 1

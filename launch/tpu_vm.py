@@ -131,8 +131,9 @@ def main_command(args):
   env = ""
   if args.data_dir:
     env = f"TFDS_DATA_DIR={shlex.quote(args.data_dir)} "
+  # Every worker joins one JAX job; on a TPU VM JAX finds the others itself.
   main_args = [f"--config={args.config}", f"--workdir={args.workdir}",
-               *args.main_args]
+               "--distributed=true", *args.main_args]
   return (f"{env}nohup {REMOTE_VENV}/bin/python -m contrastive_jax.main "
           f"{shlex.join(main_args)} > {REMOTE_LOG} 2>&1 < /dev/null &")
 

@@ -113,7 +113,8 @@ def check_lifecycle(commands, accelerator, vm):
   assert ("TFDS_DATA_DIR=gs://my-bucket/tensorflow_datasets nohup "
           "$HOME/contrastive_jax_venv/bin/python -m contrastive_jax.main "
           "--config=configs/simclr.py:imagenet "
-          "--workdir=gs://my-bucket/runs/r50 --config.num_epochs=10"
+          "--workdir=gs://my-bucket/runs/r50 --distributed=true "
+          "--config.num_epochs=10"
           ) in remote(run)
   assert "wait $pid" in remote(run)  # `all` follows the run to its end
   assert delete == [*TPU_VM, "delete", name, "--quiet", *where(vm)]
