@@ -22,6 +22,34 @@ def simclr_views(image_size: int, *, jitter_strength: float, blur: bool,
   return "|".join(ops)
 
 
+def moco_views(image_size: int, *, version: int, blur: bool | None = None,
+               crop_area=(0.2, 1.0)) -> str:
+  """MoCo's augmentation as an op spec string, in the reference's order.
+
+  v1 (MoCo paper): crop, grayscale 0.2, colour jitter 0.4/0.4/0.4/0.4 always,
+  flip. v2 (MoCo v2 note, "aug+"): crop, jitter 0.4/0.4/0.4/0.1 with p=0.8,
+  grayscale 0.2, blur sigma 0.1-2 with p=0.5, flip. `blur` defaults to v2's.
+  """
+  if version not in (1, 2):
+    raise ValueError(f"MoCo version must be 1 or 2; got {version!r}")
+  if blur is None:
+    blur = version == 2
+  crop = f"random_resized_crop({image_size}, area={tuple(crop_area)})"
+  if version == 1:
+    ops = [crop, "grayscale(p=0.2)",
+           "color_jitter(1.0, p=1.0, brightness=0.4, contrast=0.4, "
+           "saturation=0.4, hue=0.4)"]
+  else:
+    ops = [crop,
+           "color_jitter(1.0, p=0.8, brightness=0.4, contrast=0.4, "
+           "saturation=0.4, hue=0.1)",
+           "grayscale(p=0.2)"]
+  if blur:
+    ops.append("gaussian_blur(p=0.5, sigma=(0.1, 2.0), kernel_fraction=0.1)")
+  ops.append("flip_lr(p=0.5)")
+  return "|".join(ops)
+
+
 def base_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.method = "simclr"
@@ -92,4 +120,23 @@ def base_config() -> ml_collections.ConfigDict:
   c.profile_start_step = 10
   # Rows of the augmentation preview written to TensorBoard at step 0 (0: off).
   c.preview_images = 4
+  return c
+
+
+def moco_base_config() -> ml_collections.ConfigDict:
+  """The base plus MoCo's own fields, at the MoCo v1 paper's values."""
+  c = base_config()
+  c.method = "moco"
+  c.queue_size = 65_536          # K negatives; a multiple of the global batch
+  # Key encoder = EMA of the query encoder: m, constant or cosine up to 1.
+  c.ema_momentum = 0.999
+  c.ema_momentum_schedule = "constant"
+  # BatchNorm: the query encoder normalises each group of
+  # batch/devices/bn_groups_per_device examples on its own (the reference's
+  # per-GPU BN). key_bn='shuffle' feeds the key encoder the batch permuted
+  # across all groups (needs >= 2 groups in all); 'sync' uses global BN.
+  c.key_bn = "shuffle"
+  c.bn_groups_per_device = 1
+  # Both views as query, both keys enqueued (the official CIFAR-10 demo).
+  c.symmetric_loss = False
   return c

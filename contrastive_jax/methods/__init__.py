@@ -5,9 +5,10 @@ that evaluate or finetune its encoder."""
 import types
 
 from contrastive_jax.errors import ConfigError
-from contrastive_jax.methods import classifier, simclr
+from contrastive_jax.methods import classifier, moco, simclr
 
 METHODS: dict[str, types.ModuleType] = {
+    "moco": moco,
     "simclr": simclr,
     # Supervised training on a pretrained encoder (one module, two modes).
     "linear_eval": classifier,

@@ -1,0 +1,84 @@
+"""MoCo through the real `train_and_evaluate` on TFDS mock data: 1 and 8
+devices, the queue in the checkpoint, resuming."""
+
+import glob
+import os
+
+import jax
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from contrastive_jax import checkpointing, ema, train
+from contrastive_jax.errors import ConfigError
+from tests.test_moco import tiny_config
+from tests.test_train import read_metrics
+
+
+def mock_cifar_config(num_steps, **overrides):
+  c = tiny_config(dataset="cifar10", train_split="train", image_size=16,
+                  batch_size=16, queue_size=48, num_train_steps=num_steps,
+                  log_every_steps=2, checkpoint_every_steps=2,
+                  shuffle_buffer=64)
+  c.view_augment = ("random_resized_crop(16, area=(0.2, 1.0))|flip_lr"
+                    "|color_jitter(0.5, p=0.8)|grayscale(p=0.2)")
+  c.knn.every_steps = 0  # the kNN monitor has tests of its own
+  # As tests/test_train.py: no background saves while mock_data is active.
+  c.async_checkpointing = False
+  c.update(overrides)
+  return c
+
+
+def _train(config, workdir, num_devices):
+  with tfds.testing.mock_data(num_examples=64,
+                              policy=tfds.testing.MockPolicy.USE_CODE):
+    return train.train_and_evaluate(config, workdir,
+                                    devices=jax.devices()[:num_devices])
+
+
+@pytest.mark.parametrize("num_devices,groups", [(1, 2), (8, 1)])
+def test_train_and_evaluate_on_mock_cifar10(tmp_path, num_devices, groups):
+  workdir = str(tmp_path)
+  state = _train(mock_cifar_config(4, bn_groups_per_device=groups), workdir,
+                 num_devices)
+  assert int(state.step) == 4
+  rows = [r for r in read_metrics(workdir) if "loss" in r]
+  assert [r["step"] for r in rows] == [2, 4]
+  for r in rows:
+    assert np.isfinite(r["loss"]) and r["ema_momentum"] == pytest.approx(
+        0.99)
+  assert glob.glob(os.path.join(workdir, "events.out.tfevents.*"))
+  # The checkpoint holds the queue, its pointer and the key encoder.
+  ckpt = checkpointing.Checkpointer(workdir, save_every_steps=2, keep=3)
+  assert ckpt.latest_step() == 4
+  restored = ckpt.restore(checkpointing.abstract_like(state))
+  ckpt.close()
+  assert int(restored.extra["queue_ptr"]) == 4 * 16 % 48
+  for name in ("queue", "key_batch_stats"):
+    for a, b in zip(jax.tree.leaves(restored.extra[name]),
+                    jax.tree.leaves(state.extra[name])):
+      np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  for a, b in zip(jax.tree.leaves(ema.target_params(restored.opt_state)),
+                  jax.tree.leaves(ema.target_params(state.opt_state))):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_rerun_resumes_with_the_queue(tmp_path):
+  workdir = str(tmp_path)
+  first = _train(mock_cifar_config(2), workdir, num_devices=2)
+  first_queue = np.asarray(jax.device_get(first.extra["queue"]))
+  second = _train(mock_cifar_config(4), workdir, num_devices=2)
+  steps = [r["step"] for r in read_metrics(workdir) if "loss" in r]
+  assert steps == [2, 4]  # step 2 was not redone
+  assert int(second.extra["queue_ptr"]) == 4 * 16 % 48
+  queue = np.asarray(jax.device_get(second.extra["queue"]))
+  # Steps 3 and 4 wrote rows 32..47 and 0..15; rows 16..31 are step 2's.
+  np.testing.assert_array_equal(queue[16:32], first_queue[16:32])
+  assert not np.array_equal(queue[:16], first_queue[:16])
+
+
+def test_bad_queue_size_fails_before_the_workdir_is_made(tmp_path):
+  workdir = str(tmp_path / "new")
+  with pytest.raises(ConfigError, match="config.queue_size=40"):
+    _train(mock_cifar_config(2, queue_size=40), workdir, num_devices=1)
+  assert not os.path.exists(workdir)
