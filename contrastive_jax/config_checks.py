@@ -46,6 +46,10 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int,
              and config.num_train_steps > 0, "num_train_steps",
              config.num_train_steps,
              "must be -1 (derive from num_epochs) or an integer > 0")
+  limit = config.get("max_consecutive_nonfinite", 0)
+  _require(isinstance(limit, int) and not isinstance(limit, bool)
+           and limit >= 0, "max_consecutive_nonfinite", limit,
+           "must be an integer >= 0")
   _require(config.warmup_epochs >= 0, "warmup_epochs", config.warmup_epochs,
            "must be >= 0")
   _require(config.weight_decay >= 0, "weight_decay", config.weight_decay,

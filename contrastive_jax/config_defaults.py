@@ -114,6 +114,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.checkpoint_every_steps = 1000
   c.keep_checkpoints = 3
   c.async_checkpointing = True  # write checkpoints while training goes on
+  # Steps with a non-finite loss or gradient are skipped (and counted as
+  # nonfinite_steps); more than this many in a row stop the run.
+  c.max_consecutive_nonfinite = 10
   # A JAX profiler trace of profile_steps steps (0: off) after step
   # profile_start_step, into the workdir for TensorBoard's profile plugin.
   c.profile_steps = 0

@@ -8,6 +8,7 @@ import json
 import os
 from typing import Any, Mapping, Sequence
 
+import flax
 import jax
 import numpy as np
 from clu import metric_writers, metrics
@@ -63,10 +64,21 @@ def create_writer(workdir: str) -> metric_writers.MetricWriter:
   ])
 
 
+@flax.struct.dataclass
+class _Sum(metrics.Average):
+  """A count of events over the window (e.g. skipped steps), not a mean."""
+
+  def compute(self):
+    return self.total
+
+
 def _metric_for(name: str):
   # A schedule value is a point, not a quantity to average over a window.
   if name.endswith("learning_rate"):
     return metrics.LastValue.from_output(name)
+  # Names ending in "_steps" count steps (guards.NONFINITE).
+  if name.endswith("_steps"):
+    return _Sum.from_output(name)
   return metrics.Average.from_output(name)
 
 

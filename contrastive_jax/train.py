@@ -10,8 +10,8 @@ import ml_collections
 import tensorflow_datasets as tfds
 from absl import logging
 
-from contrastive_jax import (checkpointing, config_checks, evaluation, hooks,
-                             methods, metric_logging, optim, parallel)
+from contrastive_jax import (checkpointing, config_checks, evaluation, guards,
+                             hooks, methods, metric_logging, optim, parallel)
 from contrastive_jax.data import datasets, pipeline
 from contrastive_jax.errors import UserError
 from contrastive_jax.train_state import TrainState
@@ -124,10 +124,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                    start_step, total_steps)
 
     train_step = parallel.shard_train_step(
-        functools.partial(method.train_step, model=model, tx=tx,
-                          config=config, learning_rate_fn=learning_rate_fn,
-                          axis_name=parallel.DATA_AXIS),
+        guards.skip_nonfinite(
+            functools.partial(method.train_step, model=model, tx=tx,
+                              config=config,
+                              learning_rate_fn=learning_rate_fn,
+                              axis_name=parallel.DATA_AXIS),
+            axis_name=parallel.DATA_AXIS),
         mesh)
+    nonfinite = guards.ConsecutiveNonFinite(
+        config.get("max_consecutive_nonfinite", 10))
     writer = metric_logging.create_writer(workdir)
     if start_step == 0:
       writer.write_hparams(dict(config.to_dict()))
@@ -138,19 +143,26 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
 
     batches = iter(tfds.as_numpy(train_ds))
     window = []
-    for step in range(start_step + 1, total_steps + 1):
-      with jax.profiler.StepTraceAnnotation("train", step_num=step):
-        batch = parallel.global_batch(next(batches), mesh)
-        state, step_metrics = train_step(state, batch)
-      window.append(step_metrics)
-      for hook in step_hooks:
-        hook(step)
-      if step % config.log_every_steps == 0 or step == total_steps:
-        writer.write_scalars(step, metric_logging.summarize(window))
-        window = []
-      if monitor and monitor.due(step, total_steps):
-        writer.write_scalars(step, monitor(state))
-      ckpt.save(step, state, config, force=step == total_steps)
+    try:
+      for step in range(start_step + 1, total_steps + 1):
+        with jax.profiler.StepTraceAnnotation("train", step_num=step):
+          batch = parallel.global_batch(next(batches), mesh)
+          state, step_metrics = train_step(state, batch)
+        nonfinite.observe(step, step_metrics)
+        window.append(step_metrics)
+        for hook in step_hooks:
+          hook(step)
+        if step % config.log_every_steps == 0 or step == total_steps:
+          writer.write_scalars(step, metric_logging.summarize(window))
+          window = []
+        if monitor and monitor.due(step, total_steps):
+          writer.write_scalars(step, monitor(state))
+        if step == total_steps:
+          nonfinite.flush()  # No final save after a fatal streak.
+        ckpt.save(step, state, config, force=step == total_steps)
+    except guards.NonFiniteError:
+      ckpt.wait()  # A save in flight completes; nothing is deleted.
+      raise
     ckpt.wait()
     if hasattr(method, "eval_step"):
       _final_evaluation(state, method=method, model=model, config=config,

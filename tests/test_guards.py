@@ -1,0 +1,84 @@
+"""The numerical guard: a NaN batch changes nothing but the step counter and
+is counted; a long enough streak stops with a clear error."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from contrastive_jax import guards, metric_logging, optim, parallel
+from contrastive_jax.methods import simclr
+from tests.test_simclr_step import fixed_batch, tiny_config
+
+
+def _guarded_step_and_state(config, num_devices):
+  mesh = parallel.make_data_mesh(jax.devices()[:num_devices])
+  tx, lr_fn = optim.create_optimizer_from_config(
+      config, steps_per_epoch=10, total_steps=100)
+  model = simclr.create_model(config, axis_name=parallel.DATA_AXIS)
+  state = jax.jit(functools.partial(simclr.init_state, model=model, tx=tx,
+                                    config=config),
+                  out_shardings=parallel.replicated(mesh))(
+                      jax.random.PRNGKey(0))
+  per_device = functools.partial(
+      simclr.train_step, model=model, tx=tx, config=config,
+      learning_rate_fn=lr_fn, axis_name=parallel.DATA_AXIS)
+  guarded = parallel.shard_train_step(
+      guards.skip_nonfinite(per_device, axis_name=parallel.DATA_AXIS), mesh)
+  plain = parallel.shard_train_step(per_device, mesh)
+  return mesh, state, guarded, plain
+
+
+def _host(tree):
+  return jax.tree.map(np.asarray, jax.device_get(tree))
+
+
+@pytest.mark.parametrize("num_devices", [1, 4])
+def test_nan_batch_is_skipped_and_counted(num_devices):
+  config = tiny_config()
+  mesh, state, guarded, plain = _guarded_step_and_state(config, num_devices)
+  good = fixed_batch(config.batch_size, config.image_size)
+  bad = dict(good)
+  bad["view1"] = good["view1"].copy()
+  bad["view1"][3, 0, 0, 0] = np.nan  # one pixel of one example
+  with jax.set_mesh(mesh):
+    before = _host(state)
+    state, metrics = guarded(state, parallel.global_batch(bad, mesh))
+    after_bad = _host(state)
+    assert float(metrics[guards.NONFINITE]) == 1.0
+    assert not (np.isfinite(float(metrics["loss"]))
+                and np.isfinite(float(metrics["grad_norm"])))
+    assert int(after_bad.step) == int(before.step) + 1
+    for name in ("params", "batch_stats", "opt_state", "rng", "extra"):
+      for a, b in zip(jax.tree.leaves(getattr(before, name)),
+                      jax.tree.leaves(getattr(after_bad, name))):
+        np.testing.assert_array_equal(a, b)
+    # A finite step after it is exactly the unguarded step.
+    copy = jax.device_put(jax.tree.map(jnp.asarray, after_bad),
+                          parallel.replicated(mesh))
+    state, metrics = guarded(state, parallel.global_batch(good, mesh))
+    want, _ = plain(copy, parallel.global_batch(good, mesh))
+  assert float(metrics[guards.NONFINITE]) == 0.0
+  for a, b in zip(jax.tree.leaves(_host(state)), jax.tree.leaves(_host(want))):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_window_summary_counts_skipped_steps():
+  rows = [{"loss": 1.0, guards.NONFINITE: f} for f in (1.0, 0.0, 1.0, 1.0)]
+  summary = metric_logging.summarize(rows)
+  assert summary[guards.NONFINITE] == 3.0 and summary["loss"] == 1.0
+
+
+def test_streak_longer_than_the_limit_stops():
+  monitor = guards.ConsecutiveNonFinite(limit=2)
+  flags = [1, 1, 0, 1, 1]  # streaks of 2 are allowed
+  for step, flag in enumerate(flags, 1):
+    monitor.observe(step, {guards.NONFINITE: np.float32(flag)})
+  monitor.flush()
+  monitor.observe(6, {guards.NONFINITE: np.float32(1)})
+  with pytest.raises(guards.NonFiniteError,
+                     match=r"3 consecutive steps up to step 6.*"
+                           r"max_consecutive_nonfinite=2"):
+    monitor.flush()
