@@ -36,11 +36,10 @@ def _train(config, workdir, num_devices):
                                     devices=jax.devices()[:num_devices])
 
 
-@pytest.mark.parametrize("num_devices,groups", [(1, 2), (8, 1)])
-def test_train_and_evaluate_on_mock_cifar10(tmp_path, num_devices, groups):
+def test_train_and_evaluate_on_8_devices(tmp_path):
   workdir = str(tmp_path)
-  state = _train(mock_cifar_config(4, bn_groups_per_device=groups), workdir,
-                 num_devices)
+  state = _train(mock_cifar_config(4, bn_groups_per_device=1), workdir,
+                 num_devices=8)
   assert int(state.step) == 4
   rows = [r for r in read_metrics(workdir) if "loss" in r]
   assert [r["step"] for r in rows] == [2, 4]
@@ -63,13 +62,17 @@ def test_train_and_evaluate_on_mock_cifar10(tmp_path, num_devices, groups):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
-def test_rerun_resumes_with_the_queue(tmp_path):
+def test_one_device_run_resumes_with_the_queue(tmp_path):
+  # One device, two BN groups for shuffle-BN.
   workdir = str(tmp_path)
-  first = _train(mock_cifar_config(2), workdir, num_devices=2)
+  first = _train(mock_cifar_config(2), workdir, num_devices=1)
   first_queue = np.asarray(jax.device_get(first.extra["queue"]))
-  second = _train(mock_cifar_config(4), workdir, num_devices=2)
-  steps = [r["step"] for r in read_metrics(workdir) if "loss" in r]
-  assert steps == [2, 4]  # step 2 was not redone
+  second = _train(mock_cifar_config(4), workdir, num_devices=1)
+  rows = [r for r in read_metrics(workdir) if "loss" in r]
+  assert [r["step"] for r in rows] == [2, 4]  # step 2 was not redone
+  assert all(np.isfinite(r["loss"]) for r in rows)
+  assert int(second.step) == 4
+  assert int(ema.ema_state(second.opt_state).count) == 4
   assert int(second.extra["queue_ptr"]) == 4 * 16 % 48
   queue = np.asarray(jax.device_get(second.extra["queue"]))
   # Steps 3 and 4 wrote rows 32..47 and 0..15; rows 16..31 are step 2's.
