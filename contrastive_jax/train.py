@@ -7,12 +7,11 @@ import os
 
 import jax
 import ml_collections
-import tensorflow_datasets as tfds
 from absl import logging
 
 from contrastive_jax import (checkpointing, config_checks, evaluation, guards,
                              hooks, methods, metric_logging, optim, parallel)
-from contrastive_jax.data import datasets, pipeline
+from contrastive_jax.data import datasets, order, pipeline
 from contrastive_jax.errors import UserError
 from contrastive_jax.train_state import TrainState
 
@@ -21,7 +20,7 @@ def steps_for(config: ml_collections.ConfigDict) -> tuple[int, int]:
   """(steps per epoch, total steps) for the global batch size."""
   num_examples = datasets.num_examples(config.dataset, config.train_split,
                                        data_dir=config.data_dir)
-  steps_per_epoch = max(1, num_examples // config.batch_size)
+  steps_per_epoch = order.steps_per_epoch(num_examples, config.batch_size)
   if config.num_train_steps > 0:
     return steps_per_epoch, int(config.num_train_steps)
   return steps_per_epoch, max(1, int(config.num_epochs * steps_per_epoch))
@@ -82,14 +81,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   tx, learning_rate_fn = optim.create_optimizer_from_config(
       config, steps_per_epoch=steps_per_epoch, total_steps=total_steps)
   model = method.create_model(config, axis_name=parallel.DATA_AXIS)
-  train_ds = pipeline.make_pretrain_dataset(
+  make_train_ds = pipeline.pretrain_stream(
       dataset=config.dataset, split=config.train_split,
       data_dir=config.data_dir,
       local_batch_size=config.batch_size // jax.process_count(),
       view_specs=_view_specs(config, getattr(method, "NUM_VIEWS", 2)),
       seed=config.seed,
-      process_index=jax.process_index(), process_count=jax.process_count(),
-      shuffle_buffer=config.shuffle_buffer)
+      process_index=jax.process_index(), process_count=jax.process_count())
   _prepare_workdir(workdir)
 
   logging.info("%d devices over %d processes; %d steps (%d per epoch)",
@@ -141,7 +139,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                                     total_steps=total_steps)
     monitor = evaluation.create_monitor(config, method=method, mesh=mesh)
 
-    batches = iter(tfds.as_numpy(train_ds))
+    # The stream starts at the resumed step: nothing is replayed.
+    batches = pipeline.as_numpy_iterator(make_train_ds(start_step))
     window = []
     try:
       for step in range(start_step + 1, total_steps + 1):

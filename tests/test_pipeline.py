@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from contrastive_jax.data import pipeline
+from contrastive_jax.data import order, pipeline
 from contrastive_jax.data.digits import load_digits_split
 from contrastive_jax.errors import ConfigError
 
@@ -18,7 +18,7 @@ def _pretrain(seed=0, process_index=0, process_count=1, batch=8, **kwargs):
   args = dict(dataset='digits', split='train', data_dir=None,
               local_batch_size=batch, view_specs=(SPEC, SPEC), seed=seed,
               process_index=process_index, process_count=process_count,
-              shuffle_buffer=512)
+              )
   args.update(kwargs)
   return pipeline.make_pretrain_dataset(**args)
 
@@ -59,10 +59,37 @@ def test_same_seed_same_batches_different_seed_different(seed0_batches):
   assert not _same(seed0_batches, _take(_pretrain(seed=1)))
 
 
-def test_process_shards_give_different_batches():
-  first = _take(_pretrain(process_index=0, process_count=2), 1)
-  second = _take(_pretrain(process_index=1, process_count=2), 1)
-  assert not _same(first, second)
+def test_processes_batches_concatenate_to_the_one_process_batch():
+  # 2 processes x 4 = the global batch of 8 of a 1-process run, bit for bit.
+  whole = _take(_pretrain(batch=8), 2)
+  parts = [_take(_pretrain(process_index=i, process_count=2, batch=4), 2)
+           for i in range(2)]
+  for k in range(2):
+    for key in whole[k]:
+      np.testing.assert_array_equal(
+          np.concatenate([parts[0][k][key], parts[1][k][key]]),
+          whole[k][key])
+  assert not _same(parts[0], parts[1])
+
+
+def test_starting_at_step_k_gives_the_batches_of_a_run_from_0():
+  # 40 examples, batch 8: 5 steps per epoch; 12 steps cross two epochs.
+  from_0 = _take(_pretrain(split='train[:40]'), 12)
+  for k in (3, 5, 9):
+    assert _same(from_0[k:], _take(_pretrain(split='train[:40]',
+                                             start_step=k), 12 - k))
+
+
+def test_each_epoch_is_a_fresh_permutation_of_the_split():
+  pairs = list(order.local_positions(
+      seed=0, num_examples=43, global_batch=8, process_index=0,
+      process_count=1).take(3 * 40).as_numpy_iterator())
+  positions, indices = map(np.asarray, zip(*pairs))
+  np.testing.assert_array_equal(positions, np.arange(3 * 40))
+  epochs = indices.reshape(3, 40)  # 5 steps of 8; 3 examples left out
+  for epoch in epochs:
+    assert len(set(epoch)) == 40 and set(epoch) <= set(range(43))
+  assert not np.array_equal(epochs[0], epochs[1])
 
 
 def test_distinct_view_specs_are_used_per_view():

@@ -32,9 +32,9 @@ def load_split(name, split, *, data_dir=None, process_index=0,
     arrays = digits.load_digits_split(split)
     ds = tf.data.Dataset.from_tensor_slices(arrays)
     return ds.shard(process_count, process_index)
-  builder = _builder(name, data_dir)
+  builder = get_builder(name, data_dir)
   features = builder.info.features
-  _check_image_feature(name, features)
+  check_image_feature(name, features)
   shard = tfds.even_splits(split, process_count)[process_index]
   ds = _as_dataset(builder, name, shard, shuffle_files=shuffle_files,
                    read_config=tfds.ReadConfig(shuffle_seed=file_seed))
@@ -45,7 +45,7 @@ def num_examples(name, split, data_dir=None) -> int:
   """Number of examples in the whole `split` (all processes together)."""
   if name == 'digits':
     return len(digits.load_digits_split(split)['label'])
-  builder = _builder(name, data_dir)
+  builder = get_builder(name, data_dir)
   if builder.info.splits:
     return builder.info.splits[split].num_examples
   # No recorded split sizes: either the data is missing (raises DataError) or
@@ -62,7 +62,7 @@ def download_and_prepare(name, data_dir=None):
   """
   if name == 'digits':
     return
-  builder = _builder(name, data_dir)
+  builder = get_builder(name, data_dir)
   if builder.is_prepared():
     return
   try:
@@ -84,7 +84,7 @@ def has_labels(name, data_dir=None) -> bool:
   """
   if name == 'digits':
     return True
-  return 'label' in _builder(name, data_dir).info.features
+  return 'label' in get_builder(name, data_dir).info.features
 
 
 def _check_process(process_index, process_count):
@@ -96,7 +96,7 @@ def _check_process(process_index, process_count):
                      f'process_count={process_count!r}')
 
 
-def _builder(name, data_dir):
+def get_builder(name, data_dir):
   if not isinstance(name, str) or not name:
     raise ConfigError(f'dataset: expected a dataset name, got {name!r}')
   try:
@@ -107,7 +107,7 @@ def _builder(name, data_dir):
                       'dataset (see tfds.list_builders())') from None
 
 
-def _check_image_feature(name, features):
+def check_image_feature(name, features):
   image = features['image'] if 'image' in features else None
   shape = getattr(image, 'shape', None)
   if not shape or shape[-1] not in (1, 3):
@@ -129,10 +129,10 @@ def _as_dataset(builder, name, split, **kwargs):
     # TFDS signals "no prepared files here" with an AssertionError.
     if 'could not find data' not in str(e):
       raise
-    raise DataError(_missing_message(builder, name)) from None
+    raise DataError(missing_message(builder, name)) from None
 
 
-def _missing_message(builder, name):
+def missing_message(builder, name):
   root = str(builder.data_dir_root)
   if builder.MANUAL_DOWNLOAD_INSTRUCTIONS:
     how = (f'it needs a manual download into {root}/downloads/manual, then '

@@ -1,21 +1,16 @@
-"""The input streams: endless two-view pretraining batches and one-pass eval.
+"""The input streams: endless pretraining batches and one-pass eval.
 
-Each process builds its own stream from its own shard of the data, with its
-LOCAL batch size (the global batch divided by the number of processes).
-
-Determinism of the pretraining stream, as it stands:
-  * The same (seed, process_index, process_count, data) gives the same batches
-    in every run: shuffling has a fixed seed and tf.data runs deterministic.
-  * Augmentation randomness is a pure function of (seed, process_index,
-    position in the stream): example j of batch k is augmented with a key
-    derived by stateless fold-ins from (seed, process_index, k * B + j), never
-    from the global TF random state, parallelism or timing.
-  * WHICH image sits at position k * B + j depends on the shuffle buffer's
-    history, so batch k is reproduced by replaying the stream from the start,
-    not computed directly. Making batch k a pure function of (seed, step,
-    process) only needs that image choice to become an index function too
-    (e.g. a per-epoch permutation of indices via stateless shuffling); the
-    augmentation keys already are.
+The pretraining stream is a pure function of (seed, step, process index):
+  * which example fills each slot of global batch k is an index function of
+    (seed, epoch) (order.py), so a run resumed at step k starts there
+    directly (`start_step`), reading and augmenting nothing before it;
+  * example j of global batch k is augmented with a key derived by stateless
+    fold-ins from (seed, k * B + j), its GLOBAL position, never from the
+    process, the global TF random state, parallelism or timing.
+Each process reads and augments only its own columns of every global batch,
+with its LOCAL batch size (the global batch divided by the number of
+processes); the processes' batches concatenated in process order are the
+global batch of a one-process run, example for example and bit for bit.
 """
 
 import tensorflow as tf
@@ -23,23 +18,26 @@ import tensorflow_datasets as tfds
 
 from contrastive_jax.data import augment
 from contrastive_jax.data import datasets
+from contrastive_jax.data import order
+from contrastive_jax.data import sources
 from contrastive_jax.errors import ConfigError
 
 # Config fields holding the view specs, named in spec errors.
 _VIEW_FIELDS = ('view_augment', 'view_augment_2')
 
 
-def make_pretrain_dataset(*, dataset, split, data_dir, local_batch_size,
-                          view_specs, seed, process_index, process_count,
-                          shuffle_buffer=10_000,
-                          num_parallel=tf.data.AUTOTUNE):
-  """Endless batches {'view1', ..., 'viewV': float32 [B, H, W, 3], 'label'}.
+def pretrain_stream(*, dataset, split, data_dir, local_batch_size,
+                    view_specs, seed, process_index, process_count,
+                    num_parallel=tf.data.AUTOTUNE):
+  """Checks the arguments and opens the split; returns `make(start_step)`,
+  which builds the stream of batches from global batch `start_step` on.
 
-  One view per spec in `view_specs`: contrastive methods pass two (the same
-  spec twice for SimCLR), classifiers trained on augmented images pass one.
-  Views are independent augmentations of the same images, in [0, 1], and go
-  to the encoder as they are (as in SimCLR's reference implementation; its
-  first BatchNorm absorbs the scale). Every batch is full.
+  Batches are {'view1', ..., 'viewV': float32 [B, H, W, 3], 'label'}: one
+  view per spec in `view_specs` (contrastive methods pass two, the same spec
+  twice for SimCLR; classifiers trained on augmented images pass one). Views
+  are independent augmentations of the same images, in [0, 1], and go to the
+  encoder as they are (as in SimCLR's reference implementation; its first
+  BatchNorm absorbs the scale). Every batch is full.
   """
   _check_batch_size(local_batch_size)
   if (not isinstance(view_specs, (tuple, list)) or len(view_specs) not in
@@ -48,28 +46,14 @@ def make_pretrain_dataset(*, dataset, split, data_dir, local_batch_size,
                       f'got {view_specs!r}')
   if isinstance(seed, bool) or not isinstance(seed, int):
     raise ConfigError(f'seed: expected an int, got {seed!r}')
-  if (isinstance(shuffle_buffer, bool) or not isinstance(shuffle_buffer, int)
-      or shuffle_buffer < 1):
-    raise ConfigError(
-        f'shuffle_buffer: expected a positive int, got {shuffle_buffer!r}')
   views = [augment.build_view(spec, field)
            for spec, field in zip(view_specs, _VIEW_FIELDS)]
+  num_examples, fetch = sources.open_split(dataset, split, data_dir=data_dir)
+  seed_key = tf.constant([seed, 0], tf.int64)
 
-  ds = datasets.load_split(dataset, split, data_dir=data_dir,
-                           process_index=process_index,
-                           process_count=process_count, shuffle_files=True,
-                           file_seed=seed)
-  # A fresh order every epoch, the same in every run.
-  ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-  ds = ds.repeat()
-  # Positions count from 0 after shuffling: position k * B + j is example j
-  # of batch k, whatever the data and parallelism.
-  ds = ds.enumerate()
-  process_key = tf.random.experimental.stateless_fold_in(
-      tf.constant([seed, 0], tf.int64), process_index)
-
-  def augmented_views(position, example):
-    key = tf.random.experimental.stateless_fold_in(process_key, position)
+  def augmented_views(position, index):
+    example = fetch(index)
+    key = tf.random.experimental.stateless_fold_in(seed_key, position)
     view_keys = tf.unstack(tf.random.experimental.stateless_split(key, 2))
     image = tf.image.convert_image_dtype(example['image'], tf.float32)
     out = {f'view{i + 1}': view(image, view_keys[i])
@@ -77,10 +61,23 @@ def make_pretrain_dataset(*, dataset, split, data_dir, local_batch_size,
     out['label'] = tf.cast(example['label'], tf.int32)
     return out
 
-  ds = ds.map(augmented_views, num_parallel_calls=num_parallel,
-              deterministic=True)
-  ds = ds.batch(local_batch_size, drop_remainder=True)
-  return ds.with_options(_options()).prefetch(tf.data.AUTOTUNE)
+  def make(start_step=0):
+    ds = order.local_positions(
+        seed=seed, num_examples=num_examples,
+        global_batch=local_batch_size * process_count,
+        process_index=process_index, process_count=process_count,
+        start_step=start_step)
+    ds = ds.map(augmented_views, num_parallel_calls=num_parallel,
+                deterministic=True)
+    ds = ds.batch(local_batch_size, drop_remainder=True)
+    return ds.with_options(_options()).prefetch(tf.data.AUTOTUNE)
+
+  return make
+
+
+def make_pretrain_dataset(*, start_step=0, **kwargs):
+  """`pretrain_stream(**kwargs)(start_step)`."""
+  return pretrain_stream(**kwargs)(start_step)
 
 
 def make_eval_dataset(*, dataset, split, data_dir, local_batch_size,

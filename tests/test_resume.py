@@ -1,0 +1,109 @@
+"""Interrupted runs: SIGKILL at a random step. Resuming in the same workdir
+must end bit-identical to a run never interrupted: params, optimizer state,
+BN statistics, RNG."""
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from contrastive_jax import checkpointing
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+NUM_STEPS = 60
+TINY = ["--config=configs/simclr.py:digits", "--config.image_size=8",
+        "--config.batch_size=16", f"--config.num_train_steps={NUM_STEPS}",
+        "--config.warmup_epochs=0", "--config.knn.every_steps=0",
+        "--config.preview_images=0", "--config.model=tiny_resnet",
+        "--config.width_multiplier=1", "--config.checkpoint_every_steps=3",
+        "--config.log_every_steps=1"]
+
+
+def start(workdir, *extra):
+  env = dict(os.environ)
+  env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
+  return subprocess.Popen(
+      [sys.executable, "-m", "contrastive_jax.main", f"--workdir={workdir}",
+       *TINY, *extra], cwd=REPO, env=env, stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE, text=True)
+
+
+def run(workdir, *extra):
+  proc = start(workdir, *extra)
+  out, err = proc.communicate(timeout=300)
+  assert proc.returncode == 0, err[-3000:]
+  return err
+
+
+def complete_steps(workdir):
+  directory = os.path.join(workdir, "checkpoints")
+  if not os.path.isdir(directory):
+    return []
+  # Orbax writes into a temporary name and renames when complete.
+  return sorted(int(n) for n in os.listdir(directory) if n.isdigit())
+
+
+def wait_for_checkpoint(proc, workdir, at_least, timeout=240):
+  deadline = time.monotonic() + timeout
+  while time.monotonic() < deadline:
+    steps = complete_steps(workdir)
+    if steps and steps[-1] >= at_least:
+      return steps[-1]
+    assert proc.poll() is None, proc.stderr.read()[-3000:]
+    time.sleep(0.01)
+  raise AssertionError(f"no checkpoint >= {at_least} in {timeout} s")
+
+
+def read_state(workdir, step=None):
+  ckpt = checkpointing.Checkpointer(workdir, save_every_steps=1, keep=1,
+                                    read_only=True)
+  step = ckpt.latest_step() if step is None else step
+  sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  abstract = jax.tree.map(
+      lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=sharding),
+      ckpt.state_metadata(step))
+  state = jax.device_get(ckpt.restore(abstract, step=step))
+  ckpt.close()
+  return state
+
+
+def assert_bit_identical(got, want):
+  assert set(got) == set(want)
+  paths = jax.tree_util.tree_flatten_with_path(want)[0]
+  got_leaves = jax.tree.leaves(got)
+  assert len(got_leaves) == len(paths)
+  for (path, w), g in zip(paths, got_leaves):
+    np.testing.assert_array_equal(np.asarray(g), np.asarray(w),
+                                  err_msg=jax.tree_util.keystr(path))
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp("uninterrupted"))
+  run(workdir)
+  return read_state(workdir, NUM_STEPS)
+
+
+def test_sigkill_at_a_random_step_then_resume_is_bit_identical(
+    tmp_path, uninterrupted):
+  workdir = str(tmp_path)
+  kill_after = random.Random().randrange(3, NUM_STEPS // 2)
+  proc = start(workdir)
+  wait_for_checkpoint(proc, workdir, kill_after)
+  proc.send_signal(signal.SIGKILL)
+  proc.communicate()
+  resumed_from = complete_steps(workdir)[-1]
+  print(f"killed after checkpoint {kill_after}; resuming from step "
+        f"{resumed_from}")
+  assert resumed_from < NUM_STEPS
+  err = run(workdir)
+  assert f"at step {resumed_from}" in err
+  state = read_state(workdir, NUM_STEPS)
+  assert int(state["step"]) == NUM_STEPS
+  assert_bit_identical(state, uninterrupted)
