@@ -11,6 +11,7 @@ from absl import logging
 
 from contrastive_jax import (checkpointing, config_checks, evaluation, guards,
                              hooks, methods, metric_logging, optim, parallel)
+from contrastive_jax import preemption as preemption_lib
 from contrastive_jax.data import datasets, order, pipeline
 from contrastive_jax.errors import UserError
 from contrastive_jax.train_state import TrainState
@@ -59,6 +60,50 @@ def _final_evaluation(state, *, method, model, config, mesh, writer,
   logging.info("%s on %s: top-1 %.4f, top-5 %.4f (%d examples)",
                config.method, config.eval_split, results["top1"],
                results["top5"], results["num_examples"])
+
+
+def _train_loop(state, batches, *, train_step, mesh, start_step, total_steps,
+                config, ckpt, writer, step_hooks, monitor):
+  """Steps start_step+1..total_steps. Returns (state, whether it stopped
+  early for a preemption, after saving that step)."""
+  nonfinite = guards.ConsecutiveNonFinite(
+      config.get("max_consecutive_nonfinite", 10))
+  preemption = preemption_lib.Preemption()
+  window = []
+  try:
+    for step in range(start_step + 1, total_steps + 1):
+      with jax.profiler.StepTraceAnnotation("train", step_num=step):
+        batch = parallel.global_batch(next(batches), mesh)
+        state, step_metrics = train_step(state, batch)
+      nonfinite.observe(step, step_metrics)
+      window.append(step_metrics)
+      for hook in step_hooks:
+        hook(step)
+      if step % config.log_every_steps == 0 or step == total_steps:
+        writer.write_scalars(step, metric_logging.summarize(window))
+        window = []
+      if monitor and monitor.due(step, total_steps):
+        writer.write_scalars(step, monitor(state))
+      stop = preemption.reached(step)
+      if stop or step == total_steps:
+        nonfinite.flush()  # No final save after a fatal streak.
+      ckpt.save(step, state, config,
+                force=stop or step == total_steps)
+      if stop:
+        if window:
+          writer.write_scalars(step, metric_logging.summarize(window))
+        ckpt.wait()
+        logging.warning("Preempted: saved step %d of %d in %s; rerun the "
+                        "same command to resume", step, total_steps,
+                        ckpt.directory)
+        return state, True
+  except guards.NonFiniteError:
+    ckpt.wait()  # A save in flight completes; nothing is deleted.
+    raise
+  finally:
+    preemption.close()
+  ckpt.wait()
+  return state, False
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
@@ -129,8 +174,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                               axis_name=parallel.DATA_AXIS),
             axis_name=parallel.DATA_AXIS),
         mesh)
-    nonfinite = guards.ConsecutiveNonFinite(
-        config.get("max_consecutive_nonfinite", 10))
     writer = metric_logging.create_writer(workdir)
     if start_step == 0:
       writer.write_hparams(dict(config.to_dict()))
@@ -141,28 +184,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
 
     # The stream starts at the resumed step: nothing is replayed.
     batches = pipeline.as_numpy_iterator(make_train_ds(start_step))
-    window = []
-    try:
-      for step in range(start_step + 1, total_steps + 1):
-        with jax.profiler.StepTraceAnnotation("train", step_num=step):
-          batch = parallel.global_batch(next(batches), mesh)
-          state, step_metrics = train_step(state, batch)
-        nonfinite.observe(step, step_metrics)
-        window.append(step_metrics)
-        for hook in step_hooks:
-          hook(step)
-        if step % config.log_every_steps == 0 or step == total_steps:
-          writer.write_scalars(step, metric_logging.summarize(window))
-          window = []
-        if monitor and monitor.due(step, total_steps):
-          writer.write_scalars(step, monitor(state))
-        if step == total_steps:
-          nonfinite.flush()  # No final save after a fatal streak.
-        ckpt.save(step, state, config, force=step == total_steps)
-    except guards.NonFiniteError:
-      ckpt.wait()  # A save in flight completes; nothing is deleted.
-      raise
-    ckpt.wait()
+    state, preempted = _train_loop(
+        state, batches, train_step=train_step, mesh=mesh,
+        start_step=start_step, total_steps=total_steps, config=config,
+        ckpt=ckpt, writer=writer, step_hooks=step_hooks, monitor=monitor)
+    if preempted:
+      writer.flush()
+      writer.close()
+      ckpt.close()
+      return state
     if hasattr(method, "eval_step"):
       _final_evaluation(state, method=method, model=model, config=config,
                         mesh=mesh, writer=writer, workdir=workdir)

@@ -1,6 +1,6 @@
-"""Interrupted runs: SIGKILL at a random step. Resuming in the same workdir
-must end bit-identical to a run never interrupted: params, optimizer state,
-BN statistics, RNG."""
+"""Interrupted runs: SIGKILL at a random step, SIGTERM (preemption) and a
+killed checkpoint write. Resuming in the same workdir must end bit-identical
+to a run never interrupted: params, optimizer state, BN statistics, RNG."""
 
 import os
 import random
@@ -107,3 +107,58 @@ def test_sigkill_at_a_random_step_then_resume_is_bit_identical(
   state = read_state(workdir, NUM_STEPS)
   assert int(state["step"]) == NUM_STEPS
   assert_bit_identical(state, uninterrupted)
+
+
+def test_sigterm_saves_the_next_step_and_exits_0_then_resumes(
+    tmp_path, uninterrupted):
+  workdir = str(tmp_path)
+  proc = start(workdir)
+  wait_for_checkpoint(proc, workdir, 3)
+  proc.send_signal(signal.SIGTERM)
+  _, err = proc.communicate(timeout=120)
+  assert proc.returncode == 0, err[-3000:]
+  saved = complete_steps(workdir)[-1]
+  assert "Preempted: saved step" in err and 3 <= saved < NUM_STEPS
+  assert f"Preempted: saved step {saved} of {NUM_STEPS}" in err
+  run(workdir)
+  assert_bit_identical(read_state(workdir, NUM_STEPS), uninterrupted)
+
+
+# Saves step 1, then step 2 with Orbax's final rename blocked: killed there,
+# step 2's files are all written under a temporary name but not committed.
+_KILLED_WRITE = """
+import asyncio, os, sys
+import jax, ml_collections, numpy as np
+from orbax.checkpoint._src.path import atomicity
+from contrastive_jax import checkpointing
+ckpt = checkpointing.Checkpointer(sys.argv[1], save_every_steps=1, keep=3)
+config = ml_collections.ConfigDict({"method": "simclr"})
+state = {"w": np.arange(1000, dtype=np.float32), "step": np.int32(1)}
+ckpt.save(1, state, config)
+ckpt.wait()
+async def never(*args, **kwargs):
+  os.write(1, b"renaming\\n")
+  await asyncio.sleep(3600)
+atomicity.AtomicRenameTemporaryPath.finalize = never
+ckpt.save(2, {"w": -state["w"], "step": np.int32(2)}, config)
+ckpt.wait()
+"""
+
+
+def test_a_checkpoint_write_killed_midway_keeps_the_previous_one(tmp_path):
+  workdir = str(tmp_path)
+  proc = subprocess.Popen([sys.executable, "-c", _KILLED_WRITE, workdir],
+                          cwd=REPO, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True)
+  try:
+    line = proc.stdout.readline()
+    assert line == "renaming\n", proc.stderr.read()[-3000:]
+  finally:
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+  names = os.listdir(os.path.join(workdir, "checkpoints"))
+  assert any(not n.isdigit() for n in names), names  # the unfinished write
+  assert complete_steps(workdir) == [1]
+  state = read_state(workdir)
+  assert int(state["step"]) == 1
+  np.testing.assert_array_equal(state["w"], np.arange(1000, dtype=np.float32))
