@@ -9,6 +9,8 @@ import subprocess
 import sys
 import time
 
+import socket
+
 import jax
 import numpy as np
 import pytest
@@ -162,3 +164,33 @@ def test_a_checkpoint_write_killed_midway_keeps_the_previous_one(tmp_path):
   state = read_state(workdir)
   assert int(state["step"]) == 1
   np.testing.assert_array_equal(state["w"], np.arange(1000, dtype=np.float32))
+
+
+def free_port():
+  with socket.socket() as s:
+    s.bind(("localhost", 0))
+    return s.getsockname()[1]
+
+
+def test_sigterm_to_one_of_two_processes_stops_both_at_one_step(tmp_path):
+  workdir = str(tmp_path)
+  port = free_port()
+  num_steps = 400
+  procs = [start(workdir, f"--config.num_train_steps={num_steps}",
+                 "--config.checkpoint_every_steps=5",
+                 f"--coordinator_address=localhost:{port}",
+                 "--num_processes=2", f"--process_id={i}") for i in (0, 1)]
+  try:
+    wait_for_checkpoint(procs[0], workdir, 5)
+    procs[1].send_signal(signal.SIGTERM)  # the other one is not told
+    errs = [p.communicate(timeout=180)[1] for p in procs]
+  finally:
+    for p in procs:
+      if p.poll() is None:
+        p.kill()
+  for p, err in zip(procs, errs):
+    assert p.returncode == 0, err[-3000:]
+  saved = complete_steps(workdir)[-1]
+  assert 5 <= saved < num_steps
+  for err in errs:  # both saved the same step, collectively
+    assert f"Preempted: saved step {saved} of {num_steps}" in err
