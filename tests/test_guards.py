@@ -2,6 +2,7 @@
 is counted; a long enough streak stops with a clear error."""
 
 import functools
+import json
 
 import jax
 import jax.numpy as jnp
@@ -82,3 +83,47 @@ def test_streak_longer_than_the_limit_stops():
                      match=r"3 consecutive steps up to step 6.*"
                            r"max_consecutive_nonfinite=2"):
     monitor.flush()
+
+
+def test_run_with_a_nan_streak_stops_and_keeps_finite_checkpoints(
+    tmp_path, monkeypatch):
+  # From step 4 on every loss is NaN: 4, 5 and 6 are skipped, and the 3rd
+  # in a row (limit 2) stops the run before anything else is saved.
+  from contrastive_jax import checkpointing, train  # pylint: disable=g-import-not-at-top
+  real_step = simclr.train_step
+
+  def nan_from_step_4(state, batch, **kwargs):
+    new_state, metrics = real_step(state, batch, **kwargs)
+    metrics["loss"] = jnp.where(state.step >= 3, jnp.nan, metrics["loss"])
+    return new_state, metrics
+
+  monkeypatch.setattr(simclr, "train_step", nan_from_step_4)
+  config = tiny_config()
+  config.update(dict(num_train_steps=10, checkpoint_every_steps=2,
+                     log_every_steps=1, max_consecutive_nonfinite=2,
+                     online_probe=False, preview_images=0))
+  config.knn.every_steps = 0
+  workdir = str(tmp_path)
+  with pytest.raises(guards.NonFiniteError,
+                     match="3 consecutive steps up to step 6"):
+    train.train_and_evaluate(config, workdir, devices=jax.devices()[:2])
+  ckpt = checkpointing.Checkpointer(workdir, save_every_steps=1, keep=3,
+                                    read_only=True)
+  assert ckpt.all_steps() == [2, 4, 6]
+  sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  saved = {}
+  for step in (4, 6):
+    abstract = jax.tree.map(
+        lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=sharding),
+        ckpt.state_metadata(step))
+    saved[step] = _host(ckpt.restore(abstract, step=step))
+  # Skipped updates: step 6 holds step 3's parameters, like step 4.
+  for a, b in zip(jax.tree.leaves(saved[4]["params"]),
+                  jax.tree.leaves(saved[6]["params"])):
+    assert np.all(np.isfinite(a))
+    np.testing.assert_array_equal(a, b)
+  with open(tmp_path / "metrics.jsonl") as f:
+    rows = [json.loads(line) for line in f]
+  counted = {r["step"]: r[guards.NONFINITE] for r in rows
+             if guards.NONFINITE in r}
+  assert [counted[s] for s in range(1, 7)] == [0, 0, 0, 1, 1, 1]
