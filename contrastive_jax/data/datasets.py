@@ -66,7 +66,8 @@ def download_and_prepare(name, data_dir=None):
   if builder.is_prepared():
     return
   try:
-    builder.download_and_prepare()
+    # ArrayRecord: the resumable pretraining stream reads by index.
+    builder.download_and_prepare(file_format='array_record')
   except Exception as e:  # pylint: disable=broad-except
     # Network, manual-download and disk errors come from many libraries.
     detail = str(e).strip().splitlines()[0] if str(e).strip() else ''
