@@ -14,6 +14,14 @@ BatchNorm is per group, as the reference's per-GPU BN: each device's batch is
 split into `bn_groups_per_device` groups (models/norm.py). The key encoder
 either sees the batch shuffled across all groups (`key_bn='shuffle'`,
 shuffle_bn.py) or uses global BN (`key_bn='sync'`).
+
+The reference moves the key encoder at the start of each step, towards the
+query encoder as the previous step left it; the EMA here moves it at the end
+of the previous step with the same parameters, so the sequence is the same.
+
+`symmetric_loss`: view 1's queries against view 2's keys plus the reverse,
+summed, with both views' keys enqueued (2N per step): the official MoCo
+CIFAR-10 demo's choice, so that its recipe carries over as it is.
 """
 
 from typing import NamedTuple
@@ -27,7 +35,7 @@ from contrastive_jax import ema, losses, models, shuffle_bn
 from contrastive_jax import probe as probe_lib
 from contrastive_jax.errors import ConfigError
 # The same network as SimCLR's: encoder, head, optional online probe.
-from contrastive_jax.methods.simclr import (EncoderWithHead,
+from contrastive_jax.methods.simclr import (EncoderWithHead, compute_dtype,
                                             online_probe_enabled)
 from contrastive_jax.train_state import TrainState
 
@@ -85,7 +93,7 @@ def validate_config(config: ml_collections.ConfigDict, *, num_devices: int):
 
 
 def _encoder_with_head(config, *, bn_groups, bn_axis_name) -> EncoderWithHead:
-  dtype = jnp.bfloat16 if config.half_precision else jnp.float32
+  dtype = compute_dtype(config)
   encoder = models.create_encoder(
       config.model, width_multiplier=config.width_multiplier,
       cifar_stem=config.cifar_stem, dtype=dtype, bn_axis_name=bn_axis_name,
@@ -163,7 +171,7 @@ def _keys(key_model, variables, images, rng, *, config, axis_name):
 
   def encode(x):
     (_, k, _), new_vars = key_model.apply(variables, x, train=True,
-                                       mutable=["batch_stats"])
+                                          mutable=["batch_stats"])
     return losses.l2_normalize(k), new_vars["batch_stats"]
 
   if config.key_bn == "sync":
