@@ -39,6 +39,8 @@ def _linear_protocol(c, protocol: str):
     c.optimizer, c.learning_rate, c.lr_scaling = "sgd", 30.0, "none"
     c.nesterov = False
     c.num_epochs, c.lr_schedule, c.lr_decay_epochs = 100, "step", (60, 80)
+    # lr 30 was chosen for MoCo's raw (unnormalised) features.
+    c.feature_bn = False
   else:
     # SimCLR appendix B.6: Nesterov momentum, lr 0.1*B/256, no weight
     # decay, 90 epochs, cosine decay.
@@ -81,6 +83,10 @@ def classifier_config(method: str, variant: str) -> ml_collections.ConfigDict:
   c.warmup_epochs = 0.0
   c.online_probe = False
   c.knn.every_steps = 0
+  # Standardise features (BatchNorm without scale/shift) before the linear
+  # layer: still a linear classifier, but SGD no longer depends on each
+  # encoder's feature scale.
+  c.feature_bn = True
   if percent != 100:
     # TFDS split slicing: the first N% of the split, the same every time.
     c.train_split = f"{c.train_split}[:{percent}%]"

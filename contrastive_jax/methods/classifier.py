@@ -30,6 +30,7 @@ class EncoderClassifier(nn.Module):
   encoder: nn.Module
   num_classes: int
   bn_axis_name: str | None = None
+  feature_bn: bool = True
 
   @nn.compact
   def __call__(self, images, *, train: bool, encoder_train: bool):
@@ -39,10 +40,10 @@ class EncoderClassifier(nn.Module):
     # linear layer, so the classifier stays linear, while SGD no longer
     # depends on the raw feature scale of each encoder (a random encoder's
     # features are tiny).
-    h = nn.BatchNorm(use_running_average=not train, momentum=0.9,
-                     use_scale=False,
-                     use_bias=False, axis_name=self.bn_axis_name,
-                     name="feature_bn")(h)
+    if self.feature_bn:
+      h = nn.BatchNorm(use_running_average=not train, momentum=0.9,
+                       use_scale=False, use_bias=False,
+                       axis_name=self.bn_axis_name, name="feature_bn")(h)
     # Zero init: the classifier starts at chance, whatever the features.
     return nn.Dense(self.num_classes, kernel_init=nn.initializers.zeros,
                     name="linear")(h)
@@ -79,7 +80,8 @@ def create_model(config: ml_collections.ConfigDict, *,
       cifar_stem=arch.cifar_stem, dtype=dtype,
       bn_axis_name=axis_name if _finetunes(config) else None)
   return EncoderClassifier(encoder=encoder, num_classes=config.num_classes,
-                           bn_axis_name=axis_name)
+                           bn_axis_name=axis_name,
+                           feature_bn=config.feature_bn)
 
 
 def init_state(rng: jax.Array, *, model: nn.Module,
