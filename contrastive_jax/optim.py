@@ -225,7 +225,8 @@ def create_optimizer_from_config(
       name=config.optimizer,
       learning_rate=schedule,
       weight_decay=config.weight_decay,
-      momentum=config.momentum)
+      momentum=config.momentum,
+      nesterov=config.get('nesterov', False))
   if config.get('ema_momentum') is not None:
     tx = optax.chain(tx, ema.ema_params(ema.momentum_schedule(
         config.ema_momentum, config.get('ema_momentum_schedule', 'constant'),

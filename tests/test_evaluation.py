@@ -249,3 +249,21 @@ def test_online_probe_gradient_never_reaches_the_encoder():
              for g in jax.tree.leaves(grads["encoder"]))
   assert all(np.all(np.asarray(g) == 0) for g in jax.tree.leaves(grads["head"]))
   assert any(np.any(np.asarray(g) != 0) for g in jax.tree.leaves(grads["probe"]))
+
+
+def test_nesterov_field_reaches_the_optimizer():
+  def two_updates(nesterov):
+    c = ml_collections.ConfigDict(dict(
+        optimizer="sgd", learning_rate=0.1, lr_scaling="none", batch_size=256,
+        weight_decay=0.0, momentum=0.9, warmup_epochs=0.0,
+        lr_schedule="constant", nesterov=nesterov))
+    tx, _ = optim.create_optimizer_from_config(c, steps_per_epoch=1,
+                                               total_steps=10)
+    params = {"kernel": jnp.ones((2,))}
+    state = tx.init(params)
+    grads = {"kernel": jnp.ones((2,))}
+    _, state = tx.update(grads, state, params)
+    return tx.update(grads, state, params)[0]["kernel"]
+  # Second SGD update: plain momentum -0.1*(1+0.9); Nesterov -0.1*(1+0.9*1.9).
+  np.testing.assert_allclose(two_updates(False), -0.19, rtol=1e-6)
+  np.testing.assert_allclose(two_updates(True), -0.271, rtol=1e-6)
