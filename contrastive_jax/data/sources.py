@@ -8,6 +8,7 @@ access) are rejected with the command that re-prepares them: an order that
 depends on a shuffle buffer cannot be resumed at step k without replaying it.
 """
 
+import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
@@ -33,8 +34,7 @@ def open_split(name, split, *, data_dir=None):
 
   def read(index):
     example = source[int(index)]
-    label = example['label'] if labelled else -1
-    return example['image'], tf.constant(label, tf.int64).numpy()
+    return example['image'], np.int64(example['label'] if labelled else -1)
 
   def fetch(index):
     encoded, label = tf.numpy_function(read, [index], (tf.string, tf.int64),
