@@ -251,15 +251,6 @@ def test_key_encoder_gets_zero_gradient():
       g_query["encoder"]))
 
 
-def test_symmetric_loss_enqueues_both_views():
-  config = tiny_config(symmetric_loss=True, queue_size=128)
-  state, history = run_steps(config, fixed_batch(32, 8, seed=4),
-                             num_devices=2, num_steps=2)
-  assert int(state.extra["queue_ptr"]) == 2 * 2 * 32 % 128
-  # Two directions summed: about twice the one-direction loss.
-  assert np.isfinite(history[-1]["loss"]) and history[-1]["loss"] > 2.0
-
-
 # ------------------------------------------------------------ config --
 
 @pytest.mark.parametrize("overrides,num_devices,field,message", [

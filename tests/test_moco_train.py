@@ -36,10 +36,12 @@ def _train(config, workdir, num_devices):
                                     devices=jax.devices()[:num_devices])
 
 
-def test_train_and_evaluate_on_8_devices(tmp_path):
+def test_symmetric_run_on_8_devices(tmp_path):
+  # Symmetric: both views' keys are enqueued, 32 a step.
   workdir = str(tmp_path)
-  state = _train(mock_cifar_config(4, bn_groups_per_device=1), workdir,
-                 num_devices=8)
+  state = _train(mock_cifar_config(4, bn_groups_per_device=1,
+                                   symmetric_loss=True, queue_size=96),
+                 workdir, num_devices=8)
   assert int(state.step) == 4
   rows = [r for r in read_metrics(workdir) if "loss" in r]
   assert [r["step"] for r in rows] == [2, 4]
@@ -52,7 +54,7 @@ def test_train_and_evaluate_on_8_devices(tmp_path):
   assert ckpt.latest_step() == 4
   restored = ckpt.restore(checkpointing.abstract_like(state))
   ckpt.close()
-  assert int(restored.extra["queue_ptr"]) == 4 * 16 % 48
+  assert int(restored.extra["queue_ptr"]) == 4 * 32 % 96
   for name in ("queue", "key_batch_stats"):
     for a, b in zip(jax.tree.leaves(restored.extra[name]),
                     jax.tree.leaves(state.extra[name])):
