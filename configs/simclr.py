@@ -52,8 +52,8 @@ def get_config(arg: str | None = None):
   elif variant == "digits":
     c.dataset, c.train_split, c.eval_split = "digits", "train", "test"
     c.model, c.cifar_stem = "tiny_resnet", True
-    # x2 width: ~1 minute on 2 CPU cores; a logistic-regression probe on h
-    # then reaches ~93% test accuracy vs ~84% for a random encoder.
+    # x2 width: ~1 minute on 2 CPU cores; linear evaluation then scores
+    # clearly above a random encoder (README: 75.8% vs 56.8%).
     c.width_multiplier = 2
     c.head.hidden_dim = 64
     c.head.output_dim = 32
