@@ -20,7 +20,8 @@ Variants (`--config=configs/moco_v2.py:VARIANT`):
                ResNet that trains in about a minute on 2 CPU cores.
 """
 
-from contrastive_jax.config_defaults import moco_base_config, moco_views
+from contrastive_jax.config_defaults import (moco_base_config, moco_views,
+                                             use_pretraining_dataset)
 
 
 def get_config(arg: str | None = None):
@@ -42,39 +43,22 @@ def get_config(arg: str | None = None):
   c.num_epochs = 200
   c.batch_size = 256
   if variant in ("imagenet", "imagenet800"):
-    c.dataset, c.eval_split = "imagenet2012", "validation"
-    c.model, c.cifar_stem = "resnet50", False
-    c.image_size = 224
+    use_pretraining_dataset(c, "imagenet")
     c.view_augment = moco_views(224, version=2)
     c.queue_size = 65_536
     c.bn_groups_per_device = 1
     c.num_epochs = 800 if variant == "imagenet800" else 200
   elif variant == "cifar10":
-    c.dataset, c.eval_split = "cifar10", "test"
-    c.model, c.cifar_stem = "resnet18", True
-    c.image_size = 32
+    use_pretraining_dataset(c, "cifar10")
     c.view_augment = moco_views(32, version=2, blur=False)
-    c.batch_size = 512
     c.queue_size = 4096
     c.bn_groups_per_device = 8
-    c.log_every_steps = 50
-    c.checkpoint_every_steps = 2000
-    c.num_classes = 10
-    c.eval_augment = "resize(32)"
-    c.eval_batch_size = 1000
-    c.knn.every_steps = 2000
   elif variant == "digits":
-    c.dataset, c.train_split, c.eval_split = "digits", "train", "test"
-    c.model, c.cifar_stem = "tiny_resnet", True
-    c.width_multiplier = 2
-    c.head.output_dim = 32
-    c.image_size = 16
+    use_pretraining_dataset(c, "digits")
     # The digits are 8x8 strokes: very small crops erase the digit; blur
     # is the identity below 20 px anyway.
     c.view_augment = moco_views(16, version=2, blur=False,
                                 crop_area=(0.25, 1.0))
-    c.shuffle_buffer = 2048
-    c.batch_size = 256
     # 2 batches: with 1,438 images, a longer queue would hold keys of the
     # query's own image from the previous epoch as negatives.
     c.queue_size = 512
@@ -85,12 +69,6 @@ def get_config(arg: str | None = None):
     c.ema_momentum = 0.99
     c.learning_rate = 0.1
     c.num_epochs = 45
-    c.log_every_steps = 10
-    c.checkpoint_every_steps = 50
-    c.num_classes = 10
-    c.eval_augment = "resize(16)"
-    c.eval_batch_size = 512
-    c.knn.every_steps = 50
   else:
     raise ValueError(
         f"unknown moco_v2 config variant {variant!r}: "

@@ -50,6 +50,39 @@ def moco_views(image_size: int, *, version: int, blur: bool | None = None,
   return "|".join(ops)
 
 
+# What a pretraining run on each dataset sets whatever the method: data,
+# encoder, evaluation and bookkeeping. Recipes (views, batch, optimiser,
+# method fields) stay in the method's config file.
+_PRETRAINING_DATASETS = {
+    "imagenet": dict(
+        dataset="imagenet2012", eval_split="validation", model="resnet50",
+        cifar_stem=False, image_size=224),
+    "cifar10": dict(
+        dataset="cifar10", eval_split="test", model="resnet18",
+        cifar_stem=True, image_size=32, batch_size=512, log_every_steps=50,
+        checkpoint_every_steps=2000, num_classes=10, eval_augment="resize(32)",
+        eval_batch_size=1000, knn_every_steps=2000),
+    # Offline demo: a tiny encoder, x2 wide (~1 minute on 2 CPU cores).
+    "digits": dict(
+        dataset="digits", train_split="train", eval_split="test",
+        model="tiny_resnet", cifar_stem=True, width_multiplier=2,
+        head_output_dim=32, image_size=16, shuffle_buffer=2048,
+        batch_size=256, log_every_steps=10, checkpoint_every_steps=50,
+        num_classes=10, eval_augment="resize(16)", eval_batch_size=512,
+        knn_every_steps=50),
+}
+
+
+def use_pretraining_dataset(c: ml_collections.ConfigDict, name: str):
+  """Sets the method-independent fields of pretraining on `name`."""
+  fields = dict(_PRETRAINING_DATASETS[name])
+  if "knn_every_steps" in fields:
+    c.knn.every_steps = fields.pop("knn_every_steps")
+  if "head_output_dim" in fields:
+    c.head.output_dim = fields.pop("head_output_dim")
+  c.update(fields)
+
+
 def base_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.method = "simclr"
