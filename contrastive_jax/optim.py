@@ -10,6 +10,7 @@ import re
 from typing import Any, Callable, Sequence
 
 import jax
+import jax.numpy as jnp
 import optax
 
 from contrastive_jax import ema
@@ -141,6 +142,49 @@ def decay_mask(params) -> Any:
   return jax.tree_util.tree_map_with_path(_gets_decay, params)
 
 
+def scale_by_trust_ratio(
+    trust_coefficient: float = 0.001) -> optax.GradientTransformation:
+  """`optax.scale_by_trust_ratio` (eps=0, no minimum norm), one reduction
+  per norm.
+
+  optax takes each norm with `numerics.safe_norm`, which for a correct
+  gradient *of the norm* reduces the tensor twice and, in between, writes a
+  `where(norm <= 0, 1, x)` copy of it; XLA:CPU materialises that copy, so
+  LARS read and wrote every parameter-sized tensor six extra times per step
+  (~9% of a ResNet-18 step at batch 16). No gradient is ever taken through
+  an optimizer update, and without a minimum norm both give the same values:
+  the plain norm, and a ratio of 1 where either norm is 0. The state is
+  optax's (empty), so checkpoints do not change.
+  """
+
+  def update_fn(updates, state, params):
+    if params is None:
+      raise ValueError('scale_by_trust_ratio needs the params')
+
+    def scale(update, param):
+      param_norm = jnp.linalg.norm(param)
+      update_norm = jnp.linalg.norm(update)
+      ratio = trust_coefficient * param_norm / update_norm
+      zero = jnp.logical_or(param_norm == 0.0, update_norm == 0.0)
+      return update * jnp.where(zero, jnp.ones((), param.dtype), ratio)
+
+    return jax.tree.map(scale, updates, params), state
+
+  return optax.GradientTransformation(optax.init_empty_state, update_fn)
+
+
+def lars(learning_rate: float | Schedule, *, weight_decay: float,
+         trust_coefficient: float, momentum: float,
+         nesterov: bool) -> optax.GradientTransformation:
+  """`optax.lars` with both masks `decay_mask` and our `scale_by_trust_ratio`:
+  the same chain, so the same updates and the same state structure."""
+  return optax.chain(
+      optax.add_decayed_weights(weight_decay, mask=decay_mask),
+      optax.masked(scale_by_trust_ratio(trust_coefficient), decay_mask),
+      optax.scale_by_learning_rate(learning_rate),
+      optax.trace(decay=momentum, nesterov=nesterov))
+
+
 def create_optimizer(
     *,
     name: str,
@@ -172,10 +216,9 @@ def create_optimizer(
     raise ConfigError(f'momentum must be in [0, 1); got {momentum}')
 
   if name == 'lars':
-    return optax.lars(
-        learning_rate, weight_decay=weight_decay,
-        weight_decay_mask=decay_mask, trust_coefficient=trust_coefficient,
-        trust_ratio_mask=decay_mask, momentum=momentum, nesterov=nesterov)
+    return lars(learning_rate, weight_decay=weight_decay,
+                trust_coefficient=trust_coefficient, momentum=momentum,
+                nesterov=nesterov)
   if name == 'sgd':
     return optax.chain(
         optax.add_decayed_weights(weight_decay, mask=decay_mask),
