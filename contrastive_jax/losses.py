@@ -10,9 +10,18 @@ value is a `psum`, whose transpose hands every device the cotangent 1, and
 gradient w.r.t. its own embeddings from every other device's anchors. A
 parameter that enters the step replicated gets its gradient summed over
 devices by JAX itself: callers must NOT add a `psum`/`pmean` of the grads.
+
+NT-Xent's per-device core is a `jax.custom_vjp` that sits inside the
+`all_gather` and the `psum`, so both are still transposed by JAX as above.
+It scores anchors in row blocks and, when differentiated, computes the
+gradient of its local loss sum in the forward pass, block by block, while
+that block's logits are in cache; the backward pass only scales it by the
+incoming cotangent. Being a custom VJP, it has no forward-mode derivative
+(`jax.jvp`, `jax.jacfwd`, `jax.hessian` of NT-Xent are unsupported).
 """
 
 import functools
+import numbers
 from typing import NamedTuple
 
 import jax
@@ -51,7 +60,7 @@ def _sum_over_devices(x: jax.Array, axis_name) -> jax.Array:
 class _Static(NamedTuple):
   """Hashable settings of the blocked loss (a nondiff argument)."""
   block_rows: int
-  inv_tau: float
+  inv_tau: float | None   # None: tau is traced, its size unknown.
   big_n: int   # N of the global batch: column c + N is the positive of c.
 
 
@@ -89,7 +98,8 @@ def _score_block(anchors, candidates, self_col, static: _Static,
   # which overflows in half precision): exp() of it is exactly 0.
   logits = jnp.where(cols == self_col[:, None],
                      jnp.finfo(logits.dtype).min, logits)
-  if static.inv_tau <= _MAX_POSITIVE_SHIFT_INV_TAU:
+  if (static.inv_tau is not None
+      and static.inv_tau <= _MAX_POSITIVE_SHIFT_INV_TAU):
     # loss = log(sum_j exp(l_j - l_pos)): no row-max pass, and the sum is at
     # least the positive's exp(0) = 1, so it never underflows.
     shift = pos_logit
@@ -107,7 +117,7 @@ def _score_block(anchors, candidates, self_col, static: _Static,
   grad_logits = (exp * (1.0 / sum_exp)
                  - (cols == pos_col[:, None]).astype(exp.dtype))
   d_anchors = grad_logits @ candidates                          # [B, d]
-  # Transposed, [d, 2N]: XLA:CPU runs A^T G about twice as fast as G^T A.
+  # Transposed, [d, 2N]: alone, XLA:CPU ran A^T G twice as fast as G^T A.
   d_candidates_t = jax.lax.dot_general(
       anchors, grad_logits, (((0,), (0,)), ((), ())))
   return loss_sum, hits, d_anchors, d_candidates_t
@@ -213,9 +223,11 @@ def nt_xent_with_accuracy(z_a: jax.Array, z_b: jax.Array, *,
   self_col = jnp.concatenate([rows, rows + big_n])
   if block_rows is None:
     block_rows = _default_block_rows(2 * big_n)
+  inv_tau = (1.0 / temperature if isinstance(temperature, numbers.Real)
+             else None)
   local_sum, hits = _blocked_loss_sum(
       anchors, candidates, self_col,
-      _Static(min(block_rows, 2 * n), 1.0 / temperature, big_n))
+      _Static(min(block_rows, 2 * n), inv_tau, big_n))
 
   total = 2 * big_n
   loss = _sum_over_devices(local_sum, axis_name) / total

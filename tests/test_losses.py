@@ -282,3 +282,21 @@ def test_blocked_loss_without_gradient_matches():
   (value, acc), _ = _blocked_value_and_grad(z_a, z_b, 0.1, 5)
   assert float(out.loss) == float(value)
   assert float(out.accuracy) == float(acc)
+
+
+def test_traced_temperature_matches_and_gets_a_gradient():
+  # A traced tau cannot choose the shift statically: the row-max path.
+  z_a, z_b = _embeddings(12, 8, seed=11)
+  args = (jnp.asarray(z_a), jnp.asarray(z_b))
+
+  def loss(a, b, tau):
+    return losses.nt_xent(a, b, temperature=tau, block_rows=5)
+
+  value, g_tau = jax.jit(jax.value_and_grad(loss, argnums=2))(
+      *args, jnp.float32(0.3))
+  np.testing.assert_allclose(float(value), reference_nt_xent(z_a, z_b, 0.3),
+                             rtol=1e-5)
+  eps = 1e-3
+  want = (reference_nt_xent(z_a, z_b, 0.3 + eps)
+          - reference_nt_xent(z_a, z_b, 0.3 - eps)) / (2 * eps)
+  np.testing.assert_allclose(float(g_tau), want, rtol=1e-3)
