@@ -1,0 +1,298 @@
+"""Augmentation ops that keep the image size, applied to whole batches.
+
+At 32 px a view costs little arithmetic but many small TF ops, and running
+each op once per batch instead of once per example is what makes the input
+pipeline fast. Each factory returns a `BatchedOp`: all of its randomness is
+`num_uniforms` numbers in [0, 1) per example, drawn up front (one stateless
+draw per view, see augment.View), and `apply(images, uniforms)` maps float32
+[B, H, W, C] images and [B, num_uniforms] uniforms to the augmented images.
+
+Example i of the output depends only on image i and uniforms row i, bit for
+bit, whatever else is in the batch: every op is elementwise, a per-example
+reduction, or (the blur) a convolution run on fixed-size groups (see
+`gaussian_blur`). Calling the op on ONE image, `op(image, seed)`, draws its
+uniforms from `seed` and runs the same code on a batch of one.
+"""
+
+import tensorflow as tf
+
+from contrastive_jax.data import op_args
+from contrastive_jax.errors import ConfigError
+
+
+class BatchedOp:
+  """A size-keeping op: `apply(images, uniforms)` plus its uniform count."""
+
+  def __init__(self, num_uniforms, apply):
+    self.num_uniforms = num_uniforms
+    self.apply = apply
+
+  def __call__(self, image, seed):
+    """The op on one [H, W, C] image, randomness from `seed` ([2] ints)."""
+    uniforms = tf.random.stateless_uniform([self.num_uniforms], seed)
+    return self.apply(image[None], uniforms[None])[0]
+
+
+_IDENTITY = BatchedOp(0, lambda images, uniforms: images)
+
+
+def _clip(images):
+  return tf.clip_by_value(images, 0.0, 1.0)
+
+
+# ITU-R 601 luma, as tf.image.rgb_to_grayscale.
+_LUMA = (0.2989, 0.5870, 0.1140)
+
+
+def _gray(images):
+  """[B, H, W] luma. On channel planes: broadcasting against a last axis
+  of 1 is several times slower in TF on CPU."""
+  r, g, b = tf.unstack(images, axis=-1)
+  return r * _LUMA[0] + g * _LUMA[1] + b * _LUMA[2]
+
+
+def _per_example(values):
+  """[B] values broadcast against [B, H, W, C] images."""
+  return values[:, None, None, None]
+
+
+def _coin(p, draw, apply):
+  """Applies `apply(images, draws)` to the examples whose first uniform is
+  < p (all when p = 1; none, exactly, when p = 0); `draws` are their other
+  `draw` uniforms. Only the chosen examples are computed."""
+  if p == 0:
+    return _IDENTITY
+
+  def op(images, uniforms):
+    if p == 1:
+      return apply(images, uniforms[:, 1:])
+    # Partition and stitch: a select broadcast over [B, 1, 1, 1] costs more
+    # than the op itself in TF on CPU.
+    chosen = tf.cast(uniforms[:, 0] < p, tf.int32)
+    rows = tf.dynamic_partition(tf.range(tf.shape(images)[0]), chosen, 2)
+    kept, changed = tf.dynamic_partition(images, chosen, 2)
+    draws = tf.dynamic_partition(uniforms[:, 1:], chosen, 2)[1]
+    return tf.ensure_shape(
+        tf.dynamic_stitch(rows, [kept, apply(changed, draws)]), images.shape)
+  return BatchedOp(1 + draw, op)
+
+
+# --- Flip, grayscale, solarize -----------------------------------------------
+
+def flip_lr(p=0.5):
+  """Mirrors the image left-right with probability p."""
+  op_args.check_probability('flip_lr', p)
+  return _coin(p, 0, lambda images, _: tf.reverse(images, axis=[2]))
+
+
+def grayscale(p=0.2):
+  """Replaces the image by its luma in all 3 channels, with probability p."""
+  op_args.check_probability('grayscale', p)
+  return _coin(p, 0, lambda images, _: tf.tile(_gray(images)[..., None],
+                                              [1, 1, 1, 3]))
+
+
+def solarize(p=0.0, threshold=0.5):
+  """Inverts pixels >= threshold (x -> 1 - x), with probability p (BYOL)."""
+  op_args.check_probability('solarize', p)
+  if isinstance(threshold, bool) or not isinstance(threshold, (int, float)):
+    raise ConfigError(
+        f'solarize: threshold must be a number, got {threshold!r}')
+  return _coin(p, 0, lambda images, _: tf.where(images >= threshold,
+                                                1.0 - images, images))
+
+
+# --- Colour jitter -----------------------------------------------------------
+
+def adjust_hue(images, delta):
+  """Shifts the HSV hue of each image i by delta[i] (in turns), as
+  tf.image.adjust_hue does for one image and one delta (to ~1e-6).
+
+  Value v = max(r, g, b) and chroma c = v - min(r, g, b) are kept; with the
+  hue h in [0, 6), channel n of the result is v - c * clip(min(k, 4 - k), 0,
+  1), k = (n + h) mod 6, n = 5, 3, 1 for r, g, b (the closed form of HSV to
+  RGB). Elementwise, so vectorised over the batch.
+  """
+  r, g, b = tf.unstack(images, axis=-1)
+  v = tf.maximum(tf.maximum(r, g), b)
+  c = v - tf.minimum(tf.minimum(r, g), b)
+  safe = tf.where(c > 0, c, 1.0)  # Grey pixels: any hue; c = 0 keeps them.
+  hue = tf.where(v == r, (g - b) / safe,
+                 tf.where(v == g, (b - r) / safe + 2.0, (r - g) / safe + 4.0))
+  hue += 6.0 * delta[:, None, None]
+  k = hue[..., None] + tf.constant([5.0, 3.0, 1.0])
+  k -= 6.0 * tf.floor(k * (1.0 / 6.0))  # mod 6; tf.math.floormod is slower.
+  return v[..., None] - c[..., None] * tf.clip_by_value(
+      tf.minimum(k, 4.0 - k), 0.0, 1.0)
+
+
+def _adjust_brightness(images, factor):
+  return images * _per_example(factor)
+
+
+def _adjust_contrast(images, factor):
+  mean = _per_example(tf.reduce_mean(_gray(images), axis=[1, 2]))
+  return (images - mean) * _per_example(factor) + mean
+
+
+def _adjust_saturation(images, factor):
+  """Blends each pixel with its luma: x -> f x + (1 - f) luma(x), i.e. one
+  3x3 colour matrix per image, f I + (1 - f) luma 1^T (a batched matmul;
+  broadcasting the luma over channels is much slower in TF on CPU)."""
+  factor = factor[:, None, None]
+  luma = tf.constant(_LUMA)[None, :, None] * tf.ones([1, 1, 3])
+  matrix = factor * tf.eye(3)[None] + (1.0 - factor) * luma
+  shape = tf.shape(images)
+  pixels = tf.reshape(images, [shape[0], -1, 3])
+  return tf.reshape(tf.matmul(pixels, matrix), shape)
+
+
+_ADJUSTS = (('brightness', _adjust_brightness, 0.8),
+            ('contrast', _adjust_contrast, 0.8),
+            ('saturation', _adjust_saturation, 0.8),
+            ('hue', adjust_hue, 0.2))
+
+
+def color_jitter(strength=1.0, p=0.8, brightness=None, contrast=None,
+                 saturation=None, hue=None, random_order=True):
+  """SimCLR colour distortion, applied as a whole with probability p.
+
+  Unset amounts default to SimCLR's: 0.8 * strength for brightness, contrast
+  and saturation, 0.2 * strength for hue (MoCo v1: all 0.4, p=1; MoCo v2:
+  0.4/0.4/0.4/0.1, p=0.8). Each factor follows torchvision's ColorJitter:
+  brightness scales pixels, contrast scales around the mean grey level,
+  saturation blends with the greyscale image (all by a factor uniform in
+  [max(0, 1 - x), 1 + x]), hue shifts by a delta uniform in [-hue, hue].
+  A zero amount skips its op, so strength 0 is exactly the identity. With
+  `random_order` each example applies the ops in its own random order,
+  clipping to [0, 1] after each.
+  """
+  name = 'color_jitter'
+  op_args.check_probability(name, p)
+  given = dict(brightness=brightness, contrast=contrast,
+               saturation=saturation, hue=hue)
+  adjusts, lows, highs = [], [], []
+  for field, adjust, scale in _ADJUSTS:
+    value = scale * strength if given[field] is None else given[field]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (
+        value < 0):
+      raise ConfigError(f'{name}: {field} (and strength) must be a '
+                                f'number >= 0, got {value!r}')
+    if field == 'hue' and value > 0.5:
+      raise ConfigError(f'{name}: hue must be <= 0.5 (0.2 * strength '
+                                f'unless set), got {float(value)!r}')
+    if value > 0:
+      adjusts.append(adjust)
+      lows.append(-value if field == 'hue' else max(0.0, 1.0 - value))
+      highs.append(value if field == 'hue' else 1.0 + value)
+  if not adjusts or p == 0:
+    return _IDENTITY
+  count = len(adjusts)
+  spans = [high - low for low, high in zip(lows, highs)]
+  shuffle = random_order and count > 1
+
+  def op(images, uniforms):
+    # Layout: [coin, order keys (if shuffled), one draw per op].
+    factors = tf.constant(lows) + uniforms[:, -count:] * tf.constant(spans)
+    if shuffle:
+      order = tf.argsort(uniforms[:, 1:1 + count], axis=1)
+    else:
+      order = tf.tile(tf.range(count)[None], [tf.shape(images)[0], 1])
+    skip = uniforms[:, 0] >= p
+    rows = tf.range(tf.shape(images)[0])
+    for position in range(count):
+      # Partition the batch by the op each example applies at this position
+      # (index `count`: jitter skipped), so each op, the costly hue above
+      # all, runs once per example and not `count` times.
+      which = tf.where(skip, count, tf.cast(order[:, position], tf.int32))
+      parts = tf.dynamic_partition(images, which, count + 1)
+      part_factors = tf.dynamic_partition(factors, which, count + 1)
+      outs = [_clip(adjust(part, part_factor[:, i]))
+              for i, (adjust, part, part_factor) in enumerate(
+                  zip(adjusts, parts, part_factors))]
+      images = tf.ensure_shape(
+          tf.dynamic_stitch(tf.dynamic_partition(rows, which, count + 1),
+                            outs + [parts[count]]), images.shape)
+    return images
+  return BatchedOp(1 + (count if shuffle else 0) + count, op)
+
+
+# --- Blur --------------------------------------------------------------------
+
+# Examples per depthwise convolution. The convolution's rounding depends on
+# its channel count, so the blurred examples always go through in groups of
+# exactly this many (the last one zero-padded): an example's result is then
+# the same in any batch, and for a single image.
+BLUR_GROUP = 8
+
+
+def _blur_group(images, stds, radius):
+  """Blurs [G, H, W, C] images, image i with its own stds[i], as ONE
+  separable depthwise convolution with the group folded into channels."""
+  group, height, width, channels = tf.unstack(tf.shape(images))
+  x = tf.cast(tf.range(-radius, radius + 1), tf.float32)
+  kernel = tf.exp(-tf.square(x)[None] / (2.0 * tf.square(stds)[:, None]))
+  kernel /= tf.reduce_sum(kernel, axis=1, keepdims=True)
+  taps = tf.transpose(tf.repeat(kernel, channels, axis=0))  # [2r+1, G*C]
+  folded = tf.reshape(tf.transpose(images, [1, 2, 0, 3]),
+                      [1, height, width, group * channels])
+  folded = tf.pad(folded, [[0, 0], [radius, radius], [radius, radius], [0, 0]],
+                  mode='REFLECT')
+  out = tf.nn.depthwise_conv2d(folded, taps[:, None, :, None], [1, 1, 1, 1],
+                               'VALID')
+  out = tf.nn.depthwise_conv2d(out, taps[None, :, :, None], [1, 1, 1, 1],
+                               'VALID')
+  out = tf.reshape(out, [height, width, group, channels])
+  return _clip(tf.transpose(out, [2, 0, 1, 3]))
+
+
+def gaussian_blur(p=0.5, sigma=(0.1, 2.0), kernel_fraction=0.1):
+  """Gaussian blur with sigma uniform in `sigma`, with probability p.
+
+  As SimCLR: the kernel spans `kernel_fraction` of the image side (radius =
+  int(side * kernel_fraction) // 2, side = 2 * radius + 1; side is the shorter
+  image side, known only when called). Below 20 px the radius is 0 and the
+  blur is the identity. Because kernel_fraction < 1, the kernel always fits in
+  the image, so nothing needs checking at call time. Separable (two 1-D
+  depthwise convolutions) with reflect padding, which keeps a constant image
+  constant. Only the examples whose coin says blur are convolved.
+  """
+  op_args.check_probability('gaussian_blur', p)
+  low, high = op_args.check_range('gaussian_blur', 'sigma', sigma, 0.0,
+                                  float('inf'))
+  if low <= 0:
+    raise ConfigError(
+        f'gaussian_blur: sigma must be > 0, got {sigma!r}')
+  if (isinstance(kernel_fraction, bool) or
+      not isinstance(kernel_fraction, (int, float)) or
+      not 0 < kernel_fraction < 1):
+    raise ConfigError('gaussian_blur: kernel_fraction must be in '
+                              f'(0, 1), got {kernel_fraction!r}')
+  if p == 0:
+    return _IDENTITY
+
+  def op(images, uniforms):
+    height, width = images.shape[1:3]
+    if height and width and int(min(height, width) * kernel_fraction) < 2:
+      return images  # Radius 0: the kernel is [1].
+    shape = tf.shape(images)
+    side = tf.cast(tf.minimum(shape[1], shape[2]), tf.float32)
+    radius = tf.cast(tf.floor(side * kernel_fraction), tf.int32) // 2
+    chosen = tf.where(uniforms[:, 0] < p)  # [n, 1]
+    stds = low + tf.gather_nd(uniforms[:, 1], chosen) * (high - low)
+    padding = -tf.shape(chosen)[0] % BLUR_GROUP
+    selected = tf.pad(tf.gather_nd(images, chosen),
+                      [[0, padding], [0, 0], [0, 0], [0, 0]])
+    stds = tf.pad(stds, [[0, padding]], constant_values=1.0)
+    groups = tf.reshape(selected, tf.concat([[-1, BLUR_GROUP], shape[1:]], 0))
+    blurred = tf.map_fn(
+        lambda group: _blur_group(group[0], group[1], radius),
+        (groups, tf.reshape(stds, [-1, BLUR_GROUP])),
+        fn_output_signature=tf.TensorSpec(
+            tf.TensorShape([BLUR_GROUP]).concatenate(images.shape[1:]),
+            tf.float32),
+        parallel_iterations=1)
+    blurred = tf.reshape(blurred, tf.shape(selected))
+    return tf.tensor_scatter_nd_update(
+        images, chosen, blurred[:tf.shape(chosen)[0]])
+  return BatchedOp(2, op)
