@@ -11,6 +11,13 @@ Each process reads and augments only its own columns of every global batch,
 with its LOCAL batch size (the global batch divided by the number of
 processes); the processes' batches concatenated in process order are the
 global batch of a one-process run, example for example and bit for bit.
+
+Throughput: records are read in groups of READ_GROUP per Python call; decoding
+and the size-setting ops (crops) run per example in a parallel map; the
+size-keeping ops (flip, colour, blur) run in a parallel map over batches of
+up to `_micro_batch` examples (augment.View). A view of an example does not
+depend on which examples share its group or batch, so none of this changes
+a single bit of the stream.
 """
 
 import tensorflow as tf
@@ -24,11 +31,17 @@ from contrastive_jax.errors import ConfigError
 
 # Config fields holding the view specs, named in spec errors.
 _VIEW_FIELDS = ('view_augment', 'view_augment_2')
+# Records per Python call of the TFDS reader.
+READ_GROUP = 64
+# Floats per view in one batch of the size-keeping ops: large enough to
+# spread per-op overhead (and fill the blur's groups of 8), small enough
+# not to stream every op through memory (16 MiB; 27 views at 224 px).
+_BATCH_FLOATS = 2**22
 
 
 def pretrain_stream(*, dataset, split, data_dir, local_batch_size,
                     view_specs, seed, process_index, process_count,
-                    num_parallel=tf.data.AUTOTUNE):
+                    num_parallel=tf.data.AUTOTUNE, batch_augment=True):
   """Checks the arguments and opens the split; returns `make(start_step)`,
   which builds the stream of batches from global batch `start_step` on.
 
@@ -37,7 +50,8 @@ def pretrain_stream(*, dataset, split, data_dir, local_batch_size,
   twice for SimCLR; classifiers trained on augmented images pass one). Views
   are independent augmentations of the same images, in [0, 1], and go to the
   encoder as they are (as in SimCLR's reference implementation; its first
-  BatchNorm absorbs the scale). Every batch is full.
+  BatchNorm absorbs the scale). Every batch is full. `batch_augment=False`
+  runs whole views per example instead (the same values; for benchmarks).
   """
   _check_batch_size(local_batch_size)
   if (not isinstance(view_specs, (tuple, list)) or len(view_specs) not in
@@ -48,31 +62,61 @@ def pretrain_stream(*, dataset, split, data_dir, local_batch_size,
     raise ConfigError(f'seed: expected an int, got {seed!r}')
   views = [augment.build_view(spec, field)
            for spec, field in zip(view_specs, _VIEW_FIELDS)]
-  num_examples, fetch = sources.open_split(dataset, split, data_dir=data_dir)
+  source = sources.open_split(dataset, split, data_dir=data_dir)
   seed_key = tf.constant([seed, 0], tf.int64)
 
-  def augmented_views(position, index):
-    example = fetch(index)
+  def read(positions, indices):
+    return positions, source.read(indices)
+
+  def prepare(position, record):
+    example = source.decode(record)
     key = tf.random.experimental.stateless_fold_in(seed_key, position)
     view_keys = tf.unstack(tf.random.experimental.stateless_split(key, 2))
     image = tf.image.convert_image_dtype(example['image'], tf.float32)
-    out = {f'view{i + 1}': view(image, view_keys[i])
-           for i, view in enumerate(views)}
-    out['label'] = tf.cast(example['label'], tf.int32)
+    out = {'label': tf.cast(example['label'], tf.int32)}
+    for i, view in enumerate(views):
+      if batch_augment:
+        out[f'view{i + 1}'], out[f'uniforms{i + 1}'] = view.prepare(
+            image, view_keys[i])
+      else:
+        out[f'view{i + 1}'] = view(image, view_keys[i])
+    return out
+
+  def finish(batch):
+    out = {'label': batch['label']}
+    for i, view in enumerate(views):
+      out[f'view{i + 1}'] = view.finish(batch[f'view{i + 1}'],
+                                        batch[f'uniforms{i + 1}'])
     return out
 
   def make(start_step=0):
     ds = order.local_positions(
-        seed=seed, num_examples=num_examples,
+        seed=seed, num_examples=source.num_examples,
         global_batch=local_batch_size * process_count,
         process_index=process_index, process_count=process_count,
         start_step=start_step)
-    ds = ds.map(augmented_views, num_parallel_calls=num_parallel,
-                deterministic=True)
-    ds = ds.batch(local_batch_size, drop_remainder=True)
+    ds = ds.batch(READ_GROUP).map(read, num_parallel_calls=num_parallel,
+                                  deterministic=True).unbatch()
+    ds = ds.map(prepare, num_parallel_calls=num_parallel, deterministic=True)
+    if not batch_augment:
+      ds = ds.batch(local_batch_size, drop_remainder=True)
+      return ds.with_options(_options()).prefetch(tf.data.AUTOTUNE)
+    micro = _micro_batch(ds.element_spec['view1'].shape, local_batch_size)
+    ds = ds.batch(micro, drop_remainder=True)
+    ds = ds.map(finish, num_parallel_calls=num_parallel, deterministic=True)
+    if micro != local_batch_size:
+      ds = ds.unbatch().batch(local_batch_size, drop_remainder=True)
     return ds.with_options(_options()).prefetch(tf.data.AUTOTUNE)
 
   return make
+
+
+def _micro_batch(view_shape, local_batch_size):
+  """Examples per batch of the size-keeping ops (see _BATCH_FLOATS)."""
+  if not view_shape.is_fully_defined():
+    return local_batch_size
+  return max(1, min(local_batch_size,
+                    _BATCH_FLOATS // view_shape.num_elements()))
 
 
 def make_pretrain_dataset(*, start_step=0, **kwargs):

@@ -2,11 +2,15 @@
 
 `digits` lives in memory and is gathered in the graph. TFDS datasets are read
 through `builder.as_data_source` (ArrayRecord files): each process reads only
-the examples its slice of the permutation names, and images are decoded in
-tf.data's parallel map, not in Python. Datasets prepared as TFRecord (no random
-access) are rejected with the command that re-prepares them: an order that
-depends on a shuffle buffer cannot be resumed at step k without replaying it.
+the examples its slice of the permutation names, a group of records per
+Python call (one `tf.numpy_function` per example costs more than the read),
+and images are decoded per example in tf.data's parallel map, not in Python.
+Datasets prepared as TFRecord (no random access) are rejected with the command
+that re-prepares them: an order that depends on a shuffle buffer cannot be
+resumed at step k without replaying it.
 """
+
+import typing
 
 import numpy as np
 import tensorflow as tf
@@ -16,15 +20,25 @@ from contrastive_jax.data import datasets, digits
 from contrastive_jax.errors import DataError
 
 
+class Source(typing.NamedTuple):
+  """A split read by index: `read(indices)` maps int64 [G] indices to a
+  group of raw records (a dict of [G] tensors), `decode(record)` one record
+  (a dict of its slices) to {'image': uint8 [H, W, 3], 'label': int64}."""
+  num_examples: int
+  read: typing.Callable
+  decode: typing.Callable
+
+
 def open_split(name, split, *, data_dir=None):
-  """(number of examples, fetch) where `fetch(index)` maps an int64 scalar
-  tensor to {'image': uint8 [H, W, 3], 'label': int64}."""
+  """The split as a `Source`."""
   if name == 'digits':
     arrays = digits.load_digits_split(split)
     images = tf.constant(arrays['image'])
     labels = tf.constant(arrays['label'])
-    return len(arrays['label']), lambda i: {'image': tf.gather(images, i),
-                                            'label': tf.gather(labels, i)}
+    return Source(len(arrays['label']),
+                  lambda i: {'image': tf.gather(images, i),
+                             'label': tf.gather(labels, i)},
+                  lambda record: record)
   builder = datasets.get_builder(name, data_dir)
   features = builder.info.features
   datasets.check_image_feature(name, features)
@@ -32,21 +46,34 @@ def open_split(name, split, *, data_dir=None):
   channels = features['image'].shape[-1]
   labelled = 'label' in features
 
-  def read(index):
-    example = source[int(index)]
-    return example['image'], np.int64(example['label'] if labelled else -1)
+  def read_many(indices):
+    keys = indices.tolist()
+    try:
+      examples = source.__getitems__(keys)
+    except TypeError:
+      # tfds.testing.mock_data's source breaks __getitems__ (tfds 4.9.10).
+      examples = [source[key] for key in keys]
+    encoded = np.array([e['image'] for e in examples], dtype=object)
+    labels = np.array([e['label'] if labelled else -1 for e in examples],
+                      dtype=np.int64)
+    return encoded, labels
 
-  def fetch(index):
-    encoded, label = tf.numpy_function(read, [index], (tf.string, tf.int64),
-                                       stateful=False)
-    image = tf.io.decode_image(encoded, channels=channels,
+  def read(indices):
+    encoded, labels = tf.numpy_function(
+        read_many, [indices], (tf.string, tf.int64), stateful=False)
+    encoded.set_shape(indices.shape)
+    labels.set_shape(indices.shape)
+    return {'encoded': encoded, 'label': labels}
+
+  def decode(record):
+    image = tf.io.decode_image(record['encoded'], channels=channels,
                                expand_animations=False)
     if channels == 1:
       image = tf.image.grayscale_to_rgb(image)
-    label.set_shape([])
-    return {'image': tf.ensure_shape(image, [None, None, 3]), 'label': label}
+    return {'image': tf.ensure_shape(image, [None, None, 3]),
+            'label': record['label']}
 
-  return len(source), fetch
+  return Source(len(source), read, decode)
 
 
 def _data_source(builder, name, split):
