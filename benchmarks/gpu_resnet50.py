@@ -1,0 +1,199 @@
+"""ResNet-50 throughput and MFU of SimCLR, MoCo v2 and a supervised step.
+
+Three real train steps (built as train.py builds them) from the ImageNet
+configs, bfloat16 compute (config.half_precision), synthetic device-resident
+batches, in one run:
+
+  simclr:imagenet     views/s  (2 views per image)
+  moco_v2:imagenet    views/s  (query view + key view per image)
+  finetune:imagenet   images/s (supervised: the same encoder + a linear
+                      classifier, random init, global BN)
+
+MFU = FLOPs per step / step time / peak bf16 FLOP/s of the devices. FLOPs
+come from XLA's cost analysis of the compiled step (per device), cross-checked
+against an analytic count of the encoder's convolutions (ResNet-50: 4.1
+GMAC forward per 224 px image; training ~3x forward). Targets:
+SimCLR views/s >= 90% of supervised images/s, MFU >= 35%.
+
+Needs no TensorFlow, TFDS, clu (see benchmarks/run_gpu.sh for the one
+package to carry, ml_collections).
+
+  python benchmarks/gpu_resnet50.py                      # on a GPU
+  python benchmarks/gpu_resnet50.py --smoke              # CPU check: tiny
+                                                         # ResNet, 32 px
+"""
+
+import argparse
+import os
+import sys
+import time
+
+import jax
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+# This directory, and the repo root for contrastive_jax when not installed.
+sys.path[:0] = [_HERE, os.path.dirname(_HERE)]
+import flops as flops_lib  # noqa: E402  pylint: disable=g-import-not-at-top
+import harness  # noqa: E402  pylint: disable=g-import-not-at-top
+
+SUPERVISED = "supervised"
+# name, config spec, how many encoder passes of each kind per image
+# (train: forward+backward, forward: forward only), what the rate counts.
+JOBS = {
+    "simclr": ("simclr:imagenet", 2, 0, "views"),
+    "moco_v2": ("moco_v2:imagenet", 1, 1, "views"),
+    SUPERVISED: ("finetune:imagenet", 1, 0, "images"),
+}
+TARGET_SIMCLR_VS_SUPERVISED = 0.90
+TARGET_MFU = 0.35
+
+
+def job_config(name: str, *, batch_size: int, image_size: int, model: str,
+               half_precision: bool, cifar_stem: bool, num_devices: int):
+  spec = JOBS[name][0]
+  config = harness.load_config(
+      spec, batch_size=batch_size, image_size=image_size, model=model,
+      half_precision=half_precision, cifar_stem=cifar_stem,
+      # A short run's schedule; the step's cost does not depend on it.
+      num_train_steps=1000, warmup_epochs=0.0)
+  if (config.method == "moco" and num_devices * config.bn_groups_per_device
+      < 2):
+    # One accelerator: 8 BN groups, as the reference's 8 GPUs (config doc).
+    config.bn_groups_per_device = 8
+  return config
+
+
+class Job:
+  """One method's compiled step, its state and batch, and its timings."""
+
+  def __init__(self, name: str, config):
+    self.name, self.config = name, config
+    self.bench = harness.build(config)
+    self.batch = harness.synthetic_batch(config, self.bench.mesh)
+    with jax.set_mesh(self.bench.mesh):
+      start = time.perf_counter()
+      lowered = self.bench.step.lower(self.bench.abstract_state(),
+                                      self.bench.abstract_batch())
+      self.compiled = lowered.compile()
+      self.compile_s = time.perf_counter() - start
+      self.state = self.bench.init(jax.random.PRNGKey(0))
+    self.xla_flops = harness.cost_flops(self.compiled)
+    self.samples: list[float] = []
+
+  def run(self, steps: int) -> float:
+    """Seconds per step over `steps` back-to-back steps."""
+    jax.block_until_ready(self.state)
+    start = time.perf_counter()
+    metrics = None
+    for _ in range(steps):
+      self.state, metrics = self.compiled(self.state, self.batch)
+    jax.block_until_ready(metrics)
+    return (time.perf_counter() - start) / steps
+
+
+def analytic_flops_per_step(name: str, config, num_devices: int) -> float:
+  """Encoder FLOPs per device per step: convolutions only (no BN, head,
+  loss or optimizer)."""
+  _, train_passes, forward_passes, _ = JOBS[name]
+  per_image = flops_lib.encoder_forward_macs(
+      config.model, image_size=config.image_size,
+      width_multiplier=config.width_multiplier,
+      cifar_stem=config.cifar_stem) * 2
+  images = config.batch_size / num_devices
+  return images * per_image * (flops_lib.TRAIN_FACTOR * train_passes
+                               + forward_passes)
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser.add_argument("--batch", type=int, default=None,
+                      help="per-device batch N of images (default 128; "
+                      "smoke 16); SimCLR and MoCo encode 2N views")
+  parser.add_argument("--supervised_batch", type=int, default=None,
+                      help="per-device supervised batch (default 2N: the "
+                      "views a SimCLR step encodes)")
+  parser.add_argument("--steps", type=int, default=None,
+                      help="timed steps per sample (default 10; smoke 2)")
+  parser.add_argument("--reps", type=int, default=None,
+                      help="interleaved samples per job (default 3; smoke 1)")
+  parser.add_argument("--warmup", type=int, default=2,
+                      help="untimed steps after compiling")
+  parser.add_argument("--image_size", type=int, default=None)
+  parser.add_argument("--model", default=None)
+  parser.add_argument("--no_half_precision", action="store_true",
+                      help="float32 compute (MFU is still against the bf16 "
+                      "peak unless --peak_tflops)")
+  parser.add_argument("--peak_tflops", type=float, default=None,
+                      help="peak dense bf16 TFLOP/s per device (default: "
+                      "from the device kind)")
+  parser.add_argument("--jobs", nargs="+", default=list(JOBS),
+                      choices=list(JOBS))
+  parser.add_argument("--smoke", action="store_true",
+                      help="tiny ResNet, 32 px, CIFAR stem, small batch: "
+                      "checks the script on CPU")
+  args = parser.parse_args(argv)
+  smoke = args.smoke
+  n = args.batch or (16 if smoke else 128)
+  steps = args.steps or (2 if smoke else 10)
+  reps = args.reps or (1 if smoke else 3)
+  image_size = args.image_size or (32 if smoke else 224)
+  model = args.model or ("tiny_resnet" if smoke else "resnet50")
+  num_devices = jax.device_count()
+  device = jax.devices()[0]
+  peak = (args.peak_tflops * 1e12 if args.peak_tflops
+          else flops_lib.peak_bf16_flops(device.device_kind))
+
+  print(f"{device.device_kind} ({device.platform}) x{num_devices}, jax "
+        f"{jax.__version__}; {model} {image_size} px, "
+        f"{'float32' if args.no_half_precision else 'bfloat16'}, "
+        f"per-device N={n}; peak "
+        f"{f'{peak / 1e12:.0f} TFLOP/s' if peak else 'unknown (no MFU)'}",
+        flush=True)
+  jobs = []
+  for name in args.jobs:
+    per_device = (args.supervised_batch or 2 * n) if name == SUPERVISED else n
+    config = job_config(name, batch_size=per_device * num_devices,
+                        image_size=image_size, model=model,
+                        half_precision=not args.no_half_precision,
+                        cifar_stem=smoke, num_devices=num_devices)
+    job = Job(name, config)
+    for _ in range(args.warmup):
+      job.run(1)
+    print(f"  {name}: {JOBS[name][0]}, global batch {config.batch_size}, "
+          f"compiled in {job.compile_s:.1f} s", flush=True)
+    jobs.append(job)
+  for _ in range(reps):  # interleaved
+    for job in jobs:
+      job.samples.append(job.run(steps))
+
+  rows, rate = [], {}
+  for job in jobs:
+    _, train_passes, forward_passes, unit = JOBS[job.name]
+    step_s = sorted(job.samples)[len(job.samples) // 2]
+    per_step = job.config.batch_size * (train_passes + forward_passes)
+    rate[job.name] = per_step / step_s
+    analytic = analytic_flops_per_step(job.name, job.config, num_devices)
+    flops = job.xla_flops or analytic
+    mfu = flops_lib.mfu(flops, step_s, peak) if peak else None
+    rows.append([
+        job.name, job.config.batch_size, step_s * 1e3,
+        f"{rate[job.name]:.1f} {unit}/s",
+        f"{job.xla_flops / 1e9:.1f}" if job.xla_flops else "n/a",
+        f"{analytic / 1e9:.1f}",
+        f"{job.xla_flops / analytic:.2f}" if job.xla_flops else "n/a",
+        f"{100 * mfu:.1f}%" if mfu is not None else "n/a",
+        ("yes" if mfu >= TARGET_MFU else "NO") if mfu is not None else "n/a",
+    ])
+  print(harness.table(rows, [
+      "job", "global batch", "step ms", "rate", "XLA GFLOP/step/dev",
+      "analytic GFLOP", "XLA/analytic", "MFU", f"MFU>={TARGET_MFU:.0%}"]))
+  if "simclr" in rate and SUPERVISED in rate:
+    ratio = rate["simclr"] / rate[SUPERVISED]
+    print(f"SimCLR views/s / supervised images/s = {ratio:.3f} (target >= "
+          f"{TARGET_SIMCLR_VS_SUPERVISED:.2f}: "
+          f"{'met' if ratio >= TARGET_SIMCLR_VS_SUPERVISED else 'NOT met'})")
+  return rows, rate
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,214 @@
+"""Shared pieces of the benchmarks: a method's real jitted train step built
+from a config file exactly as `contrastive_jax.train` builds it, synthetic
+device-resident batches, abstract inputs for compile-only runs, timing.
+
+Imports neither TensorFlow, TFDS nor clu (the accelerator machines have
+none): no data pipeline, no metric writers, and `contrastive_jax.train` is not
+imported; the step-building lines below mirror `train.train_and_evaluate`.
+"""
+
+import dataclasses
+import functools
+import importlib.util
+import os
+import statistics
+import time
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from contrastive_jax import config_checks, guards, methods, optim, parallel
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIG_DIR = os.path.join(REPO, "configs")
+# The data-dependent step counts of a real run (train.steps_for) need the
+# dataset's size; the step's cost does not depend on them.
+STEPS_PER_EPOCH = 100
+
+
+def _config_module(name: str):
+  path = os.path.join(CONFIG_DIR, f"{name}.py")
+  spec = importlib.util.spec_from_file_location(f"configs_{name}", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def config_files() -> list[str]:
+  """Every configs/*.py, by name (no extension)."""
+  return sorted(f[:-3] for f in os.listdir(CONFIG_DIR)
+                if f.endswith(".py") and not f.startswith("_"))
+
+
+def load_config(spec: str, **overrides) -> ml_collections.ConfigDict:
+  """`spec` as on the command line without the directory: 'simclr:cifar10'
+  or 'configs/simclr.py:cifar10'. Dotted overrides: head__output_dim=64."""
+  name, _, variant = spec.partition(":")
+  name = os.path.splitext(os.path.basename(name))[0]
+  config = _config_module(name).get_config(variant or None)
+  for key, value in overrides.items():
+    *parents, leaf = key.split("__")
+    node = config
+    for p in parents:
+      node = node[p]
+    node[leaf] = value
+  if config.method in ("linear_eval", "finetune") and not config.pretrained:
+    # A random encoder of the config's own architecture: no checkpoint.
+    config.pretrained = "random"
+  return config
+
+
+def num_views(config) -> int:
+  return getattr(methods.get_method(config.method), "NUM_VIEWS", 2)
+
+
+@dataclasses.dataclass
+class Bench:
+  """A method's model, state initialiser and train step, as train.py has
+  them (the step is jit(shard_map(skip_nonfinite(method.train_step))))."""
+  config: ml_collections.ConfigDict
+  mesh: jax.sharding.Mesh
+  method: Any
+  model: Any
+  tx: Any
+  init: Callable          # rng -> replicated state
+  step: Callable          # (state, batch) -> (state, metrics); donates state
+
+  def abstract_state(self):
+    """The state as ShapeDtypeStructs in its (replicated) sharding."""
+    sharding = parallel.replicated(self.mesh)
+    return jax.tree.map(
+        lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding),
+        jax.eval_shape(self.init, jax.random.PRNGKey(0)))
+
+  def abstract_batch(self):
+    sharding = parallel.batch_sharded(self.mesh)
+    return jax.tree.map(
+        lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding),
+        batch_shapes(self.config))
+
+
+def build(config: ml_collections.ConfigDict, mesh=None) -> Bench:
+  """The real step of `config` on `mesh` (default: all devices), built as
+  `train.train_and_evaluate` builds it (config validated first)."""
+  mesh = parallel.make_data_mesh() if mesh is None else mesh
+  config_checks.validate(config, num_devices=mesh.size,
+                         num_processes=jax.process_count())
+  method = methods.get_method(config.method)
+  total_steps = (int(config.num_train_steps) if config.num_train_steps > 0
+                 else max(1, int(config.num_epochs * STEPS_PER_EPOCH)))
+  tx, learning_rate_fn = optim.create_optimizer_from_config(
+      config, steps_per_epoch=STEPS_PER_EPOCH, total_steps=total_steps)
+  model = method.create_model(config, axis_name=parallel.DATA_AXIS)
+  init = jax.jit(
+      functools.partial(method.init_state, model=model, tx=tx, config=config),
+      out_shardings=parallel.replicated(mesh))
+  step = parallel.shard_train_step(
+      guards.skip_nonfinite(
+          functools.partial(method.train_step, model=model, tx=tx,
+                            config=config, learning_rate_fn=learning_rate_fn,
+                            axis_name=parallel.DATA_AXIS),
+          axis_name=parallel.DATA_AXIS),
+      mesh)
+  return Bench(config=config, mesh=mesh, method=method, model=model, tx=tx,
+               init=init, step=step)
+
+
+def batch_shapes(config) -> dict[str, jax.ShapeDtypeStruct]:
+  """The pipeline's global batch: 'view1'..'viewV' float32 [B, H, W, 3] and
+  'label' int32 [B]."""
+  b, s = config.batch_size, config.image_size
+  shapes = {f"view{i + 1}": jax.ShapeDtypeStruct((b, s, s, 3), jnp.float32)
+            for i in range(num_views(config))}
+  shapes["label"] = jax.ShapeDtypeStruct((b,), jnp.int32)
+  return shapes
+
+
+def synthetic_batch(config, mesh, seed: int = 0) -> dict[str, jax.Array]:
+  """Random images in [0, 1] and labels, already on the devices."""
+  rng = np.random.default_rng(seed)
+  batch = {}
+  for name, s in batch_shapes(config).items():
+    if name == "label":
+      batch[name] = rng.integers(0, max(config.num_classes, 1), s.shape,
+                                 dtype=np.int32)
+    else:
+      batch[name] = rng.random(s.shape, dtype=np.float32)
+  return jax.device_put(batch, parallel.batch_sharded(mesh))
+
+
+def cost(compiled) -> dict[str, float]:
+  """XLA's cost analysis of one call of a compiled function ('flops',
+  'bytes accessed', ...; empty where the backend gives none)."""
+  try:
+    result = compiled.cost_analysis()
+  except Exception:  # pylint: disable=broad-except
+    return {}
+  if isinstance(result, (list, tuple)):  # older JAX: one dict per program
+    result = result[0] if result else None
+  return {k: float(v) for k, v in (result or {}).items()
+          if isinstance(v, (int, float))}
+
+
+def cost_flops(compiled) -> float | None:
+  """FLOPs of one call of a compiled function, from XLA's cost analysis
+  (None where the backend gives none)."""
+  return cost(compiled).get("flops")
+
+
+class Timer:
+  """Interleaved timing of several candidates: each rep runs every candidate
+  once (`calls` back-to-back calls, synchronised at both ends); medians over
+  reps, so that load from other processes hits all candidates alike."""
+
+  def __init__(self):
+    self.samples: dict[str, list[float]] = {}
+
+  def measure(self, name: str, run: Callable[[], Any], calls: int = 1):
+    start = time.perf_counter()
+    out = None
+    for _ in range(calls):
+      out = run()
+    jax.block_until_ready(out)
+    self.samples.setdefault(name, []).append(
+        (time.perf_counter() - start) / calls)
+
+  def median(self, name: str) -> float:
+    return statistics.median(self.samples[name])
+
+  def spread(self, name: str) -> tuple[float, float]:
+    s = self.samples[name]
+    return min(s), max(s)
+
+
+class StepRunner:
+  """Calls a donating train step on its own state, forever."""
+
+  def __init__(self, bench: Bench, batch, seed: int = 0):
+    self._bench, self._batch = bench, batch
+    with jax.set_mesh(bench.mesh):
+      self.state = bench.init(jax.random.PRNGKey(seed))
+    self.metrics = None
+
+  def __call__(self):
+    with jax.set_mesh(self._bench.mesh):
+      self.state, self.metrics = self._bench.step(self.state, self._batch)
+    return self.metrics
+
+
+def table(rows: list[list[Any]], header: list[str]) -> str:
+  """A plain fixed-width table."""
+  cells = [header] + [[_fmt(c) for c in r] for r in rows]
+  widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+  lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in cells]
+  lines.insert(1, "  ".join("-" * w for w in widths))
+  return "\n".join(lines)
+
+
+def _fmt(c) -> str:
+  if isinstance(c, float):
+    return f"{c:.4g}" if abs(c) < 1e4 else f"{c:.3e}"
+  return str(c)
