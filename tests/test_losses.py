@@ -185,8 +185,9 @@ def _blocked_value_and_grad(z_a, z_b, temperature, block_rows):
       jnp.asarray(z_a), jnp.asarray(z_b))
 
 
-# 2n = 24 anchors: one block, a tail only, blocks + tail, single rows.
-@pytest.mark.parametrize("block_rows", [None, 24, 64, 5, 8, 1])
+# 2n = 24 anchors: one block (the default), blocks + tail, blocks only,
+# single rows.
+@pytest.mark.parametrize("block_rows", [None, 5, 8, 1])
 @pytest.mark.parametrize("temperature", [0.5, 0.1, 0.02])
 def test_blocked_custom_vjp_matches_float64_and_autodiff(block_rows,
                                                          temperature):
@@ -222,10 +223,11 @@ def test_blocked_accuracy_matches_argmax_on_many_blocks():
   rng = np.random.default_rng(7)
   z_a = rng.normal(size=(64, 16)).astype(np.float32)
   z_b = (z_a + 1.5 * rng.normal(size=z_a.shape)).astype(np.float32)
-  out = losses.nt_xent_with_accuracy(jnp.asarray(z_a), jnp.asarray(z_b),
-                                     temperature=0.2, block_rows=12)
-  loss, acc = plain_nt_xent_with_accuracy(jnp.asarray(z_a),
-                                          jnp.asarray(z_b), 0.2)
+  out = jax.jit(functools.partial(losses.nt_xent_with_accuracy,
+                                  temperature=0.2, block_rows=12))(
+                                      jnp.asarray(z_a), jnp.asarray(z_b))
+  loss, acc = jax.jit(plain_nt_xent_with_accuracy, static_argnums=2)(
+      jnp.asarray(z_a), jnp.asarray(z_b), 0.2)
   assert 0.0 < float(acc) < 1.0
   assert float(out.accuracy) == float(acc)
   np.testing.assert_allclose(float(out.loss), float(loss), rtol=1e-6)
