@@ -160,8 +160,8 @@ def run_single(sizes, reps):
     print(f"{n:>6} {2 * n:>6} | {seconds['blocked']:9.3f} "
           f"{flop / seconds['blocked']:7.0f} {_mib(temp['blocked'])} | "
           f"{seconds['plain']:8.3f} {flop / seconds['plain']:7.0f} "
-          f"{_mib(temp['plain'])} | {seconds['plain'] / seconds['blocked']:5.2f}x",
-          flush=True)
+          f"{_mib(temp['plain'])} | "
+          f"{seconds['plain'] / seconds['blocked']:5.2f}x", flush=True)
   if TARGET_N in results:
     t = results[TARGET_N][0]["blocked"]
     verdict = "PASS" if t <= TARGET_S else "FAIL"

@@ -203,9 +203,10 @@ def nt_xent_with_accuracy(z_a: jax.Array, z_b: jax.Array, *,
 
   Each device scores its 2n local anchors against the 2N global candidates
   (the gathered embeddings), `block_rows` anchors at a time: memory is
-  O(block x global columns); neither the global 2N x 2N matrix nor the local
-  2n x 2N one ever exists. An anchor's accuracy counts as a hit unless some
-  other candidate scores strictly higher than its positive.
+  O(min(block, local rows) x global columns); the global 2N x 2N matrix
+  never exists anywhere, nor, once 2n exceeds a block, the local 2n x 2N
+  one. An anchor's accuracy counts as a hit unless some other candidate
+  scores strictly higher than its positive.
   """
   n = z_a.shape[0]
   # Cosine similarity in float32 whatever the compute dtype: the softmax
