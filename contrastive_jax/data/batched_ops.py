@@ -9,9 +9,15 @@ draw per view, see augment.View), and `apply(images, uniforms)` maps float32
 
 Example i of the output depends only on image i and uniforms row i, bit for
 bit, whatever else is in the batch: every op is elementwise, a per-example
-reduction, or (the blur) a convolution run on fixed-size groups (see
-`gaussian_blur`). Calling the op on ONE image, `op(image, seed)`, draws its
-uniforms from `seed` and runs the same code on a batch of one.
+reduction or 3x3 colour matrix, or (the blur) a convolution run on groups of
+a fixed size (see `gaussian_blur`); tests/test_batched_augment.py checks it
+on the machine that runs them. Calling an op on ONE image, `op(image,
+seed)`, draws its uniforms from `seed` and runs the same code on a batch of
+one, so the single-image and batched results are the same bits.
+
+Ops that apply with probability p partition the batch and compute only the
+chosen examples (a select broadcast over [B, 1, 1, 1] costs more than most
+ops in TF on CPU).
 """
 
 import tensorflow as tf
@@ -66,8 +72,6 @@ def _coin(p, draw, apply):
   def op(images, uniforms):
     if p == 1:
       return apply(images, uniforms[:, 1:])
-    # Partition and stitch: a select broadcast over [B, 1, 1, 1] costs more
-    # than the op itself in TF on CPU.
     chosen = tf.cast(uniforms[:, 0] < p, tf.int32)
     rows = tf.dynamic_partition(tf.range(tf.shape(images)[0]), chosen, 2)
     kept, changed = tf.dynamic_partition(images, chosen, 2)
