@@ -64,19 +64,25 @@ class _Static(NamedTuple):
   big_n: int   # N of the global batch: column c + N is the positive of c.
 
 
-# Blocks of up to 16 MiB of logits stay in the (32 MiB, shared) L3 while
-# they are exponentiated, summed and turned into a gradient; below ~512 rows
-# a block pays more for adding its [2N, d] candidate gradient into the
-# running sum than it saves (measured on a 2-core EPYC, d = 128).
-_BLOCK_BYTES = 16 << 20
+# On CPU, blocks of up to 16 MiB of logits stay in the (32 MiB, shared) L3
+# while they are exponentiated, summed and turned into a gradient; below ~512
+# rows a block pays more for adding its [2N, d] candidate gradient into the
+# running sum than it saves (measured on a 2-core EPYC, d = 128). GPUs and
+# TPUs stream the whole [2n, 2N] matrix at full bandwidth and want big
+# matmuls, so there a block is bounded only by memory (1 GiB of logits:
+# one block for any per-device batch in use).
+_CPU_BLOCK_BYTES = 16 << 20
+_ACCELERATOR_BLOCK_BYTES = 1 << 30
 _MIN_BLOCK_ROWS = 512
 # Shifting each row by its positive logit bounds exp() by e^(2/tau) over up
 # to ~1e5 columns: finite in float32 while 2/tau < 88 - log(1e5).
 _MAX_POSITIVE_SHIFT_INV_TAU = 30.0
 
 
-def _default_block_rows(num_cols: int) -> int:
-  return max(_MIN_BLOCK_ROWS, _BLOCK_BYTES // (4 * num_cols))
+def _default_block_rows(num_cols: int, backend: str | None = None) -> int:
+  backend = backend or jax.default_backend()
+  budget = _CPU_BLOCK_BYTES if backend == "cpu" else _ACCELERATOR_BLOCK_BYTES
+  return max(_MIN_BLOCK_ROWS, budget // (4 * num_cols))
 
 
 def _score_block(anchors, candidates, self_col, static: _Static,
@@ -198,8 +204,9 @@ def nt_xent_with_accuracy(z_a: jax.Array, z_b: jax.Array, *,
       this device (row i of z_a and row i of z_b are a positive pair).
     temperature: tau > 0.
     axis_name: mesh axis the global batch is split over, or None.
-    block_rows: anchors scored per block (default: a block of logits of
-      about 16 MiB, at least 512 rows).
+    block_rows: anchors scored per block (default: on CPU a block of
+      logits of about 16 MiB, at least 512 rows, so that it stays in cache;
+      on GPU/TPU up to 1 GiB of logits, i.e. usually one block).
 
   Each device scores its 2n local anchors against the 2N global candidates
   (the gathered embeddings), `block_rows` anchors at a time: memory is

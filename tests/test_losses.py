@@ -302,3 +302,13 @@ def test_traced_temperature_matches_and_gets_a_gradient():
   want = (reference_nt_xent(z_a, z_b, 0.3 + eps)
           - reference_nt_xent(z_a, z_b, 0.3 - eps)) / (2 * eps)
   np.testing.assert_allclose(float(g_tau), want, rtol=1e-3)
+
+
+def test_default_blocks_fit_cache_on_cpu_and_cover_the_batch_elsewhere():
+  # CPU: ~16 MiB of float32 logits per block, never below 512 rows.
+  assert losses._default_block_rows(8192, "cpu") == 512
+  assert losses._default_block_rows(2048, "cpu") == 2048
+  # GPU/TPU: bounded by memory only, so a per-device batch of 2n = 8192
+  # anchors against 2N = 32768 candidates is a single block.
+  assert losses._default_block_rows(32768, "gpu") >= 8192
+  assert losses._default_block_rows(32768, "tpu") >= 8192
