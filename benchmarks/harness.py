@@ -91,9 +91,11 @@ class Bench:
         batch_shapes(self.config))
 
 
-def build(config: ml_collections.ConfigDict, mesh=None) -> Bench:
+def build(config: ml_collections.ConfigDict, mesh=None, *,
+          guard: bool = True) -> Bench:
   """The real step of `config` on `mesh` (default: all devices), built as
-  `train.train_and_evaluate` builds it (config validated first)."""
+  `train.train_and_evaluate` builds it (config validated first).
+  guard=False leaves out `guards.skip_nonfinite` (to measure it)."""
   mesh = parallel.make_data_mesh() if mesh is None else mesh
   config_checks.validate(config, num_devices=mesh.size,
                          num_processes=jax.process_count())
@@ -106,13 +108,12 @@ def build(config: ml_collections.ConfigDict, mesh=None) -> Bench:
   init = jax.jit(
       functools.partial(method.init_state, model=model, tx=tx, config=config),
       out_shardings=parallel.replicated(mesh))
-  step = parallel.shard_train_step(
-      guards.skip_nonfinite(
-          functools.partial(method.train_step, model=model, tx=tx,
-                            config=config, learning_rate_fn=learning_rate_fn,
-                            axis_name=parallel.DATA_AXIS),
-          axis_name=parallel.DATA_AXIS),
-      mesh)
+  step = functools.partial(method.train_step, model=model, tx=tx,
+                           config=config, learning_rate_fn=learning_rate_fn,
+                           axis_name=parallel.DATA_AXIS)
+  if guard:
+    step = guards.skip_nonfinite(step, axis_name=parallel.DATA_AXIS)
+  step = parallel.shard_train_step(step, mesh)
   return Bench(config=config, mesh=mesh, method=method, model=model, tx=tx,
                init=init, step=step)
 
@@ -140,11 +141,17 @@ def synthetic_batch(config, mesh, seed: int = 0) -> dict[str, jax.Array]:
   return jax.device_put(batch, parallel.batch_sharded(mesh))
 
 
-def cost(compiled) -> dict[str, float]:
-  """XLA's cost analysis of one call of a compiled function ('flops',
-  'bytes accessed', ...; empty where the backend gives none)."""
+def cost(lowered_or_compiled) -> dict[str, float]:
+  """XLA's cost analysis of one call ('flops', 'bytes accessed', ...; empty
+  where the backend gives none).
+
+  Of a `Lowered`: the HLO before the backend's passes, so every convolution
+  counts. Of a `Compiled`: the optimised program, whose byte counts reflect
+  fusion, but on GPU convolutions and matmuls become library calls (cuDNN,
+  cuBLAS) that the analysis counts as nothing.
+  """
   try:
-    result = compiled.cost_analysis()
+    result = lowered_or_compiled.cost_analysis()
   except Exception:  # pylint: disable=broad-except
     return {}
   if isinstance(result, (list, tuple)):  # older JAX: one dict per program
@@ -153,10 +160,10 @@ def cost(compiled) -> dict[str, float]:
           if isinstance(v, (int, float))}
 
 
-def cost_flops(compiled) -> float | None:
-  """FLOPs of one call of a compiled function, from XLA's cost analysis
-  (None where the backend gives none)."""
-  return cost(compiled).get("flops")
+def cost_flops(lowered_or_compiled) -> float | None:
+  """FLOPs of one call from XLA's cost analysis (None where the backend
+  gives none); see `cost` for which to pass."""
+  return cost(lowered_or_compiled).get("flops")
 
 
 class Timer:

@@ -105,31 +105,55 @@ def moco_baseline(config, mesh, batch):
   return fn, (variables, (batch["view1"], batch["view2"]))
 
 
+# --ablate: the step again without one part each, timed in the same reps,
+# to see where an overhead comes from: (label, config overrides, guard).
+ABLATIONS = (
+    ("no guard", {}, False),
+    ("SGD, not LARS", {"optimizer": "sgd"}, True),
+    ("no online probe", {"online_probe": False}, True),
+)
+
+
 def measure(spec: str, *, batch_size: int, reps: int, calls: int,
-            overrides: dict):
+            overrides: dict, ablate: bool = False):
   config = harness.load_config(spec, batch_size=batch_size, **overrides)
   mesh = parallel.make_data_mesh()
   bench = harness.build(config, mesh)
   batch = harness.synthetic_batch(config, mesh)
   runner = harness.StepRunner(bench, batch)
+  ablations = {}
+  for label, changes, guard in ABLATIONS if ablate else ():
+    if "optimizer" in changes and changes["optimizer"] == config.optimizer:
+      continue
+    variant = harness.load_config(spec, batch_size=batch_size,
+                                  **{**overrides, **changes})
+    ablations[label] = harness.StepRunner(
+        harness.build(variant, mesh, guard=guard), batch)
   make_baseline = (simclr_baseline if config.method == "simclr"
                    else moco_baseline)
   with jax.set_mesh(mesh):
     base_fn, base_args = make_baseline(config, mesh, batch)
     baseline = lambda: base_fn(*base_args)
     start = time.perf_counter()
-    jax.block_until_ready((runner(), baseline()))   # compile both
+    jax.block_until_ready((runner(), baseline(),
+                           [r() for r in ablations.values()]))  # compile
     compile_s = time.perf_counter() - start
-    # XLA's own count of the work (deterministic, unlike the timings).
-    cost = {
-        "step": harness.cost(bench.step.lower(
-            bench.abstract_state(), bench.abstract_batch()).compile()),
-        "baseline": harness.cost(base_fn.lower(*base_args).compile()),
-    }
+    # XLA's own count of the work (deterministic, unlike the timings):
+    # FLOPs of the lowered HLO (every convolution counts), bytes of the
+    # compiled program (after fusion; on GPU without cuDNN/cuBLAS calls).
+    lowered = {"step": bench.step.lower(bench.abstract_state(),
+                                        bench.abstract_batch()),
+               "baseline": base_fn.lower(*base_args)}
+    cost = {k: {"flops": harness.cost(v).get("flops"),
+                "bytes accessed": harness.cost(v.compile()).get(
+                    "bytes accessed")}
+            for k, v in lowered.items()}
     timer = harness.Timer()
     for _ in range(reps):
       timer.measure("step", runner, calls)
       timer.measure("baseline", baseline, calls)
+      for label, ablated in ablations.items():
+        timer.measure(label, ablated, calls)
   nonfinite = float(jax.device_get(runner.metrics["nonfinite_steps"]))
   if nonfinite:
     print(f"warning: {spec}: the last step was skipped as non-finite")
@@ -145,12 +169,15 @@ def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--configs", nargs="+",
                       default=["simclr:cifar10", "moco_v2:cifar10"])
-  parser.add_argument("--batch", type=int, default=16,
+  parser.add_argument("--batch", type=int, default=32,
                       help="global batch N (images; SimCLR encodes 2N views)")
-  parser.add_argument("--reps", type=int, default=7)
-  parser.add_argument("--calls", type=int, default=2,
+  parser.add_argument("--reps", type=int, default=5)
+  parser.add_argument("--calls", type=int, default=1,
                       help="back-to-back calls per timed sample")
   parser.add_argument("--half_precision", action="store_true")
+  parser.add_argument("--ablate", action="store_true",
+                      help="also time the step without the guard, with SGD "
+                      "instead of LARS, and without the online probe")
   args = parser.parse_args(argv)
   overrides = {"half_precision": True} if args.half_precision else {}
 
@@ -160,7 +187,7 @@ def main(argv=None):
   for spec in args.configs:
     config, timer, compile_s, cost = measure(
         spec, batch_size=args.batch, reps=args.reps, calls=args.calls,
-        overrides=overrides)
+        overrides=overrides, ablate=args.ablate)
     step, base = timer.median("step"), timer.median("baseline")
     target = TARGETS[config.method]
     baseline_name = ("encoder fwd+bwd 2N" if config.method == "simclr"
@@ -179,10 +206,14 @@ def main(argv=None):
           f"{sorted(round(s * 1e3, 1) for s in timer.samples['step'])}; "
           f"baseline {sorted(round(s * 1e3, 1) for s in timer.samples['baseline'])}",
           flush=True)
+    for label in timer.samples:
+      if label not in ("step", "baseline"):
+        print(f"    ablation: step with {label}: {timer.median(label) * 1e3:.2f}"
+              f" ms ({timer.median(label) / base:.3f} x baseline)")
   print(harness.table(rows, ["config", "model", "baseline", "step ms",
                              "baseline ms", "ratio", "paired ratio", "target",
                              "met",
-                             "XLA flops ratio", "XLA bytes ratio"]))
+                             "HLO flops ratio", "compiled bytes ratio"]))
   return rows
 
 

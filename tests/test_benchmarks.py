@@ -47,6 +47,14 @@ def test_analytic_count_matches_xla_cost_analysis(name, size, cifar_stem):
   assert 1.0 <= xla / analytic < 1.08
 
 
+def test_mfu_flops_fall_back_to_analytic_where_xla_misses_convolutions():
+  import gpu_resnet50  # pylint: disable=g-import-not-at-top
+  assert gpu_resnet50._flops_for_mfu(1.02e12, 1e12) == (1.02e12, "XLA")
+  # GPU: cuDNN convolutions are not in XLA's count.
+  assert gpu_resnet50._flops_for_mfu(2e10, 1e12) == (1e12, "analytic")
+  assert gpu_resnet50._flops_for_mfu(None, 1e12) == (1e12, "analytic")
+
+
 def test_mfu_arithmetic_and_peaks():
   # Half the peak for 0.1 s is 0.05 s of peak FLOPs.
   assert flops.mfu(989e12 * 0.05, 0.1, 989e12) == pytest.approx(0.5)
@@ -127,4 +135,6 @@ def test_gpu_script_smoke_runs_without_tensorflow():
     step_ms, rate = float(row[2]), float(row[3])
     mfu = float(row[-2].rstrip("%"))
     assert step_ms > 0 and rate > 0 and mfu > 0, (name, row)
+  # On CPU XLA's count covers the convolutions: MFU comes from it.
+  assert rows["simclr"][-3] == "XLA", out.stdout
   assert "SimCLR views/s / supervised images/s" in out.stdout
