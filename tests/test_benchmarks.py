@@ -138,3 +138,40 @@ def test_gpu_script_smoke_runs_without_tensorflow():
   # On CPU XLA's count covers the convolutions: MFU comes from it.
   assert rows["simclr"][-3] == "XLA", out.stdout
   assert "SimCLR views/s / supervised images/s" in out.stdout
+
+
+def test_lars_is_optax_lars_bitwise():
+  """The step-overhead fix (optim.scale_by_trust_ratio without safe_norm)
+  changes no update and no state structure (checkpoints)."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  import optax  # pylint: disable=g-import-not-at-top
+  from contrastive_jax import optim  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  params = {"conv1": {"kernel": rng.standard_normal((3, 3, 4, 8))},
+            "bn1": {"scale": rng.standard_normal(8),
+                    "bias": rng.standard_normal(8)},
+            "dense": {"kernel": rng.standard_normal((8, 5)),
+                      "bias": rng.standard_normal(5)},
+            "zero": {"kernel": np.zeros((4, 4))}}
+  params = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), params)
+  grads = jax.tree.map(lambda x: 0.1 * jnp.cos(x) + 0.01, params)
+  grads["dense"]["kernel"] = jnp.zeros_like(grads["dense"]["kernel"])
+  reference = optax.lars(
+      0.3, weight_decay=1e-4, weight_decay_mask=optim.decay_mask,
+      trust_coefficient=1e-3, trust_ratio_mask=optim.decay_mask,
+      momentum=0.9)
+  ours = optim.create_optimizer(name="lars", learning_rate=0.3,
+                                weight_decay=1e-4, momentum=0.9)
+
+  def run(tx):
+    state, p = tx.init(params), params
+    update = jax.jit(tx.update)
+    for _ in range(3):
+      updates, state = update(grads, state, p)
+      p = optax.apply_updates(p, updates)
+    return p, state
+
+  expected, got = run(reference), run(ours)
+  assert jax.tree.structure(expected) == jax.tree.structure(got)
+  for e, g in zip(jax.tree.leaves(expected), jax.tree.leaves(got)):
+    np.testing.assert_array_equal(np.asarray(e), np.asarray(g))
