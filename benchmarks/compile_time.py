@@ -111,10 +111,10 @@ def main(argv=None):
 
   # Backend start-up is not any step's compile time.
   jax.jit(lambda x: x + 1).lower(jnp.zeros(())).compile()
+  note = ("" if args.all or args.variants
+          else " (one per method/model; --all for every one)")
   print(f"{jax.devices()[0].device_kind} x{jax.device_count()}, jax "
-        f"{jax.__version__}; {len(specs)} variants"
-        f"{'' if args.all or args.variants else ' (one per method/model; --all for every one)'}",
-        flush=True)
+        f"{jax.__version__}; {len(specs)} variants{note}", flush=True)
   rows = []
   for spec in specs:
     config, lower_s, compile_s = compile_step(spec, batch_size=args.batch)

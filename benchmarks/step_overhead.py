@@ -202,14 +202,15 @@ def main(argv=None):
                  ratio, paired, f"<= {target:.2f}",
                  "yes" if ratio <= target else "NO",
                  _ratio(cost, "flops"), _ratio(cost, "bytes accessed")])
+    samples = {k: sorted(round(s * 1e3, 1) for s in v)
+               for k, v in timer.samples.items()}
     print(f"  {spec}: compiled in {compile_s:.1f} s; step samples (ms) "
-          f"{sorted(round(s * 1e3, 1) for s in timer.samples['step'])}; "
-          f"baseline {sorted(round(s * 1e3, 1) for s in timer.samples['baseline'])}",
-          flush=True)
+          f"{samples['step']}; baseline {samples['baseline']}", flush=True)
     for label in timer.samples:
       if label not in ("step", "baseline"):
-        print(f"    ablation: step with {label}: {timer.median(label) * 1e3:.2f}"
-              f" ms ({timer.median(label) / base:.3f} x baseline)")
+        ablated = timer.median(label)
+        print(f"    ablation: step with {label}: {ablated * 1e3:.2f} ms "
+              f"({ablated / base:.3f} x baseline)")
   print(harness.table(rows, ["config", "model", "baseline", "step ms",
                              "baseline ms", "ratio", "paired ratio", "target",
                              "met",
