@@ -1,0 +1,151 @@
+"""Throughput of the pretraining input pipeline, in views per second per core.
+
+  python benchmarks/input_pipeline.py [--repeats=3] [--seconds=8] [--cores=1,2]
+
+Builds real TFDS ArrayRecord datasets in a temporary directory from
+scikit-learn's two sample photos (bench_data.py): 500x375 JPEGs and 32x32
+PNGs. Then runs the real `pipeline.pretrain_stream` (TFDS read, decode, the
+SimCLR two-view augmentation of configs/simclr.py) on each:
+
+  imagenet  `simclr.py:imagenet` views (224 px, colour jitter 1.0, blur)
+  cifar10   `simclr.py:cifar10` views (32 px, colour jitter 0.5)
+
+Each measurement runs in its own process pinned to 1 or 2 cores (CPU
+affinity set before TensorFlow starts, tf.data's thread pool of that size):
+a warm-up, then the views produced in `--seconds`. Measurements are
+interleaved over `--repeats` rounds and the median is reported, since a shared
+machine is noisy; "per CPU-s" (views per second of CPU time the process used)
+shows how it scales apart from other processes' load. `--per_example` also
+measures the same stream with whole views augmented per example
+(`batch_augment=False`: the same bits, each view's flip/colour/blur run on a
+batch of one, as before batching; reads are grouped either way).
+"""
+
+import argparse
+import importlib.util
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+# Views per second per core, from the project's performance issue.
+TARGETS = {'imagenet': 145.0, 'cifar10': 4000.0}
+BATCH = {'imagenet': 64, 'cifar10': 256}
+
+
+def view_spec(variant):
+  """The view spec of `configs/simclr.py:variant`."""
+  spec = importlib.util.spec_from_file_location(
+      'simclr_config', os.path.join(REPO, 'configs', 'simclr.py'))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(variant).view_augment
+
+
+def measure(setting, cores, data_dir, dataset, seconds, batch_augment):
+  """Runs in a fresh process: views per second of the real stream."""
+  os.sched_setaffinity(0, set(sorted(os.sched_getaffinity(0))[:cores]))
+  os.environ['TF_CPP_MIN_LOG_LEVEL'] = '2'
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  tf.config.threading.set_inter_op_parallelism_threads(cores)
+  tf.config.threading.set_intra_op_parallelism_threads(cores)
+  from contrastive_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+  batch = BATCH[setting]
+  spec = view_spec(setting)
+  ds = pipeline.make_pretrain_dataset(
+      dataset=dataset, split='train', data_dir=data_dir,
+      local_batch_size=batch, view_specs=(spec, spec), seed=0,
+      process_index=0, process_count=1, batch_augment=batch_augment)
+  options = tf.data.Options()
+  options.threading.private_threadpool_size = cores
+  batches = iter(ds.with_options(options))
+  start = time.perf_counter()
+  while time.perf_counter() - start < min(seconds, 5.0):  # Warm-up.
+    next(batches)
+  count, start, cpu = 0, time.perf_counter(), time.process_time()
+  while time.perf_counter() - start < seconds:
+    next(batches)
+    count += 1
+  views = 2 * batch * count
+  return (views / (time.perf_counter() - start),
+          views / (time.process_time() - cpu))
+
+
+def _run_worker(args, setting, cores, dataset, batch_augment):
+  command = [sys.executable, os.path.abspath(__file__), '--worker',
+             f'--setting={setting}', f'--cores={cores}',
+             f'--data_dir={args.data_dir}', f'--dataset={dataset}',
+             f'--seconds={args.seconds}',
+             f'--batch_augment={int(batch_augment)}']
+  out = subprocess.run(command, check=True, capture_output=True, text=True,
+                       cwd=REPO, env=dict(os.environ, PYTHONPATH=REPO))
+  result = json.loads(out.stdout.strip().splitlines()[-1])
+  return result['views_per_s'], result['views_per_cpu_s']
+
+
+def _build(data_dir, photos, tiny):
+  sys.path.insert(0, HERE)
+  import bench_data  # pylint: disable=g-import-not-at-top
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  tfds.disable_progress_bar()
+  return {'imagenet': bench_data.photo_dataset(data_dir, count=photos),
+          'cifar10': bench_data.tiny_dataset(data_dir, count=tiny)}
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument('--repeats', type=int, default=3)
+  parser.add_argument('--seconds', type=float, default=8.0)
+  parser.add_argument('--cores', default='1,2')
+  parser.add_argument('--settings', default='imagenet,cifar10')
+  parser.add_argument('--photos', type=int, default=256)
+  parser.add_argument('--tiny', type=int, default=4096)
+  parser.add_argument('--per_example', action='store_true')
+  # Internal: one measurement in this process.
+  parser.add_argument('--worker', action='store_true')
+  parser.add_argument('--setting')
+  parser.add_argument('--data_dir')
+  parser.add_argument('--dataset')
+  parser.add_argument('--batch_augment', type=int, default=1)
+  args = parser.parse_args()
+  if args.worker:
+    rate, cpu_rate = measure(args.setting, int(args.cores), args.data_dir,
+                             args.dataset, args.seconds,
+                             bool(args.batch_augment))
+    print(json.dumps({'views_per_s': rate, 'views_per_cpu_s': cpu_rate}))
+    return
+
+  with tempfile.TemporaryDirectory() as data_dir:
+    args.data_dir = data_dir
+    datasets = _build(data_dir, args.photos, args.tiny)
+    cores = [int(c) for c in args.cores.split(',')]
+    settings = args.settings.split(',')
+    paths = [True, False] if args.per_example else [True]
+    rates = {}
+    for _ in range(args.repeats):
+      for setting in settings:
+        for n in cores:
+          for batched in paths:
+            rate = _run_worker(args, setting, n, datasets[setting], batched)
+            rates.setdefault((setting, n, batched), []).append(rate)
+
+  print(f'{"setting":10} {"path":12} {"cores":>5} {"views/s":>8} '
+        f'{"per core":>8} {"target":>7} {"ratio":>6} {"per CPU-s":>9}  '
+        f'(medians of {args.repeats}; [per core in each run])')
+  for (setting, n, batched), values in rates.items():
+    rate = statistics.median(v[0] for v in values)
+    per_core = rate / n
+    runs = ' '.join(f'{v[0] / n:.0f}' for v in values)
+    print(f'{setting:10} {"batched" if batched else "per-example":12} '
+          f'{n:5d} {rate:8.0f} {per_core:8.0f} {TARGETS[setting]:7.0f} '
+          f'{per_core / TARGETS[setting]:6.2f} '
+          f'{statistics.median(v[1] for v in values):9.0f}  [{runs}]')
+
+
+if __name__ == '__main__':
+  main()
