@@ -30,14 +30,19 @@ def test_preview_command_writes_views_that_differ(tmp_path):
   side = preview.tile_side(16)  # the digits views are 16 px
   assert grid.shape == (preview.GAP + 3 * (side + preview.GAP),
                         preview.GAP + 5 * (side + preview.GAP), 3)
+  # A view CAN equal its original (a whole-image crop with no flip, jitter or
+  # grayscale: ~1% per view on 8 px digits), so the test asks for most.
+  differ_from_original, differ_from_each_other = [], []
   for row in range(3):
     original, *views = [preview.tile(grid, row, col, side)
                         for col in range(5)]
     assert original.std() > 0.1  # a digit, not a blank tile
     for i, view in enumerate(views):
-      assert np.abs(view - original).mean() > 0.02, (row, i)
+      differ_from_original.append(np.abs(view - original).mean() > 0.02)
       for other in views[i + 1:]:
-        assert np.abs(view - other).mean() > 0.02, (row, i)
+        differ_from_each_other.append(np.abs(view - other).mean() > 0.02)
+  assert sum(differ_from_original) >= 10, differ_from_original  # of 12
+  assert sum(differ_from_each_other) >= 16, differ_from_each_other  # of 18
 
 
 def test_preview_command_bad_input_is_one_line(tmp_path):
