@@ -21,8 +21,9 @@ also carries their competition for CPU; on a GPU/TPU host it would not.
 
 Settings (configs/simclr.py:cifar10 views, 32 px):
   resnet18   the cifar10 config's ResNet-18 (a slow step on CPU)
-  tiny       a tiny ResNet, a step ~100x cheaper: a much harder test for the
-             pipeline, which must then deliver thousands of views per second
+  tiny       a tiny ResNet at batch 256, ~15x cheaper per view: a harder
+             test for the pipeline, which must then deliver ~500 views/s
+             while the step uses the same cores
 """
 
 import argparse
