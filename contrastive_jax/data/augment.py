@@ -54,7 +54,7 @@ def random_resized_crop(size, area=(0.08, 1.0), aspect=(3 / 4, 4 / 3),
   height, width = op_args.check_size('random_resized_crop', size)
   area = op_args.check_range('random_resized_crop', 'area', area, 0.0, 1.0)
   aspect = op_args.check_range('random_resized_crop', 'aspect', aspect, 0.0,
-                        float('inf'))
+                               float('inf'))
   if area[1] <= 0 or aspect[0] <= 0:
     raise ConfigError('random_resized_crop: area and aspect must be positive')
   op_args.check_method('random_resized_crop', method)
