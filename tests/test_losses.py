@@ -200,12 +200,20 @@ def test_blocked_custom_vjp_matches_float64_and_autodiff(block_rows,
                              rtol=1e-5)
   for g, w in zip(grads, reference_grad_analytic(z_a, z_b, temperature)):
     np.testing.assert_allclose(np.asarray(g), w, rtol=1e-4, atol=1e-6)
-  (p_value, p_acc), p_grads = jax.value_and_grad(
-      plain_nt_xent_with_accuracy, argnums=(0, 1), has_aux=True)(
-          jnp.asarray(z_a), jnp.asarray(z_b), temperature)
-  np.testing.assert_allclose(float(value), float(p_value), rtol=1e-6)
-  assert float(acc) == float(p_acc)
-  for g, w in zip(grads, p_grads):
+  _assert_same_value_and_grads(
+      ((value, acc), grads),
+      jax.value_and_grad(plain_nt_xent_with_accuracy, argnums=(0, 1),
+                         has_aux=True)(jnp.asarray(z_a), jnp.asarray(z_b),
+                                       temperature))
+
+
+def _assert_same_value_and_grads(got, want):
+  """((loss, accuracy), grads) pairs: equal up to float32 reordering."""
+  (value, acc), grads = got
+  (want_value, want_acc), want_grads = want
+  np.testing.assert_allclose(float(value), float(want_value), rtol=1e-6)
+  assert float(acc) == float(want_acc)
+  for g, w in zip(grads, want_grads):
     np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=1e-5,
                                atol=1e-7)
 
@@ -252,14 +260,9 @@ def test_blocked_sharded_equals_unsharded(block_rows):
       out_specs=((P(), P()), (P("data"), P("data")))))
   sharding = NamedSharding(mesh, P("data"))
   with jax.set_mesh(mesh):
-    (value, acc), grads = step(jax.device_put(z_a, sharding),
-                               jax.device_put(z_b, sharding))
-  (want, want_acc), want_grads = _blocked_value_and_grad(z_a, z_b, 0.3, None)
-  np.testing.assert_allclose(float(value), float(want), rtol=1e-6)
-  assert float(acc) == float(want_acc)
-  for g, w in zip(grads, want_grads):
-    np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=1e-5,
-                               atol=1e-7)
+    got = step(jax.device_put(z_a, sharding), jax.device_put(z_b, sharding))
+  _assert_same_value_and_grads(
+      got, _blocked_value_and_grad(z_a, z_b, 0.3, None))
 
 
 def test_blocked_bf16_inputs_match_float32_on_rounded_values():
