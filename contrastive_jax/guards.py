@@ -27,8 +27,10 @@ def skip_nonfinite(per_device_step: Callable, *,
                    axis_name: str | None) -> Callable:
   """Wraps a per-device `step(state, batch) -> (state, metrics)`.
 
-  The step's metrics must hold the global-batch 'loss' and 'grad_norm' (a
-  non-finite gradient anywhere makes its norm non-finite). The verdict is
+  The step's metrics must hold the global-batch 'loss' and 'grad_norm'; every
+  metric named '*grad_norm' is checked (a non-finite gradient anywhere makes
+  its norm non-finite, so the norms must together cover all gradients, e.g.
+  'grad_norm' and the online probe's 'probe_grad_norm'). The verdict is
   agreed over `axis_name` so that the replicated state stays replicated.
   Adds metric NONFINITE: 1.0 for a skipped step, else 0.0.
   """
@@ -37,6 +39,9 @@ def skip_nonfinite(per_device_step: Callable, *,
     new_state, metrics = per_device_step(state, batch)
     finite = jnp.isfinite(metrics["loss"]) & jnp.isfinite(
         metrics["grad_norm"])
+    for name, value in metrics.items():
+      if name.endswith("grad_norm"):
+        finite &= jnp.isfinite(value)
     if axis_name is not None:
       finite = jax.lax.pmin(finite.astype(jnp.int32), axis_name) > 0
     kept = jax.tree.map(lambda new, old: jnp.where(finite, new, old),

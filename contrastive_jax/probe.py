@@ -31,3 +31,14 @@ def loss_and_accuracy(logits, labels, *, axis_name):
     sums = jax.lax.psum(sums, axis_name)
   count = jnp.maximum(sums[2], 1.0)
   return sums[0] / count, sums[1] / count
+
+
+def grad_norms(grads) -> dict:
+  """{'grad_norm': of the method's own parameters, 'probe_grad_norm': of the
+  probe's (when the tree has a 'probe' entry)}: the probe's gradient would
+  otherwise dominate the one that reports on training the encoder."""
+  if not isinstance(grads, dict) or "probe" not in grads:
+    return {"grad_norm": optax.tree.norm(grads)}
+  own = {k: v for k, v in grads.items() if k != "probe"}
+  return {"grad_norm": optax.tree.norm(own),
+          "probe_grad_norm": optax.tree.norm(grads["probe"])}

@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 
 from contrastive_jax import guards, metric_logging, optim, parallel
+from contrastive_jax import probe as probe_lib
 from contrastive_jax.methods import simclr
+from contrastive_jax.train_state import TrainState
 from tests.test_simclr_step import fixed_batch, tiny_config
 
 
@@ -127,3 +129,28 @@ def test_run_with_a_nan_streak_stops_and_keeps_finite_checkpoints(
   counted = {r["step"]: r[guards.NONFINITE] for r in rows
              if guards.NONFINITE in r}
   assert [counted[s] for s in range(1, 7)] == [0, 0, 0, 1, 1, 1]
+
+
+def test_grad_norm_leaves_out_the_probe_and_the_guard_checks_both():
+  grads = {"encoder": {"w": jnp.array([3.0, 4.0])},
+           "head": {"w": jnp.array([0.0])},
+           "probe": {"w": jnp.array([12.0, 5.0])}}
+  norms = probe_lib.grad_norms(grads)
+  assert float(norms["grad_norm"]) == 5.0
+  assert float(norms["probe_grad_norm"]) == 13.0
+  assert set(probe_lib.grad_norms({"w": jnp.ones(4)})) == {"grad_norm"}
+
+  # Only the probe's gradient is non-finite: the step is still skipped.
+  state = TrainState(step=jnp.zeros((), jnp.int32), params={"w": jnp.ones(2)},
+                     batch_stats={}, opt_state=(), rng=jnp.zeros(2, jnp.uint32))
+
+  def step(state, batch):
+    del batch
+    new = state.replace(step=state.step + 1, params={"w": jnp.zeros(2)})
+    return new, {"loss": jnp.float32(1.0), "grad_norm": jnp.float32(1.0),
+                 "probe_grad_norm": jnp.float32(jnp.nan)}
+
+  kept, metrics = guards.skip_nonfinite(step, axis_name=None)(state, None)
+  assert float(metrics[guards.NONFINITE]) == 1.0
+  np.testing.assert_array_equal(kept.params["w"], np.ones(2))
+  assert int(kept.step) == 1

@@ -266,7 +266,7 @@ def train_step(state: TrainState, batch, *, model: MoCoModel,
   metrics = {
       "loss": aux.out.loss,
       "contrastive_accuracy": aux.out.accuracy,
-      "grad_norm": optax.tree.norm(grads),
+      **probe_lib.grad_norms(grads),
       "learning_rate": learning_rate_fn(state.step),
       "ema_momentum": ema.ema_state(opt_state).momentum,
       **aux.probe_metrics,

@@ -112,7 +112,7 @@ def train_step(state: TrainState, batch, *, model: nn.Module,
   metrics = {
       "loss": out.loss,
       "contrastive_accuracy": out.accuracy,
-      "grad_norm": optax.tree.norm(grads),
+      **probe_lib.grad_norms(grads),
       "learning_rate": learning_rate_fn(state.step),
       **probe_metrics,
   }
