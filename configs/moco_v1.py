@@ -21,22 +21,13 @@ from contrastive_jax.config_defaults import (moco_base_config, moco_views,
 
 def get_config(arg: str | None = None):
   variant = arg or "imagenet"
-  c = moco_base_config()
-  c.method = "moco"
+  c = moco_base_config()  # EMA m = 0.999 and the SGD recipe MoCo shares.
   # The MoCo v1 recipe; variants change the data, model size and queue.
   c.head.num_layers = 1          # linear fc to 128-d
   c.head.output_dim = 128
   c.temperature = 0.07
-  c.ema_momentum, c.ema_momentum_schedule = 0.999, "constant"
-  c.optimizer = "sgd"
-  c.learning_rate, c.lr_scaling = 0.03, "linear"
-  c.momentum = 0.9
-  c.weight_decay = 1e-4
-  c.warmup_epochs = 0.0
-  c.num_epochs = 200
   c.lr_schedule = "step"
   c.lr_decay_epochs, c.lr_decay_factor = (120, 160), 0.1
-  c.batch_size = 256
   if variant == "imagenet":
     use_pretraining_dataset(c, "imagenet")
     c.view_augment = moco_views(224, version=1)

@@ -26,22 +26,13 @@ from contrastive_jax.config_defaults import (moco_base_config, moco_views,
 
 def get_config(arg: str | None = None):
   variant = arg or "imagenet"
-  c = moco_base_config()
-  c.method = "moco"
+  c = moco_base_config()  # EMA m = 0.999 and the SGD recipe MoCo shares.
   # The MoCo v2 recipe; variants change the data, model size and queue.
   c.head.num_layers = 2          # Dense(encoder width) -> ReLU -> Dense(128)
   c.head.hidden_dim = -1
   c.head.output_dim = 128
   c.temperature = 0.2
-  c.ema_momentum, c.ema_momentum_schedule = 0.999, "constant"
-  c.optimizer = "sgd"
-  c.learning_rate, c.lr_scaling = 0.03, "linear"
-  c.momentum = 0.9
-  c.weight_decay = 1e-4
-  c.warmup_epochs = 0.0
   c.lr_schedule = "cosine"
-  c.num_epochs = 200
-  c.batch_size = 256
   if variant in ("imagenet", "imagenet800"):
     use_pretraining_dataset(c, "imagenet")
     c.view_augment = moco_views(224, version=2)

@@ -175,4 +175,13 @@ def moco_base_config() -> ml_collections.ConfigDict:
   c.bn_groups_per_device = 1
   # Both views as query, both keys enqueued (the official CIFAR-10 demo).
   c.symmetric_loss = False
+  # The optimizer recipe MoCo v1 and v2 share: SGD, lr 0.03 x B/256, no
+  # warmup, 200 epochs at batch 256 (each config sets its schedule).
+  c.optimizer = "sgd"
+  c.learning_rate, c.lr_scaling = 0.03, "linear"
+  c.momentum = 0.9
+  c.weight_decay = 1e-4
+  c.warmup_epochs = 0.0
+  c.num_epochs = 200
+  c.batch_size = 256
   return c
