@@ -4,11 +4,10 @@ device-resident batches, abstract inputs for compile-only runs, timing.
 
 Imports neither TensorFlow, TFDS nor clu (the accelerator machines have
 none): no data pipeline, no metric writers, and `contrastive_jax.train` is not
-imported; the step-building lines below mirror `train.train_and_evaluate`.
+imported; the step comes from `method_steps.build`, as in train.py.
 """
 
 import dataclasses
-import functools
 import importlib.util
 import os
 import statistics
@@ -20,7 +19,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from contrastive_jax import config_checks, guards, methods, optim, parallel
+from contrastive_jax import config_checks, method_steps, methods, parallel
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG_DIR = os.path.join(REPO, "configs")
@@ -68,21 +67,17 @@ def num_views(config) -> int:
 @dataclasses.dataclass
 class Bench:
   """A method's model, state initialiser and train step, as train.py has
-  them (the step is jit(shard_map(skip_nonfinite(method.train_step))))."""
+  them (method_steps.build: jit(shard_map(skip_nonfinite(train_step))))."""
   config: ml_collections.ConfigDict
-  mesh: jax.sharding.Mesh
-  method: Any
-  model: Any
-  tx: Any
-  init: Callable          # rng -> replicated state
-  step: Callable          # (state, batch) -> (state, metrics); donates state
+  built: method_steps.MethodSteps
 
-  def abstract_state(self):
-    """The state as ShapeDtypeStructs in its (replicated) sharding."""
-    sharding = parallel.replicated(self.mesh)
-    return jax.tree.map(
-        lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding),
-        jax.eval_shape(self.init, jax.random.PRNGKey(0)))
+  def __post_init__(self):
+    self.mesh = self.built.mesh
+    self.method = self.built.method
+    self.model = self.built.model
+    self.init = self.built.init          # rng -> replicated state
+    self.step = self.built.train_step    # donates the input state
+    self.abstract_state = self.built.abstract_state
 
   def abstract_batch(self):
     sharding = parallel.batch_sharded(self.mesh)
@@ -99,23 +94,11 @@ def build(config: ml_collections.ConfigDict, mesh=None, *,
   mesh = parallel.make_data_mesh() if mesh is None else mesh
   config_checks.validate(config, num_devices=mesh.size,
                          num_processes=jax.process_count())
-  method = methods.get_method(config.method)
   total_steps = (int(config.num_train_steps) if config.num_train_steps > 0
                  else max(1, int(config.num_epochs * STEPS_PER_EPOCH)))
-  tx, learning_rate_fn = optim.create_optimizer_from_config(
-      config, steps_per_epoch=STEPS_PER_EPOCH, total_steps=total_steps)
-  model = method.create_model(config, axis_name=parallel.DATA_AXIS)
-  init = jax.jit(
-      functools.partial(method.init_state, model=model, tx=tx, config=config),
-      out_shardings=parallel.replicated(mesh))
-  step = functools.partial(method.train_step, model=model, tx=tx,
-                           config=config, learning_rate_fn=learning_rate_fn,
-                           axis_name=parallel.DATA_AXIS)
-  if guard:
-    step = guards.skip_nonfinite(step, axis_name=parallel.DATA_AXIS)
-  step = parallel.shard_train_step(step, mesh)
-  return Bench(config=config, mesh=mesh, method=method, model=model, tx=tx,
-               init=init, step=step)
+  return Bench(config=config, built=method_steps.build(
+      config, mesh, steps_per_epoch=STEPS_PER_EPOCH, total_steps=total_steps,
+      guard=guard))
 
 
 def batch_shapes(config) -> dict[str, jax.ShapeDtypeStruct]:

@@ -10,7 +10,8 @@ import ml_collections
 from absl import logging
 
 from contrastive_jax import (checkpointing, config_checks, evaluation, guards,
-                             hooks, methods, metric_logging, optim, parallel)
+                             hooks, method_steps, methods, metric_logging,
+                             parallel)
 from contrastive_jax import preemption as preemption_lib
 from contrastive_jax.data import datasets, order, pipeline
 from contrastive_jax.errors import UserError
@@ -123,9 +124,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                       "only: prepare the data once with `tfds build` first")
     datasets.download_and_prepare(config.dataset, config.data_dir)
   steps_per_epoch, total_steps = steps_for(config)
-  tx, learning_rate_fn = optim.create_optimizer_from_config(
-      config, steps_per_epoch=steps_per_epoch, total_steps=total_steps)
-  model = method.create_model(config, axis_name=parallel.DATA_AXIS)
+  built = method_steps.build(config, mesh, steps_per_epoch=steps_per_epoch,
+                             total_steps=total_steps)
+  model = built.model
   make_train_ds = pipeline.pretrain_stream(
       dataset=config.dataset, split=config.train_split,
       data_dir=config.data_dir,
@@ -139,26 +140,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                mesh.size, jax.process_count(), total_steps,
                steps_per_epoch)
   with jax.set_mesh(mesh):
-    # The state is created directly into its (replicated) sharding.
-    init = jax.jit(
-        functools.partial(method.init_state, model=model, tx=tx,
-                          config=config),
-        out_shardings=parallel.replicated(mesh))
     rng = jax.random.PRNGKey(config.seed)
     ckpt = checkpointing.Checkpointer(
         workdir, save_every_steps=config.checkpoint_every_steps,
         keep=config.keep_checkpoints,
         asynchronous=config.async_checkpointing)
     if ckpt.latest_step() is not None:
-      abstract = jax.tree.map(
-          lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype,
-                                         sharding=parallel.replicated(mesh)),
-          jax.eval_shape(init, rng))
-      state = ckpt.restore(abstract)
+      state = ckpt.restore(built.abstract_state())
       logging.info("Resumed from %s at step %d", ckpt.directory,
                    int(state.step))
     else:
-      state = init(rng)
+      # Created directly into its (replicated) sharding.
+      state = built.init(rng)
       if hasattr(method, "warm_start"):  # e.g. a pretrained encoder
         state = method.warm_start(state, config=config)
     start_step = int(jax.device_get(state.step))
@@ -166,14 +159,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       logging.info("Training is done: the checkpoint is at step %d of %d.",
                    start_step, total_steps)
 
-    train_step = parallel.shard_train_step(
-        guards.skip_nonfinite(
-            functools.partial(method.train_step, model=model, tx=tx,
-                              config=config,
-                              learning_rate_fn=learning_rate_fn,
-                              axis_name=parallel.DATA_AXIS),
-            axis_name=parallel.DATA_AXIS),
-        mesh)
+    train_step = built.train_step
     writer = metric_logging.create_writer(workdir)
     if start_step == 0:
       writer.write_hparams(dict(config.to_dict()))

@@ -1,7 +1,6 @@
 """The numerical guard: a NaN batch changes nothing but the step counter and
 is counted; a long enough streak stops with a clear error."""
 
-import functools
 import json
 
 import jax
@@ -9,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from contrastive_jax import guards, metric_logging, optim, parallel
+from contrastive_jax import guards, method_steps, metric_logging, parallel
 from contrastive_jax import probe as probe_lib
 from contrastive_jax.methods import simclr
 from contrastive_jax.train_state import TrainState
@@ -18,20 +17,11 @@ from tests.test_simclr_step import fixed_batch, tiny_config
 
 def _guarded_step_and_state(config, num_devices):
   mesh = parallel.make_data_mesh(jax.devices()[:num_devices])
-  tx, lr_fn = optim.create_optimizer_from_config(
-      config, steps_per_epoch=10, total_steps=100)
-  model = simclr.create_model(config, axis_name=parallel.DATA_AXIS)
-  state = jax.jit(functools.partial(simclr.init_state, model=model, tx=tx,
-                                    config=config),
-                  out_shardings=parallel.replicated(mesh))(
-                      jax.random.PRNGKey(0))
-  per_device = functools.partial(
-      simclr.train_step, model=model, tx=tx, config=config,
-      learning_rate_fn=lr_fn, axis_name=parallel.DATA_AXIS)
-  guarded = parallel.shard_train_step(
-      guards.skip_nonfinite(per_device, axis_name=parallel.DATA_AXIS), mesh)
-  plain = parallel.shard_train_step(per_device, mesh)
-  return mesh, state, guarded, plain
+  built = method_steps.build(config, mesh, steps_per_epoch=10,
+                             total_steps=100)
+  state = built.init(jax.random.PRNGKey(0))
+  plain = parallel.shard_train_step(built.per_device_step, mesh)
+  return mesh, state, built.train_step, plain
 
 
 def _host(tree):

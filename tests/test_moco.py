@@ -13,7 +13,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from contrastive_jax import config_checks, ema, optim, parallel, shuffle_bn
 from contrastive_jax.errors import ConfigError
 from contrastive_jax.methods import moco
-from tests.test_simclr_step import fixed_batch
+from tests.test_simclr_step import build_unguarded, fixed_batch
 
 
 def load_config(name="moco_v2", variant="digits"):
@@ -129,25 +129,8 @@ def test_queue_is_a_fifo_of_the_global_keys(num_devices):
 
 # ------------------------------------------------------------ the step --
 
-def setup(config, num_devices):
-  mesh = parallel.make_data_mesh(jax.devices()[:num_devices])
-  tx, lr_fn = optim.create_optimizer_from_config(
-      config, steps_per_epoch=10, total_steps=100)
-  model = moco.create_model(config, axis_name=parallel.DATA_AXIS)
-  with jax.set_mesh(mesh):
-    state = jax.jit(functools.partial(moco.init_state, model=model, tx=tx,
-                                      config=config),
-                    out_shardings=parallel.replicated(mesh))(
-                        jax.random.PRNGKey(0))
-  step = parallel.shard_train_step(
-      functools.partial(moco.train_step, model=model, tx=tx, config=config,
-                        learning_rate_fn=lr_fn,
-                        axis_name=parallel.DATA_AXIS), mesh)
-  return mesh, state, step
-
-
 def run_steps(config, batch, num_devices, num_steps):
-  mesh, state, step = setup(config, num_devices)
+  mesh, state, step = build_unguarded(config, num_devices)
   with jax.set_mesh(mesh):
     global_batch = parallel.global_batch(batch, mesh)
     history = []
@@ -195,7 +178,7 @@ def test_sync_key_bn_step_enqueues_its_keys_and_learns():
   config = tiny_config(key_bn="sync", bn_groups_per_device=1, queue_size=64,
                        learning_rate=0.5, temperature=0.2)
   batch = fixed_batch(32, 8, seed=2)
-  mesh, state, step = setup(config, num_devices=1)
+  mesh, state, step = build_unguarded(config, num_devices=1)
   before = jax.device_get(state)
   with jax.set_mesh(mesh):
     global_batch = parallel.global_batch(batch, mesh)

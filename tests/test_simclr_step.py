@@ -1,16 +1,13 @@
 """The SimCLR train step alone: sharded equals unsharded, and it learns."""
 
-import functools
 import importlib.util
 import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 
-from contrastive_jax import optim, parallel
-from contrastive_jax.methods import simclr
+from contrastive_jax import method_steps, parallel
 
 
 def tiny_config():
@@ -40,21 +37,21 @@ def fixed_batch(batch_size, image_size, seed=0):
           "label": np.zeros((batch_size,), np.int32)}
 
 
+def build_unguarded(config, num_devices):
+  """(mesh, initial state, the method's jitted step without the non-finite
+  guard) for `config.method` on the first num_devices devices."""
+  mesh = parallel.make_data_mesh(jax.devices()[:num_devices])
+  built = method_steps.build(config, mesh, steps_per_epoch=10,
+                             total_steps=100, guard=False)
+  with jax.set_mesh(mesh):
+    state = built.init(jax.random.PRNGKey(0))
+  return mesh, state, built.train_step
+
+
 def run_steps(config, batch, num_devices, num_steps):
   """num_steps updates on the same global batch, on num_devices devices."""
-  mesh = parallel.make_data_mesh(jax.devices()[:num_devices])
-  tx, lr_fn = optim.create_optimizer_from_config(
-      config, steps_per_epoch=10, total_steps=100)
-  model = simclr.create_model(config, axis_name=parallel.DATA_AXIS)
+  mesh, state, step = build_unguarded(config, num_devices)
   with jax.set_mesh(mesh):
-    state = jax.jit(functools.partial(simclr.init_state, model=model, tx=tx,
-                                      config=config),
-                    out_shardings=parallel.replicated(mesh))(
-                        jax.random.PRNGKey(0))
-    step = parallel.shard_train_step(
-        functools.partial(simclr.train_step, model=model, tx=tx,
-                          config=config, learning_rate_fn=lr_fn,
-                          axis_name=parallel.DATA_AXIS), mesh)
     global_batch = parallel.global_batch(batch, mesh)
     history = []
     for _ in range(num_steps):

@@ -1,0 +1,59 @@
+"""A method's model, optimizer, state initialiser and jitted train step for a
+mesh, built from a config: what train.py runs, the benchmarks time and the
+tests call. Imports no TensorFlow (the data pipeline is not built here)."""
+
+import dataclasses
+import functools
+from typing import Any, Callable
+
+import jax
+import ml_collections
+import optax
+
+from contrastive_jax import guards, methods, optim, parallel
+
+
+@dataclasses.dataclass(frozen=True)
+class MethodSteps:
+  method: Any                        # the method module (methods/*.py)
+  model: Any
+  tx: optax.GradientTransformation
+  learning_rate_fn: Callable
+  mesh: jax.sharding.Mesh
+  init: Callable             # rng -> state, created replicated on the mesh
+  per_device_step: Callable  # method.train_step with its arguments bound
+  # jit(shard_map(step)), the step inside guards.skip_nonfinite when built
+  # with guard=True; donates the input state.
+  train_step: Callable
+
+  def abstract_state(self):
+    """The state as ShapeDtypeStructs in its (replicated) sharding."""
+    sharding = parallel.replicated(self.mesh)
+    return jax.tree.map(
+        lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding),
+        jax.eval_shape(self.init, jax.random.PRNGKey(0)))
+
+
+def build(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, *,
+          steps_per_epoch: int, total_steps: int,
+          guard: bool = True) -> MethodSteps:
+  """The pieces of `config.method` on `mesh`; the step counts set the
+  learning-rate (and EMA) schedules. guard=False leaves out the non-finite
+  guard."""
+  method = methods.get_method(config.method)
+  tx, learning_rate_fn = optim.create_optimizer_from_config(
+      config, steps_per_epoch=steps_per_epoch, total_steps=total_steps)
+  model = method.create_model(config, axis_name=parallel.DATA_AXIS)
+  init = jax.jit(
+      functools.partial(method.init_state, model=model, tx=tx, config=config),
+      out_shardings=parallel.replicated(mesh))
+  per_device_step = functools.partial(
+      method.train_step, model=model, tx=tx, config=config,
+      learning_rate_fn=learning_rate_fn, axis_name=parallel.DATA_AXIS)
+  step = per_device_step
+  if guard:
+    step = guards.skip_nonfinite(step, axis_name=parallel.DATA_AXIS)
+  return MethodSteps(
+      method=method, model=model, tx=tx, learning_rate_fn=learning_rate_fn,
+      mesh=mesh, init=init, per_device_step=per_device_step,
+      train_step=parallel.shard_train_step(step, mesh))
