@@ -13,7 +13,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from contrastive_jax import config_checks, ema, optim, parallel, shuffle_bn
 from contrastive_jax.errors import ConfigError
 from contrastive_jax.methods import moco
-from tests.test_simclr_step import build_unguarded, fixed_batch
+from tests.test_simclr_step import build_unguarded, fixed_batch, run_steps
 
 
 def load_config(name="moco_v2", variant="digits"):
@@ -128,17 +128,6 @@ def test_queue_is_a_fifo_of_the_global_keys(num_devices):
 
 
 # ------------------------------------------------------------ the step --
-
-def run_steps(config, batch, num_devices, num_steps):
-  mesh, state, step = build_unguarded(config, num_devices)
-  with jax.set_mesh(mesh):
-    global_batch = parallel.global_batch(batch, mesh)
-    history = []
-    for _ in range(num_steps):
-      state, metrics = step(state, global_batch)
-      history.append(jax.device_get(metrics))
-  return jax.device_get(state), history
-
 
 def _assert_trees_close(a, b, rtol=1e-4, atol=1e-5):
   assert jax.tree.structure(a) == jax.tree.structure(b)

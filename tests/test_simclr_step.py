@@ -49,7 +49,8 @@ def build_unguarded(config, num_devices):
 
 
 def run_steps(config, batch, num_devices, num_steps):
-  """num_steps updates on the same global batch, on num_devices devices."""
+  """num_steps updates on the same global batch, on num_devices devices:
+  (the final state on the host, each step's metrics)."""
   mesh, state, step = build_unguarded(config, num_devices)
   with jax.set_mesh(mesh):
     global_batch = parallel.global_batch(batch, mesh)
@@ -57,7 +58,7 @@ def run_steps(config, batch, num_devices, num_steps):
     for _ in range(num_steps):
       state, metrics = step(state, global_batch)
       history.append(jax.device_get(metrics))
-  return state, history
+  return jax.device_get(state), history
 
 
 def test_loss_decreases_on_a_fixed_batch():
