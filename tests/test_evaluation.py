@@ -1,12 +1,10 @@
 """Evaluation: the encoder API, linear evaluation and finetuning, kNN, the
 online probe, and the errors a wrong checkpoint gives."""
 
-import functools
 import importlib.util
 import json
 import os
 
-import flax
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -14,11 +12,12 @@ import numpy as np
 import pytest
 
 import contrastive_jax
-from contrastive_jax import knn, optim, parallel, pretrained, train
+from contrastive_jax import knn, optim, pretrained, train
 from contrastive_jax.data import digits
 from contrastive_jax.errors import CheckpointError, ConfigError
 from contrastive_jax.methods import simclr
-from tests.test_simclr_step import fixed_batch, tiny_config
+from tests.test_simclr_step import (fixed_batch, tiny_config,
+                                    unsharded_model_and_state)
 
 CONFIGS = os.path.join(os.path.dirname(__file__), "..", "configs")
 
@@ -228,11 +227,7 @@ def test_knn_matches_numpy_reference_on_random_features():
 
 def test_online_probe_gradient_never_reaches_the_encoder():
   config = tiny_config()
-  model = simclr.create_model(config, axis_name=None)
-  tx, _ = optim.create_optimizer_from_config(config, steps_per_epoch=10,
-                                             total_steps=100)
-  state = simclr.init_state(jax.random.PRNGKey(0), model=model, tx=tx,
-                            config=config)
+  model, state = unsharded_model_and_state(simclr, config)
   batch = fixed_batch(8, config.image_size)
   images = jnp.concatenate([batch["view1"], batch["view2"]])
   labels = jnp.arange(8) % 10

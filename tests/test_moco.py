@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from contrastive_jax import config_checks, ema, optim, parallel, shuffle_bn
+from contrastive_jax import config_checks, ema, parallel, shuffle_bn
 from contrastive_jax.errors import ConfigError
 from contrastive_jax.methods import moco
-from tests.test_simclr_step import build_unguarded, fixed_batch, run_steps
+from tests.test_simclr_step import (build_unguarded, fixed_batch, run_steps,
+                                    unsharded_model_and_state)
 
 
 def load_config(name="moco_v2", variant="digits"):
@@ -206,11 +207,7 @@ def test_sync_key_bn_step_enqueues_its_keys_and_learns():
 
 def test_key_encoder_gets_zero_gradient():
   config = tiny_config()
-  model = moco.create_model(config, axis_name=None)
-  tx, _ = optim.create_optimizer_from_config(config, steps_per_epoch=10,
-                                             total_steps=100)
-  state = moco.init_state(jax.random.PRNGKey(0), model=model, tx=tx,
-                          config=config)
+  model, state = unsharded_model_and_state(moco, config)
   batch = {k: jnp.asarray(v) for k, v in fixed_batch(32, 8, seed=3).items()}
   (g_query, g_key), _ = jax.jit(jax.grad(
       functools.partial(moco.loss_fn, model=model, config=config,

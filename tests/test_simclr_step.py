@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from contrastive_jax import method_steps, parallel
+from contrastive_jax import method_steps, optim, parallel
 
 
 def tiny_config():
@@ -46,6 +46,16 @@ def build_unguarded(config, num_devices):
   with jax.set_mesh(mesh):
     state = built.init(jax.random.PRNGKey(0))
   return mesh, state, built.train_step
+
+
+def unsharded_model_and_state(method, config):
+  """`method`'s model (BatchNorm over the local batch, no mesh axis) and
+  its initial state, for tests that call the model or loss directly."""
+  model = method.create_model(config, axis_name=None)
+  tx, _ = optim.create_optimizer_from_config(config, steps_per_epoch=10,
+                                             total_steps=100)
+  return model, method.init_state(jax.random.PRNGKey(0), model=model, tx=tx,
+                                  config=config)
 
 
 def run_steps(config, batch, num_devices, num_steps):
