@@ -1,5 +1,13 @@
 """Analytic FLOP counts of our ResNets and peak FLOP/s by device kind, for
-MFU (model FLOPs utilisation)."""
+MFU (model FLOPs utilisation), and a best-case bound on the MFU of a
+training step whose BatchNorm runs as separate memory-bound passes."""
+
+import dataclasses
+import math
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
 
 from contrastive_jax import models
 from contrastive_jax.models import resnet
@@ -99,3 +107,69 @@ def encoder_forward_macs(name: str, *, image_size: int,
 def mfu(flops_per_step: float, step_seconds: float, peak_flops: float) -> float:
   """Fraction of the peak that the step's FLOPs take at this step time."""
   return flops_per_step / step_seconds / peak_flops
+
+
+def conv_output_elements(name: str, *, image_size: int,
+                         width_multiplier: int = 1,
+                         cifar_stem: bool = False) -> int:
+  """Elements of every convolution's output for one image: each is the
+  input of one BatchNorm (ResNet-50 at 224 px: 11,113,984 over 53
+  convolutions). Shapes only (jax.eval_shape): nothing is computed."""
+  encoder = models.create_encoder(name, width_multiplier=width_multiplier,
+                                  cifar_stem=cifar_stem)
+  x = jax.ShapeDtypeStruct((1, image_size, image_size, 3), jnp.float32)
+
+  def conv_outputs(x):
+    variables = encoder.init(jax.random.PRNGKey(0), x, train=True)
+    _, state = encoder.apply(
+        variables, x, train=True, mutable=["batch_stats", "intermediates"],
+        capture_intermediates=lambda module, _: isinstance(module, nn.Conv))
+    return state["intermediates"]
+
+  return sum(math.prod(leaf.shape)
+             for leaf in jax.tree.leaves(jax.eval_shape(conv_outputs, x)))
+
+
+# Memory accesses per conv-output element that a training-mode BatchNorm
+# (+ its ReLU) needs when it runs as kernels of its own beside library
+# convolutions, as XLA runs it beside cuDNN: forward, read y for the batch
+# statistics, then read y again and write the normalised output; backward,
+# read dy and y for the two reductions (sum dy, sum dy * x_hat), then read
+# both again and write dx. None of these can move into a cuDNN call.
+BN_TRAIN_ACCESSES = 8
+
+
+@dataclasses.dataclass(frozen=True)
+class StepBound:
+  """Best-case time of one image's training step and the MFU it allows."""
+  conv_seconds: float       # convolution FLOPs at the matrix-product rate
+  bn_seconds: float         # BatchNorm's own traffic at the copy bandwidth
+  images_per_second: float
+  mfu: float                # against `peak_flops`
+
+
+def training_step_bound(name: str = "resnet50", *, image_size: int = 224,
+                        matmul_flops: float, copy_bytes_per_s: float,
+                        peak_flops: float, bytes_per_element: int = 2,
+                        width_multiplier: int = 1) -> StepBound:
+  """A lower bound on the step time of an encoder whose convolutions are
+  library calls and whose training BatchNorm runs in separate kernels.
+
+  The convolutions cannot beat the device's large-matrix-product rate
+  (`matmul_flops`, measured: convolutions with 64-256 channels run slower),
+  and BatchNorm's passes (`BN_TRAIN_ACCESSES` per conv-output element, of
+  `bytes_per_element`: 2 for bfloat16 activations) cannot beat the copy
+  bandwidth. The two are different kernels, so the times add. Everything
+  else (ReLU, residual adds, pooling, head, loss, optimizer) counts as
+  free, which only raises the bound.
+  """
+  flops = TRAIN_FACTOR * 2 * encoder_forward_macs(
+      name, image_size=image_size, width_multiplier=width_multiplier)
+  elements = conv_output_elements(name, image_size=image_size,
+                                  width_multiplier=width_multiplier)
+  conv_s = flops / matmul_flops
+  bn_s = BN_TRAIN_ACCESSES * bytes_per_element * elements / copy_bytes_per_s
+  images_per_second = 1 / (conv_s + bn_s)
+  return StepBound(conv_seconds=conv_s, bn_seconds=bn_s,
+                   images_per_second=images_per_second,
+                   mfu=mfu(flops, conv_s + bn_s, peak_flops))

@@ -6,7 +6,9 @@
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
 #       --implementation cp --platform manylinux2014_x86_64 -d .whl \
 #       ml_collections==1.1.0
-# and carry .whl. Arguments go to gpu_resnet50.py (e.g. --smoke, --batch 64).
+# and carry .whl. Arguments go to gpu_resnet50.py (e.g. --smoke, --batch 64),
+# or, when the first one names another script (benchmarks/gpu_ablate.py),
+# to that script.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if compgen -G ".whl/*.whl" > /dev/null; then
@@ -15,4 +17,9 @@ if compgen -G ".whl/*.whl" > /dev/null; then
   export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
 fi
 export PYTHONUNBUFFERED=1
-exec python3 benchmarks/gpu_resnet50.py "$@"
+script=benchmarks/gpu_resnet50.py
+if [[ "${1:-}" == *.py ]]; then
+  script=$1
+  shift
+fi
+exec python3 "$script" "$@"
