@@ -173,3 +173,32 @@ def training_step_bound(name: str = "resnet50", *, image_size: int = 224,
   return StepBound(conv_seconds=conv_s, bn_seconds=bn_s,
                    images_per_second=images_per_second,
                    mfu=mfu(flops, conv_s + bn_s, peak_flops))
+
+
+def main(argv=None):
+  import argparse  # pylint: disable=g-import-not-at-top
+  parser = argparse.ArgumentParser(
+      description="Best-case MFU of a training step whose BatchNorm runs as "
+      "separate memory-bound passes (training_step_bound), from a device's "
+      "ceilings; defaults: the H200 as measured on these machines.")
+  parser.add_argument("--model", default="resnet50")
+  parser.add_argument("--image_size", type=int, default=224)
+  parser.add_argument("--matmul_tflops", type=float, default=788.0)
+  parser.add_argument("--copy_tbps", type=float, default=4.3)
+  parser.add_argument("--peak_tflops", type=float, default=989.0)
+  args = parser.parse_args(argv)
+  bound = training_step_bound(
+      args.model, image_size=args.image_size,
+      matmul_flops=args.matmul_tflops * 1e12,
+      copy_bytes_per_s=args.copy_tbps * 1e12,
+      peak_flops=args.peak_tflops * 1e12)
+  print(f"{args.model} {args.image_size} px: "
+        f"{bound.conv_seconds * 1e6:.1f} us convolutions + "
+        f"{bound.bn_seconds * 1e6:.1f} us BatchNorm per image = "
+        f"{bound.images_per_second:.0f} images/s at best, MFU "
+        f"{100 * bound.mfu:.1f}% of {args.peak_tflops:.0f} TFLOP/s")
+  return bound
+
+
+if __name__ == "__main__":
+  main()

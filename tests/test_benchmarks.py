@@ -232,6 +232,8 @@ def test_step_bound_arithmetic_and_the_h200_figure():
       train_flops * bound.images_per_second / 989e12)
   # Even this best case is under the 35%.
   assert 0.33 < bound.mfu < 0.35
+  # The command line's defaults are those ceilings.
+  assert flops.main([]) == bound
 
 
 def test_lars_is_optax_lars_bitwise():
