@@ -35,7 +35,7 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int,
              num_processes: int):
   """Checks the fields every method uses."""
   for field in ("batch_size", "image_size", "log_every_steps",
-                "checkpoint_every_steps", "keep_checkpoints", "shuffle_buffer"):
+                "checkpoint_every_steps", "keep_checkpoints"):
     _positive_int(config, field)
   for field in ("learning_rate", "temperature"):
     _positive_number(config, field)

@@ -100,5 +100,4 @@ def classifier_config(method: str, variant: str) -> ml_collections.ConfigDict:
     c.num_epochs = 30
     c.log_every_steps = 10
     c.checkpoint_every_steps = 50
-  c.shuffle_buffer = min(c.shuffle_buffer, 50_000)
   return c

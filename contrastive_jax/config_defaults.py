@@ -66,7 +66,7 @@ _PRETRAINING_DATASETS = {
     "digits": dict(
         dataset="digits", train_split="train", eval_split="test",
         model="tiny_resnet", cifar_stem=True, width_multiplier=2,
-        head_output_dim=32, image_size=16, shuffle_buffer=2048,
+        head_output_dim=32, image_size=16,
         batch_size=256, log_every_steps=10, checkpoint_every_steps=50,
         num_classes=10, eval_augment="resize(16)", eval_batch_size=512,
         knn_every_steps=50),
@@ -110,7 +110,6 @@ def base_config() -> ml_collections.ConfigDict:
   c.view_augment = simclr_views(224, jitter_strength=1.0, blur=True)
   # A second spec for the second view; empty means the same as the first.
   c.view_augment_2 = ""
-  c.shuffle_buffer = 16_384
 
   # Evaluation: one deterministic view; batch is global.
   c.eval_augment = "center_crop(224, crop_fraction=0.875)"

@@ -18,8 +18,7 @@ from tests.test_train import read_metrics
 def mock_cifar_config(num_steps, **overrides):
   c = tiny_config(dataset="cifar10", train_split="train", image_size=16,
                   batch_size=16, queue_size=48, num_train_steps=num_steps,
-                  log_every_steps=2, checkpoint_every_steps=2,
-                  shuffle_buffer=64)
+                  log_every_steps=2, checkpoint_every_steps=2)
   c.view_augment = ("random_resized_crop(16, area=(0.2, 1.0))|flip_lr"
                     "|color_jitter(0.5, p=0.8)|grayscale(p=0.2)")
   c.knn.every_steps = 0  # the kNN monitor has tests of its own

@@ -23,7 +23,6 @@ def mock_cifar_config(num_steps):
   c.num_train_steps = num_steps
   c.log_every_steps = 2
   c.checkpoint_every_steps = 2
-  c.shuffle_buffer = 64
   # tfds.testing.mock_data patches the filesystem globally while it builds a
   # dataset (the kNN monitor's passes do): a save finishing in the
   # background then would write through the mock.
