@@ -31,12 +31,12 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from contrastive_jax import ema, losses, models, shuffle_bn
+from contrastive_jax import ema, losses, shuffle_bn
 from contrastive_jax import probe as probe_lib
 from contrastive_jax.errors import ConfigError
 # The same network as SimCLR's: encoder, head, optional online probe.
-from contrastive_jax.methods.simclr import (EncoderWithHead, compute_dtype,
-                                            online_probe_enabled)
+from contrastive_jax.methods import encoder_with_head
+from contrastive_jax.methods.encoder_with_head import EncoderWithHead
 from contrastive_jax.train_state import TrainState
 
 NUM_VIEWS = 2
@@ -92,23 +92,6 @@ def validate_config(config: ml_collections.ConfigDict, *, num_devices: int):
            f"must be one of {', '.join(ema.MOMENTUM_SCHEDULES)}")
 
 
-def _encoder_with_head(config, *, bn_groups, bn_axis_name) -> EncoderWithHead:
-  dtype = compute_dtype(config)
-  encoder = models.create_encoder(
-      config.model, width_multiplier=config.width_multiplier,
-      cifar_stem=config.cifar_stem, dtype=dtype, bn_axis_name=bn_axis_name,
-      bn_groups=bn_groups)
-  head_cfg = config.head
-  head = models.ProjectionHead(
-      num_layers=head_cfg.num_layers,
-      hidden_dim=None if head_cfg.hidden_dim <= 0 else head_cfg.hidden_dim,
-      output_dim=head_cfg.output_dim, use_bn=head_cfg.use_bn,
-      bn_axis_name=bn_axis_name, bn_groups=bn_groups, dtype=dtype)
-  probe = (probe_lib.LinearProbe(config.num_classes)
-           if online_probe_enabled(config) else None)
-  return EncoderWithHead(encoder=encoder, head=head, probe=probe)
-
-
 def create_model(config: ml_collections.ConfigDict, *,
                  axis_name: str | None) -> MoCoModel:
   """Query encoder with per-group BN; the key encoder's BN per `key_bn`.
@@ -119,9 +102,9 @@ def create_model(config: ml_collections.ConfigDict, *,
   if config.key_bn not in KEY_BN_MODES:
     raise ConfigError(f"config.key_bn={config.key_bn!r} is invalid: must be "
                       f"one of {', '.join(KEY_BN_MODES)}")
-  query = _encoder_with_head(config, bn_groups=config.bn_groups_per_device,
-                             bn_axis_name=axis_name)
-  key = query if config.key_bn == "shuffle" else _encoder_with_head(
+  query = encoder_with_head.create(
+      config, bn_groups=config.bn_groups_per_device, bn_axis_name=axis_name)
+  key = query if config.key_bn == "shuffle" else encoder_with_head.create(
       config, bn_groups=None, bn_axis_name=axis_name)
   return MoCoModel(query=query, key=key)
 

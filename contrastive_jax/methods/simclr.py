@@ -15,49 +15,18 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from contrastive_jax import losses, models
+from contrastive_jax import losses
 from contrastive_jax import probe as probe_lib
+from contrastive_jax.methods import encoder_with_head
+from contrastive_jax.methods.encoder_with_head import EncoderWithHead
 from contrastive_jax.train_state import TrainState
 
 NUM_VIEWS = 2
 
 
-class EncoderWithHead(nn.Module):
-  """Encoder f (representation h, used downstream) + projection head g (z),
-  and optionally an online linear probe on stop-gradient(h)."""
-  encoder: nn.Module
-  head: nn.Module
-  probe: nn.Module | None = None
-
-  def __call__(self, images, train: bool):
-    h = self.encoder(images, train=train)
-    logits = self.probe(h) if self.probe is not None else None
-    return h, self.head(h, train=train), logits
-
-
-def compute_dtype(config: ml_collections.ConfigDict):
-  return jnp.bfloat16 if config.half_precision else jnp.float32
-
-
 def create_model(config: ml_collections.ConfigDict, *,
                  axis_name: str | None) -> EncoderWithHead:
-  dtype = compute_dtype(config)
-  encoder = models.create_encoder(
-      config.model, width_multiplier=config.width_multiplier,
-      cifar_stem=config.cifar_stem, dtype=dtype, bn_axis_name=axis_name)
-  head_cfg = config.head
-  head = models.ProjectionHead(
-      num_layers=head_cfg.num_layers,
-      hidden_dim=None if head_cfg.hidden_dim <= 0 else head_cfg.hidden_dim,
-      output_dim=head_cfg.output_dim, use_bn=head_cfg.use_bn,
-      bn_axis_name=axis_name, dtype=dtype)
-  probe = (probe_lib.LinearProbe(config.num_classes)
-           if online_probe_enabled(config) else None)
-  return EncoderWithHead(encoder=encoder, head=head, probe=probe)
-
-
-def online_probe_enabled(config) -> bool:
-  return bool(config.online_probe) and config.num_classes > 0
+  return encoder_with_head.create(config, bn_axis_name=axis_name)
 
 
 def init_state(rng: jax.Array, *, model: nn.Module,

@@ -1,0 +1,51 @@
+"""The network every pretraining method trains: encoder f (representation
+h, the part evaluated downstream), projection head g (z, what the loss
+sees) and, optionally, an online linear probe on stop-gradient(h)."""
+
+import flax.linen as nn
+import jax.numpy as jnp
+import ml_collections
+
+from contrastive_jax import models
+from contrastive_jax import probe as probe_lib
+
+
+class EncoderWithHead(nn.Module):
+  """(h, z, probe logits or None) of a batch of images."""
+  encoder: nn.Module
+  head: nn.Module
+  probe: nn.Module | None = None
+
+  def __call__(self, images, train: bool):
+    h = self.encoder(images, train=train)
+    logits = self.probe(h) if self.probe is not None else None
+    return h, self.head(h, train=train), logits
+
+
+def compute_dtype(config: ml_collections.ConfigDict):
+  return jnp.bfloat16 if config.half_precision else jnp.float32
+
+
+def online_probe_enabled(config) -> bool:
+  return bool(config.online_probe) and config.num_classes > 0
+
+
+def create(config: ml_collections.ConfigDict, *, bn_axis_name: str | None,
+           bn_groups: int | None = None) -> EncoderWithHead:
+  """The config's encoder, head and probe. BatchNorm statistics are
+  averaged over `bn_axis_name` (global BN), or per group of `bn_groups`
+  (see `models.resnet.ResNet.bn_groups`)."""
+  dtype = compute_dtype(config)
+  encoder = models.create_encoder(
+      config.model, width_multiplier=config.width_multiplier,
+      cifar_stem=config.cifar_stem, dtype=dtype, bn_axis_name=bn_axis_name,
+      bn_groups=bn_groups)
+  head_cfg = config.head
+  head = models.ProjectionHead(
+      num_layers=head_cfg.num_layers,
+      hidden_dim=None if head_cfg.hidden_dim <= 0 else head_cfg.hidden_dim,
+      output_dim=head_cfg.output_dim, use_bn=head_cfg.use_bn,
+      bn_axis_name=bn_axis_name, bn_groups=bn_groups, dtype=dtype)
+  probe = (probe_lib.LinearProbe(config.num_classes)
+           if online_probe_enabled(config) else None)
+  return EncoderWithHead(encoder=encoder, head=head, probe=probe)
