@@ -12,15 +12,19 @@ the config machinery, so that parts can be taken out):
   forward     bn_train's forward pass alone (no backward, no update)
 
 and, in the same run, the device's ceilings: a large bf16 matrix product
-(TFLOP/s) and a device-to-device copy (TB/s, bytes read + written). From
-those it prints `flops.training_step_bound`: the best case of a step whose
+(TFLOP/s) and a device-to-device copy (TB/s, bytes read + written); and
+XLA's count of the bytes each variant's program moves (on GPU all but the
+cuDNN convolutions', so bn_train - no_norm is BatchNorm's, to compare with
+its minimum). From the ceilings it prints `flops.training_step_bound`: the best case of a step whose
 training BatchNorm runs as separate memory-bound passes (as XLA runs it
 beside cuDNN convolutions), and the MFU that allows.
 
   python benchmarks/gpu_ablate.py                 # on a GPU
   python benchmarks/gpu_ablate.py --smoke         # CPU check: tiny ResNet
 
-Needs neither TensorFlow, TFDS, clu nor ml_collections.
+Imports neither TensorFlow, TFDS nor clu; benchmarks/harness.py needs
+ml_collections, which `run_gpu.sh benchmarks/gpu_ablate.py` installs from
+the carried wheel.
 """
 
 import argparse
@@ -76,7 +80,8 @@ class Classifier(nn.Module):
 
 def build_variant(variant: str, *, model: str, image_size: int, batch: int,
                   cifar_stem: bool):
-  """(jitted step, state, batch) of one variant; the step donates state."""
+  """(step, state, XLA's bytes accessed per step) of one variant; the step
+  donates its state."""
   encoder = models.create_encoder(model, cifar_stem=cifar_stem,
                                   dtype=jnp.bfloat16)
   net = Classifier(encoder)
@@ -116,7 +121,8 @@ def build_variant(variant: str, *, model: str, image_size: int, batch: int,
   jitted = jax.jit(step, donate_argnums=0)
   with (_without_norm() if variant == "no_norm" else contextlib.nullcontext()):
     compiled = jitted.lower(state, images, labels).compile()
-  return lambda state: compiled(state, images, labels), state
+  return (lambda state: compiled(state, images, labels), state,
+          harness.cost(compiled).get("bytes accessed"))
 
 
 class Runner:
@@ -181,10 +187,11 @@ def main(argv=None):
   print(f"ceilings: bf16 matrix product {matmul_flops / 1e12:.1f} TFLOP/s, "
         f"copy {copy_bytes / 1e12:.3f} TB/s", flush=True)
 
-  runners = {}
+  runners, xla_bytes = {}, {}
   for variant in args.variants:
-    step, state = build_variant(variant, model=model, image_size=image_size,
-                                batch=batch, cifar_stem=smoke)
+    step, state, xla_bytes[variant] = build_variant(
+        variant, model=model, image_size=image_size, batch=batch,
+        cifar_stem=smoke)
     runners[variant] = Runner(step, state)
     jax.block_until_ready(runners[variant]())  # warm-up
     print(f"  {variant}: compiled", flush=True)
@@ -203,9 +210,21 @@ def main(argv=None):
         variant, step_s * 1e3, f"{batch / step_s:.1f}",
         f"{flops / step_s / 1e12:.1f}",
         f"{100 * flops_lib.mfu(flops, step_s, peak):.1f}%" if peak else "n/a",
+        (f"{xla_bytes[variant] / batch / 1e6:.1f}" if xla_bytes[variant]
+         else "n/a"),
     ])
   print(harness.table(rows, ["variant", "step ms", "images/s",
-                             "conv TFLOP/s", "MFU"]))
+                             "conv TFLOP/s", "MFU", "XLA MB/image"]))
+  # On GPU XLA's byte count leaves out the cuDNN convolutions, so the
+  # difference is what the BatchNorm kernels move; compare with the
+  # minimum flops_lib.BN_TRAIN_ACCESSES * 2 bytes per element.
+  if xla_bytes.get("bn_train") and xla_bytes.get("no_norm"):
+    elements = flops_lib.conv_output_elements(
+        model, image_size=image_size, cifar_stem=smoke) * batch
+    per_element = (xla_bytes["bn_train"] - xla_bytes["no_norm"]) / elements
+    print(f"training BatchNorm's bytes per conv-output element (XLA's "
+          f"count): {per_element:.1f} (minimum "
+          f"{2 * flops_lib.BN_TRAIN_ACCESSES})")
   if "bn_train" in runners and "no_norm" in runners:
     with_bn, without = timer.median("bn_train"), timer.median("no_norm")
     print(f"training BatchNorm's share of the step: "

@@ -164,6 +164,9 @@ def test_gpu_ablation_smoke_runs_without_tensorflow():
   assert re.search(r"ceilings: bf16 matrix product [\d.]+ TFLOP/s, copy "
                    r"[\d.]+ TB/s", stdout), stdout
   assert "training BatchNorm's share of the step" in stdout
+  per_element = re.search(r"bytes per conv-output element \(XLA's count\): "
+                          r"([\d.]+) \(minimum 16\)", stdout)
+  assert per_element and float(per_element.group(1)) > 0, stdout
 
 
 def test_ablation_variants_take_out_what_they_name():
