@@ -38,6 +38,15 @@ PEAK_BF16_FLOPS = (
 )
 
 
+def device_peak_flops(device, override_tflops: float | None = None
+                      ) -> float | None:
+  """`override_tflops` (a command line's --peak_tflops) in FLOP/s, else the
+  peak of `device`'s kind (None where unknown)."""
+  if override_tflops:
+    return override_tflops * 1e12
+  return peak_bf16_flops(device.device_kind)
+
+
 def peak_bf16_flops(device_kind: str) -> float | None:
   kind = device_kind.lower()
   for name, peak in PEAK_BF16_FLOPS:

@@ -48,6 +48,12 @@ from contrastive_jax import models  # noqa: E402  pylint: disable=g-import-not-a
 from contrastive_jax.models import resnet  # noqa: E402  pylint: disable=g-import-not-at-top
 
 VARIANTS = ("bn_train", "bn_frozen", "no_norm", "forward")
+# By --smoke (a CPU check of the script) or not.
+DEFAULTS = {
+    False: dict(batch=256, steps=10, reps=3, model="resnet50",
+                image_size=224),
+    True: dict(batch=8, steps=1, reps=1, model="tiny_resnet", image_size=16),
+}
 NUM_CLASSES = 1000
 
 
@@ -171,13 +177,13 @@ def main(argv=None):
                       "script on CPU")
   args = parser.parse_args(argv)
   smoke = args.smoke
-  batch = args.batch or (8 if smoke else 256)
-  steps = args.steps or (1 if smoke else 10)
-  reps = args.reps or (1 if smoke else 3)
-  model, image_size = ("tiny_resnet", 16) if smoke else ("resnet50", 224)
+  # What the command line leaves unset comes from the mode's defaults.
+  settings = {key: getattr(args, key, None) or default
+              for key, default in DEFAULTS[smoke].items()}
+  batch, steps, reps = settings["batch"], settings["steps"], settings["reps"]
+  model, image_size = settings["model"], settings["image_size"]
   device = jax.devices()[0]
-  peak = (args.peak_tflops * 1e12 if args.peak_tflops
-          else flops_lib.peak_bf16_flops(device.device_kind))
+  peak = flops_lib.device_peak_flops(device, args.peak_tflops)
   print(f"{device.device_kind} ({device.platform}), jax {jax.__version__}; "
         f"{model} {image_size} px bfloat16, batch {batch}; peak "
         f"{f'{peak / 1e12:.0f} TFLOP/s' if peak else 'unknown'}", flush=True)

@@ -160,8 +160,7 @@ def main(argv=None):
   model = args.model or ("tiny_resnet" if smoke else "resnet50")
   num_devices = jax.device_count()
   device = jax.devices()[0]
-  peak = (args.peak_tflops * 1e12 if args.peak_tflops
-          else flops_lib.peak_bf16_flops(device.device_kind))
+  peak = flops_lib.device_peak_flops(device, args.peak_tflops)
 
   print(f"{device.device_kind} ({device.platform}) x{num_devices}, jax "
         f"{jax.__version__}; {model} {image_size} px, "
