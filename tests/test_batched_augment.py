@@ -140,3 +140,53 @@ def test_pipeline_batched_and_per_example_views_are_the_same_bits():
   for batched, per_example in zip(*runs):
     for key in ('view1', 'view2', 'label'):
       np.testing.assert_array_equal(batched[key], per_example[key])
+
+
+def _unknown_size(op):
+  """`op.apply` traced with the image height and width unknown, as where
+  an op sits before the crop: the partitioned (uncompiled) path."""
+  return tf.function(op.apply, input_signature=[
+      tf.TensorSpec([None, None, None, 3], tf.float32),
+      tf.TensorSpec([None, op.num_uniforms], tf.float32)])
+
+
+@pytest.mark.parametrize('make_op', [
+    lambda: batched_ops.color_jitter(1.0, p=0.8),
+    lambda: batched_ops.color_jitter(0.5, p=1.0, random_order=False),
+    lambda: batched_ops.color_jitter(brightness=0.4, contrast=0, saturation=0,
+                                     hue=0.1, p=0.8),
+    lambda: batched_ops.flip_lr(),
+    lambda: batched_ops.grayscale(p=0.5),
+    lambda: batched_ops.solarize(p=0.5),
+])
+def test_compiled_and_partitioned_paths_agree(make_op):
+  # Known sizes run one XLA-compiled loop over the examples; unknown sizes
+  # the partitioned TF ops. The same ops on the same examples: equal up to
+  # float rounding, and the examples an op skips are untouched in both.
+  op = make_op()
+  images = _images(16, 12, 10, seed=7)
+  uniforms = np.random.default_rng(8).uniform(
+      size=(16, op.num_uniforms)).astype(np.float32)
+  compiled = op.apply(tf.constant(images), tf.constant(uniforms)).numpy()
+  partitioned = _unknown_size(op)(images, uniforms).numpy()
+  np.testing.assert_allclose(compiled, partitioned, atol=1e-5)
+  changed = [not np.array_equal(compiled[i], images[i]) for i in range(16)]
+  assert any(changed)
+  for i in range(16):
+    if np.array_equal(partitioned[i], images[i]):
+      np.testing.assert_array_equal(compiled[i], images[i])
+
+
+def test_an_op_before_the_crop_runs_on_images_of_any_size():
+  # An op before the size-setting one sees each image's own size: it must
+  # not be compiled for each size (nor fail for lack of one).
+  view = augment.build_view('color_jitter(0.5, p=1.0)|flip_lr|'
+                            'random_resized_crop(8)')
+  run = tf.function(view, input_signature=[
+      tf.TensorSpec([None, None, 3], tf.float32),
+      tf.TensorSpec([2], tf.int64)])
+  for i, (height, width) in enumerate([(9, 13), (20, 11), (16, 16)]):
+    out = run(_images(1, height, width, seed=i)[0],
+              tf.constant([i, 0], tf.int64)).numpy()
+    assert out.shape == (8, 8, 3)
+    assert 0.0 <= out.min() and out.max() <= 1.0

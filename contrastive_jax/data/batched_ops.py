@@ -15,10 +15,18 @@ on the machine that runs them. Calling an op on ONE image, `op(image,
 seed)`, draws its uniforms from `seed` and runs the same code on a batch of
 one, so the single-image and batched results are the same bits.
 
-Ops that apply with probability p partition the batch and compute only the
-chosen examples (a select broadcast over [B, 1, 1, 1] costs more than most
-ops in TF on CPU).
+Where the image size is known when the op is traced (the batches of the
+pipeline: views after their crop), flip, colour jitter, grayscale and
+solarize run as ONE XLA-compiled loop over the examples (TF's XLA JIT on
+the host CPU): XLA fuses an op's elementwise passes, the costly hue above
+all, and each example computes only the branch its coin and order pick.
+The blur keeps TF's depthwise convolution (XLA:CPU's is far slower). Where
+the size is unknown (an op placed before a crop, on images of any size),
+the same ops run as TF ops on the batch partitioned by coin and order, so
+nothing is compiled per image size; the two paths agree to float rounding.
 """
+
+import functools
 
 import tensorflow as tf
 
@@ -40,6 +48,29 @@ class BatchedOp:
 
 
 _IDENTITY = BatchedOp(0, lambda images, uniforms: images)
+
+
+def _compiled_per_example(one, fallback):
+  """`apply(images, uniforms)` mapping `one(image, uniforms_row)` over the
+  examples in ONE XLA-compiled loop (TF's XLA JIT on the host CPU), where
+  the image size is known when the op is traced: XLA fuses the op's
+  elementwise passes into one, and each example computes only its own
+  branch. Each example runs the same compiled code whatever its batch, so
+  its bits do not depend on the batch. With an unknown image size (an op
+  placed before a crop, on images of any size) XLA would compile once per
+  size; `fallback(images, uniforms)` runs there instead."""
+
+  @tf.function(jit_compile=True, autograph=False)
+  def compiled(images, uniforms):
+    return tf.map_fn(
+        lambda args: one(*args), (images, uniforms),
+        fn_output_signature=tf.TensorSpec(images.shape[1:], images.dtype))
+
+  def apply(images, uniforms):
+    if images.shape[1:].is_fully_defined():
+      return compiled(images, uniforms)
+    return fallback(images, uniforms)
+  return apply
 
 
 def _clip(images):
@@ -69,7 +100,12 @@ def _coin(p, draw, apply):
   if p == 0:
     return _IDENTITY
 
-  def op(images, uniforms):
+  def one(image, row):
+    changed = lambda: apply(image[None], row[None, 1:])[0]
+    return changed() if p == 1 else tf.cond(row[0] < p, changed,
+                                             lambda: image)
+
+  def partitioned(images, uniforms):
     if p == 1:
       return apply(images, uniforms[:, 1:])
     chosen = tf.cast(uniforms[:, 0] < p, tf.int32)
@@ -78,7 +114,7 @@ def _coin(p, draw, apply):
     draws = tf.dynamic_partition(uniforms[:, 1:], chosen, 2)[1]
     return tf.ensure_shape(
         tf.dynamic_stitch(rows, [kept, apply(changed, draws)]), images.shape)
-  return BatchedOp(1 + draw, op)
+  return BatchedOp(1 + draw, _compiled_per_example(one, fallback=partitioned))
 
 
 # --- Flip, grayscale, solarize -----------------------------------------------
@@ -151,6 +187,11 @@ def _adjust_saturation(images, factor):
   return tf.reshape(tf.matmul(pixels, matrix), shape)
 
 
+def _jitter_step(adjust, image, factor):
+  """One colour op on one [H, W, C] image, clipped to [0, 1]."""
+  return _clip(adjust(image[None], factor[None]))[0]
+
+
 _ADJUSTS = (('brightness', _adjust_brightness, 0.8),
             ('contrast', _adjust_contrast, 0.8),
             ('saturation', _adjust_saturation, 0.8),
@@ -195,9 +236,31 @@ def color_jitter(strength=1.0, p=0.8, brightness=None, contrast=None,
   spans = [high - low for low, high in zip(lows, highs)]
   shuffle = random_order and count > 1
 
-  def op(images, uniforms):
+  def factors_of(uniforms):
     # Layout: [coin, order keys (if shuffled), one draw per op].
-    factors = tf.constant(lows) + uniforms[:, -count:] * tf.constant(spans)
+    return tf.constant(lows) + uniforms[..., -count:] * tf.constant(spans)
+
+  def jitter_one(image, row):
+    """One example: its ops in its order, or nothing if its coin says so."""
+    factors = factors_of(row)
+    order = tf.argsort(row[1:1 + count]) if shuffle else None
+
+    def jitter():
+      out = image
+      for position in range(count):
+        steps = [functools.partial(_jitter_step, adjust, out, factors[i])
+                 for i, adjust in enumerate(adjusts)]
+        out = (tf.switch_case(order[position], steps) if shuffle
+               else steps[position]())
+      return out
+    if p == 1:
+      return jitter()
+    return tf.cond(row[0] < p, jitter, lambda: image)
+
+  def jitter_partitioned(images, uniforms):
+    """Unknown image sizes: the batch partitioned by op at each position
+    (each op, the costly hue above all, runs once per example)."""
+    factors = factors_of(uniforms)
     if shuffle:
       order = tf.argsort(uniforms[:, 1:1 + count], axis=1)
     else:
@@ -205,9 +268,7 @@ def color_jitter(strength=1.0, p=0.8, brightness=None, contrast=None,
     skip = uniforms[:, 0] >= p
     rows = tf.range(tf.shape(images)[0])
     for position in range(count):
-      # Partition the batch by the op each example applies at this position
-      # (index `count`: jitter skipped), so each op, the costly hue above
-      # all, runs once per example and not `count` times.
+      # Index `count`: jitter skipped.
       which = tf.where(skip, count, tf.cast(order[:, position], tf.int32))
       parts = tf.dynamic_partition(images, which, count + 1)
       part_factors = tf.dynamic_partition(factors, which, count + 1)
@@ -218,6 +279,8 @@ def color_jitter(strength=1.0, p=0.8, brightness=None, contrast=None,
           tf.dynamic_stitch(tf.dynamic_partition(rows, which, count + 1),
                             outs + [parts[count]]), images.shape)
     return images
+
+  op = _compiled_per_example(jitter_one, fallback=jitter_partitioned)
   return BatchedOp(1 + (count if shuffle else 0) + count, op)
 
 
