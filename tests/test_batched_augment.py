@@ -190,3 +190,27 @@ def test_an_op_before_the_crop_runs_on_images_of_any_size():
               tf.constant([i, 0], tf.int64)).numpy()
     assert out.shape == (8, 8, 3)
     assert 0.0 <= out.min() and out.max() <= 1.0
+
+
+def test_a_sequence_is_its_ops_one_after_another():
+  # flip, jitter and grayscale run as one compiled loop, the blur between
+  # runs on its own, solarize starts a new loop; uniforms side by side.
+  ops = [batched_ops.flip_lr(), batched_ops.color_jitter(1.0, p=0.8),
+         batched_ops.grayscale(p=0.5),
+         batched_ops.gaussian_blur(p=0.5, kernel_fraction=0.2),
+         batched_ops.solarize(p=0.5)]
+  sequence = batched_ops.sequence(ops)
+  assert sequence.num_uniforms == sum(op.num_uniforms for op in ops)
+  images = _images(12, 20, 20, seed=9)
+  uniforms = np.random.default_rng(10).uniform(
+      size=(12, sequence.num_uniforms)).astype(np.float32)
+  expected, start = tf.constant(images), 0
+  for op in ops:
+    expected = op.apply(expected,
+                        uniforms[:, start:start + op.num_uniforms])
+    start += op.num_uniforms
+  got = sequence.apply(tf.constant(images), tf.constant(uniforms)).numpy()
+  np.testing.assert_allclose(got, expected.numpy(), atol=1e-5)
+  # Unknown sizes: each op's partitioned path, the same values.
+  np.testing.assert_allclose(_unknown_size(sequence)(images, uniforms).numpy(),
+                             got, atol=1e-5)

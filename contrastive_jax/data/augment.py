@@ -179,8 +179,9 @@ class View:
                                             batched_ops.BatchedOp):
       batched += 1
     self._per_example = ops[:len(ops) - batched]
-    self._batched = ops[len(ops) - batched:]
-    self.num_uniforms = sum(op.num_uniforms for op in self._batched)
+    self._batched = batched_ops.sequence(ops[len(ops) - batched:])
+    self.num_uniforms = self._batched.num_uniforms
+    self._has_batched = batched > 0
 
   def prepare(self, image, seed):
     """(image after the per-example ops, float32 [num_uniforms])."""
@@ -193,17 +194,13 @@ class View:
   def finish(self, images, uniforms):
     """The size-keeping ops on [B, H, W, C] images; row i of `uniforms` is
     what `prepare` returned for image i."""
-    start = 0
-    for op in self._batched:
-      images = op.apply(images, uniforms[:, start:start + op.num_uniforms])
-      start += op.num_uniforms
-    return images
+    return self._batched.apply(images, uniforms)
 
   def __call__(self, image, seed):
-    if not self._per_example and not self._batched:
+    if not self._per_example and not self._has_batched:
       return image
     image, uniforms = self.prepare(image, seed)
-    if not self._batched:
+    if not self._has_batched:
       return image
     return self.finish(image[None], uniforms[None])[0]
 

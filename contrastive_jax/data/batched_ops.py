@@ -17,9 +17,10 @@ one, so the single-image and batched results are the same bits.
 
 Where the image size is known when the op is traced (the batches of the
 pipeline: views after their crop), flip, colour jitter, grayscale and
-solarize run as ONE XLA-compiled loop over the examples (TF's XLA JIT on
-the host CPU): XLA fuses an op's elementwise passes, the costly hue above
-all, and each example computes only the branch its coin and order pick.
+solarize run as an XLA-compiled loop over the examples (TF's XLA JIT on
+the host CPU), consecutive ones in the same loop (`sequence`): XLA fuses
+their elementwise passes, the costly hue above all, and each example
+computes only the branch its coin and order pick.
 The blur keeps TF's depthwise convolution (XLA:CPU's is far slower). Where
 the size is unknown (an op placed before a crop, on images of any size),
 the same ops run as TF ops on the batch partitioned by coin and order, so
@@ -35,11 +36,17 @@ from contrastive_jax.errors import ConfigError
 
 
 class BatchedOp:
-  """A size-keeping op: `apply(images, uniforms)` plus its uniform count."""
+  """A size-keeping op: `apply(images, uniforms)` plus its uniform count.
 
-  def __init__(self, num_uniforms, apply):
+  `one(image, row)`, where an op has it, is the op on ONE [H, W, C] example
+  and its row of uniforms, as XLA compiles it; `sequence` runs consecutive
+  such ops in one compiled loop.
+  """
+
+  def __init__(self, num_uniforms, apply, one=None):
     self.num_uniforms = num_uniforms
     self.apply = apply
+    self.one = one
 
   def __call__(self, image, seed):
     """The op on one [H, W, C] image, randomness from `seed` ([2] ints)."""
@@ -47,7 +54,8 @@ class BatchedOp:
     return self.apply(image[None], uniforms[None])[0]
 
 
-_IDENTITY = BatchedOp(0, lambda images, uniforms: images)
+_IDENTITY = BatchedOp(0, lambda images, uniforms: images,
+                      one=lambda image, row: image)
 
 
 def _compiled_per_example(one, fallback):
@@ -75,6 +83,47 @@ def _compiled_per_example(one, fallback):
 
 def _clip(images):
   return tf.clip_by_value(images, 0.0, 1.0)
+
+
+def sequence(ops):
+  """`ops` applied in order, as ONE BatchedOp over their uniforms side by
+  side. Where the size is known, each run of consecutive ops that have
+  `one` is one compiled loop over the examples (the image stays in cache
+  from one op to the next); elsewhere each op's own `apply` runs."""
+  runs = []
+  for op in ops:
+    if op.one is not None and runs and runs[-1][-1].one is not None:
+      runs[-1].append(op)
+    else:
+      runs.append([op])
+  applies = [(sum(op.num_uniforms for op in run), _run_apply(run))
+             for run in runs]
+
+  def apply(images, uniforms):
+    start = 0
+    for width, run_apply in applies:
+      images = run_apply(images, uniforms[:, start:start + width])
+      start += width
+    return images
+  return BatchedOp(sum(op.num_uniforms for op in ops), apply)
+
+
+def _run_apply(run):
+  """`apply` of consecutive ops: one compiled loop if they all have `one`."""
+
+  def one_after_another(step):
+    def run_all(x, uniforms):
+      start = 0
+      for op in run:
+        x = step(op)(x, uniforms[..., start:start + op.num_uniforms])
+        start += op.num_uniforms
+      return x
+    return run_all
+
+  if len(run) == 1 or run[0].one is None:
+    return one_after_another(lambda op: op.apply)
+  return _compiled_per_example(one_after_another(lambda op: op.one),
+                               fallback=one_after_another(lambda op: op.apply))
 
 
 # ITU-R 601 luma, as tf.image.rgb_to_grayscale.
@@ -114,7 +163,8 @@ def _coin(p, draw, apply):
     draws = tf.dynamic_partition(uniforms[:, 1:], chosen, 2)[1]
     return tf.ensure_shape(
         tf.dynamic_stitch(rows, [kept, apply(changed, draws)]), images.shape)
-  return BatchedOp(1 + draw, _compiled_per_example(one, fallback=partitioned))
+  return BatchedOp(1 + draw, _compiled_per_example(one, fallback=partitioned),
+                   one=one)
 
 
 # --- Flip, grayscale, solarize -----------------------------------------------
@@ -281,7 +331,7 @@ def color_jitter(strength=1.0, p=0.8, brightness=None, contrast=None,
     return images
 
   op = _compiled_per_example(jitter_one, fallback=jitter_partitioned)
-  return BatchedOp(1 + (count if shuffle else 0) + count, op)
+  return BatchedOp(1 + (count if shuffle else 0) + count, op, one=jitter_one)
 
 
 # --- Blur --------------------------------------------------------------------
