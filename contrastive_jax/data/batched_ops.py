@@ -20,11 +20,11 @@ pipeline: views after their crop), flip, colour jitter, grayscale and
 solarize run as an XLA-compiled loop over the examples (TF's XLA JIT on
 the host CPU), consecutive ones in the same loop (`sequence`): XLA fuses
 their elementwise passes, the costly hue above all, and each example
-computes only the branch its coin and order pick.
-The blur keeps TF's depthwise convolution (XLA:CPU's is far slower). Where
-the size is unknown (an op placed before a crop, on images of any size),
-the same ops run as TF ops on the batch partitioned by coin and order, so
-nothing is compiled per image size; the two paths agree to float rounding.
+computes only the branch its coin and order pick. The blur keeps TF's
+depthwise convolution (XLA:CPU's is far slower). Where the size is unknown
+(an op placed before a crop, on images of any size), the same ops run as
+TF ops on the batch partitioned by coin and order, so nothing is compiled
+per image size; the two paths agree to float rounding.
 """
 
 import functools
