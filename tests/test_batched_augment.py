@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from contrastive_jax.data import augment, batched_ops, pipeline
+from contrastive_jax.data import augment, batched_ops, color_jitter, pipeline
 
 # Every batched op, with a blur that acts at 48 px (radius 2).
 SPEC = ('random_resized_crop(48, area=(0.2, 1.0))|flip_lr(p=0.5)|'
@@ -69,14 +69,14 @@ def test_adjust_hue_matches_tf_image_adjust_hue(delta):
                       [1.0, 1.0, 1.0]]
   images[0, 1, :3] = [[0.2, 0.7, 0.7], [0.9, 0.9, 0.1], [0.3, 0.1, 0.3]]
   deltas = tf.constant([delta, -delta / 2], tf.float32)
-  out = batched_ops.adjust_hue(tf.constant(images), deltas).numpy()
+  out = color_jitter.adjust_hue(tf.constant(images), deltas).numpy()
   for i in range(2):
     np.testing.assert_allclose(
         out[i], tf.image.adjust_hue(images[i], deltas[i]).numpy(), atol=1e-5)
 
 
 def test_jitter_order_is_drawn_per_example():
-  op = batched_ops.color_jitter(1.0, p=1.0)
+  op = color_jitter.color_jitter(1.0, p=1.0)
   count = 32
   images = np.repeat(_images(1, 8, 8, seed=4), count, axis=0)
   uniforms = np.random.default_rng(5).uniform(
@@ -84,7 +84,7 @@ def test_jitter_order_is_drawn_per_example():
   # The same factors for all; only the order keys differ.
   uniforms[:, 5:] = uniforms[0, 5:]
   out = op.apply(tf.constant(images), tf.constant(uniforms)).numpy()
-  adjusts = [adjust for _, adjust, _ in batched_ops._ADJUSTS]  # pylint: disable=protected-access
+  adjusts = [adjust for _, adjust, _ in color_jitter._ADJUSTS]  # pylint: disable=protected-access
   lows = np.array([0.2, 0.2, 0.2, -0.2], np.float32)
   highs = np.array([1.8, 1.8, 1.8, 0.2], np.float32)
   factors = lows + uniforms[0, 5:] * (highs - lows)
@@ -100,7 +100,7 @@ def test_jitter_order_is_drawn_per_example():
 
 
 def test_jitter_skips_exactly_the_examples_whose_coin_says_so():
-  op = batched_ops.color_jitter(0.5, p=0.8)
+  op = color_jitter.color_jitter(0.5, p=0.8)
   images = _images(6, 8, 8, seed=6)
   uniforms = np.full((6, op.num_uniforms), 0.3, np.float32)
   uniforms[:, 0] = [0.1, 0.9, 0.5, 0.85, 0.79, 0.81]
@@ -151,9 +151,9 @@ def _unknown_size(op):
 
 
 @pytest.mark.parametrize('make_op', [
-    lambda: batched_ops.color_jitter(1.0, p=0.8),
-    lambda: batched_ops.color_jitter(0.5, p=1.0, random_order=False),
-    lambda: batched_ops.color_jitter(brightness=0.4, contrast=0, saturation=0,
+    lambda: color_jitter.color_jitter(1.0, p=0.8),
+    lambda: color_jitter.color_jitter(0.5, p=1.0, random_order=False),
+    lambda: color_jitter.color_jitter(brightness=0.4, contrast=0, saturation=0,
                                      hue=0.1, p=0.8),
     lambda: batched_ops.flip_lr(),
     lambda: batched_ops.grayscale(p=0.5),
@@ -195,7 +195,7 @@ def test_an_op_before_the_crop_runs_on_images_of_any_size():
 def test_a_sequence_is_its_ops_one_after_another():
   # flip, jitter and grayscale run as one compiled loop, the blur between
   # runs on its own, solarize starts a new loop; uniforms side by side.
-  ops = [batched_ops.flip_lr(), batched_ops.color_jitter(1.0, p=0.8),
+  ops = [batched_ops.flip_lr(), color_jitter.color_jitter(1.0, p=0.8),
          batched_ops.grayscale(p=0.5),
          batched_ops.gaussian_blur(p=0.5, kernel_fraction=0.2),
          batched_ops.solarize(p=0.5)]

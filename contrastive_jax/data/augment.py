@@ -24,6 +24,7 @@ import inspect
 import tensorflow as tf
 
 from contrastive_jax.data import batched_ops
+from contrastive_jax.data import color_jitter as color_jitter_lib
 from contrastive_jax.data import op_args
 from contrastive_jax.errors import ConfigError
 
@@ -104,7 +105,7 @@ def center_crop(size, crop_fraction=0.875, method='bicubic'):
 
 # The size-keeping ops, also applied to whole batches (batched_ops.py).
 flip_lr = batched_ops.flip_lr
-color_jitter = batched_ops.color_jitter
+color_jitter = color_jitter_lib.color_jitter
 grayscale = batched_ops.grayscale
 gaussian_blur = batched_ops.gaussian_blur
 solarize = batched_ops.solarize

@@ -2,7 +2,8 @@
 
 At 32 px a view costs little arithmetic but many small TF ops, and running
 each op once per batch instead of once per example is what makes the input
-pipeline fast. Each factory returns a `BatchedOp`: all of its randomness is
+pipeline fast. The colour jitter lives in color_jitter.py, on the pieces
+here. Each factory returns a `BatchedOp`: all of its randomness is
 `num_uniforms` numbers in [0, 1) per example, drawn up front (one stateless
 draw per view, see augment.View), and `apply(images, uniforms)` maps float32
 [B, H, W, C] images and [B, num_uniforms] uniforms to the augmented images.
@@ -26,8 +27,6 @@ depthwise convolution (XLA:CPU's is far slower). Where the size is unknown
 TF ops on the batch partitioned by coin and order, so nothing is compiled
 per image size; the two paths agree to float rounding.
 """
-
-import functools
 
 import tensorflow as tf
 
@@ -54,11 +53,11 @@ class BatchedOp:
     return self.apply(image[None], uniforms[None])[0]
 
 
-_IDENTITY = BatchedOp(0, lambda images, uniforms: images,
+IDENTITY = BatchedOp(0, lambda images, uniforms: images,
                       one=lambda image, row: image)
 
 
-def _compiled_per_example(one, fallback):
+def compiled_per_example(one, fallback):
   """`apply(images, uniforms)` mapping `one(image, uniforms_row)` over the
   examples in ONE XLA-compiled loop (TF's XLA JIT on the host CPU), where
   the image size is known when the op is traced: XLA fuses the op's
@@ -81,7 +80,7 @@ def _compiled_per_example(one, fallback):
   return apply
 
 
-def _clip(images):
+def clip(images):
   return tf.clip_by_value(images, 0.0, 1.0)
 
 
@@ -122,24 +121,19 @@ def _run_apply(run):
 
   if len(run) == 1 or run[0].one is None:
     return one_after_another(lambda op: op.apply)
-  return _compiled_per_example(one_after_another(lambda op: op.one),
+  return compiled_per_example(one_after_another(lambda op: op.one),
                                fallback=one_after_another(lambda op: op.apply))
 
 
 # ITU-R 601 luma, as tf.image.rgb_to_grayscale.
-_LUMA = (0.2989, 0.5870, 0.1140)
+LUMA = (0.2989, 0.5870, 0.1140)
 
 
-def _gray(images):
+def gray(images):
   """[B, H, W] luma. On channel planes: broadcasting against a last axis
   of 1 is several times slower in TF on CPU."""
   r, g, b = tf.unstack(images, axis=-1)
-  return r * _LUMA[0] + g * _LUMA[1] + b * _LUMA[2]
-
-
-def _per_example(values):
-  """[B] values broadcast against [B, H, W, C] images."""
-  return values[:, None, None, None]
+  return r * LUMA[0] + g * LUMA[1] + b * LUMA[2]
 
 
 def _coin(p, draw, apply):
@@ -147,7 +141,7 @@ def _coin(p, draw, apply):
   < p (all when p = 1; none, exactly, when p = 0); `draws` are their other
   `draw` uniforms. Only the chosen examples are computed."""
   if p == 0:
-    return _IDENTITY
+    return IDENTITY
 
   def one(image, row):
     changed = lambda: apply(image[None], row[None, 1:])[0]
@@ -163,7 +157,7 @@ def _coin(p, draw, apply):
     draws = tf.dynamic_partition(uniforms[:, 1:], chosen, 2)[1]
     return tf.ensure_shape(
         tf.dynamic_stitch(rows, [kept, apply(changed, draws)]), images.shape)
-  return BatchedOp(1 + draw, _compiled_per_example(one, fallback=partitioned),
+  return BatchedOp(1 + draw, compiled_per_example(one, fallback=partitioned),
                    one=one)
 
 
@@ -178,7 +172,7 @@ def flip_lr(p=0.5):
 def grayscale(p=0.2):
   """Replaces the image by its luma in all 3 channels, with probability p."""
   op_args.check_probability('grayscale', p)
-  return _coin(p, 0, lambda images, _: tf.tile(_gray(images)[..., None],
+  return _coin(p, 0, lambda images, _: tf.tile(gray(images)[..., None],
                                               [1, 1, 1, 3]))
 
 
@@ -190,155 +184,6 @@ def solarize(p=0.0, threshold=0.5):
         f'solarize: threshold must be a number, got {threshold!r}')
   return _coin(p, 0, lambda images, _: tf.where(images >= threshold,
                                                 1.0 - images, images))
-
-
-# --- Colour jitter -----------------------------------------------------------
-
-def adjust_hue(images, delta):
-  """Shifts the HSV hue of each image i by delta[i] (in turns), as
-  tf.image.adjust_hue does for one image and one delta (to ~1e-6).
-
-  Value v = max(r, g, b) and chroma c = v - min(r, g, b) are kept; with the
-  hue h in [0, 6), channel n of the result is v - c * clip(min(k, 4 - k), 0,
-  1), k = (n + h) mod 6, n = 5, 3, 1 for r, g, b (the closed form of HSV to
-  RGB). Elementwise, so vectorised over the batch.
-  """
-  r, g, b = tf.unstack(images, axis=-1)
-  v = tf.maximum(tf.maximum(r, g), b)
-  c = v - tf.minimum(tf.minimum(r, g), b)
-  safe = tf.where(c > 0, c, 1.0)  # Grey pixels: any hue; c = 0 keeps them.
-  hue = tf.where(v == r, (g - b) / safe,
-                 tf.where(v == g, (b - r) / safe + 2.0, (r - g) / safe + 4.0))
-  hue += 6.0 * delta[:, None, None]
-  k = hue[..., None] + tf.constant([5.0, 3.0, 1.0])
-  k -= 6.0 * tf.floor(k * (1.0 / 6.0))  # mod 6; tf.math.floormod is slower.
-  return v[..., None] - c[..., None] * tf.clip_by_value(
-      tf.minimum(k, 4.0 - k), 0.0, 1.0)
-
-
-def _adjust_brightness(images, factor):
-  return images * _per_example(factor)
-
-
-def _adjust_contrast(images, factor):
-  mean = _per_example(tf.reduce_mean(_gray(images), axis=[1, 2]))
-  return (images - mean) * _per_example(factor) + mean
-
-
-def _adjust_saturation(images, factor):
-  """Blends each pixel with its luma: x -> f x + (1 - f) luma(x), i.e. one
-  3x3 colour matrix per image, f I + (1 - f) luma 1^T (a batched matmul;
-  broadcasting the luma over channels is much slower in TF on CPU)."""
-  factor = factor[:, None, None]
-  luma = tf.constant(_LUMA)[None, :, None] * tf.ones([1, 1, 3])
-  matrix = factor * tf.eye(3)[None] + (1.0 - factor) * luma
-  shape = tf.shape(images)
-  pixels = tf.reshape(images, [shape[0], -1, 3])
-  return tf.reshape(tf.matmul(pixels, matrix), shape)
-
-
-def _jitter_step(adjust, image, factor):
-  """One colour op on one [H, W, C] image, clipped to [0, 1]."""
-  return _clip(adjust(image[None], factor[None]))[0]
-
-
-_ADJUSTS = (('brightness', _adjust_brightness, 0.8),
-            ('contrast', _adjust_contrast, 0.8),
-            ('saturation', _adjust_saturation, 0.8),
-            ('hue', adjust_hue, 0.2))
-
-
-def color_jitter(strength=1.0, p=0.8, brightness=None, contrast=None,
-                 saturation=None, hue=None, random_order=True):
-  """SimCLR colour distortion, applied as a whole with probability p.
-
-  Unset amounts default to SimCLR's: 0.8 * strength for brightness, contrast
-  and saturation, 0.2 * strength for hue (MoCo v1: all 0.4, p=1; MoCo v2:
-  0.4/0.4/0.4/0.1, p=0.8). Each factor follows torchvision's ColorJitter:
-  brightness scales pixels, contrast scales around the mean grey level,
-  saturation blends with the greyscale image (all by a factor uniform in
-  [max(0, 1 - x), 1 + x]), hue shifts by a delta uniform in [-hue, hue].
-  A zero amount skips its op, so strength 0 is exactly the identity. With
-  `random_order` each example applies the ops in its own random order,
-  clipping to [0, 1] after each.
-  """
-  name = 'color_jitter'
-  op_args.check_probability(name, p)
-  given = dict(brightness=brightness, contrast=contrast,
-               saturation=saturation, hue=hue)
-  adjusts, lows, highs = [], [], []
-  for field, adjust, scale in _ADJUSTS:
-    value = scale * strength if given[field] is None else given[field]
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or (
-        value < 0):
-      raise ConfigError(f'{name}: {field} (and strength) must be a '
-                                f'number >= 0, got {value!r}')
-    if field == 'hue' and value > 0.5:
-      raise ConfigError(f'{name}: hue must be <= 0.5 (0.2 * strength '
-                                f'unless set), got {float(value)!r}')
-    if value > 0:
-      adjusts.append(adjust)
-      lows.append(-value if field == 'hue' else max(0.0, 1.0 - value))
-      highs.append(value if field == 'hue' else 1.0 + value)
-  if not adjusts or p == 0:
-    return _IDENTITY
-  count = len(adjusts)
-  spans = [high - low for low, high in zip(lows, highs)]
-  shuffle = random_order and count > 1
-
-  def factors_of(uniforms):
-    # Layout: [coin, order keys (if shuffled), one draw per op].
-    return tf.constant(lows) + uniforms[..., -count:] * tf.constant(spans)
-
-  def jitter_one(image, row):
-    """One example: its ops in its order, or nothing if its coin says so."""
-    factors = factors_of(row)
-    order = tf.argsort(row[1:1 + count]) if shuffle else None
-
-    def jitter():
-      if not shuffle:
-        out = image
-        for i, adjust in enumerate(adjusts):
-          out = _jitter_step(adjust, out, factors[i])
-        return out
-
-      # A loop over the positions with one switch in its body: XLA compiles
-      # each op once, not once per position (4x less code to compile).
-      def position_step(position, out):
-        steps = [functools.partial(_jitter_step, adjust, out, factors[i])
-                 for i, adjust in enumerate(adjusts)]
-        return position + 1, tf.switch_case(order[position], steps)
-      return tf.while_loop(lambda position, _: position < count,
-                           position_step, (tf.constant(0), image))[1]
-    if p == 1:
-      return jitter()
-    return tf.cond(row[0] < p, jitter, lambda: image)
-
-  def jitter_partitioned(images, uniforms):
-    """Unknown image sizes: the batch partitioned by op at each position
-    (each op, the costly hue above all, runs once per example)."""
-    factors = factors_of(uniforms)
-    if shuffle:
-      order = tf.argsort(uniforms[:, 1:1 + count], axis=1)
-    else:
-      order = tf.tile(tf.range(count)[None], [tf.shape(images)[0], 1])
-    skip = uniforms[:, 0] >= p
-    rows = tf.range(tf.shape(images)[0])
-    for position in range(count):
-      # Index `count`: jitter skipped.
-      which = tf.where(skip, count, tf.cast(order[:, position], tf.int32))
-      parts = tf.dynamic_partition(images, which, count + 1)
-      part_factors = tf.dynamic_partition(factors, which, count + 1)
-      outs = [_clip(adjust(part, part_factor[:, i]))
-              for i, (adjust, part, part_factor) in enumerate(
-                  zip(adjusts, parts, part_factors))]
-      images = tf.ensure_shape(
-          tf.dynamic_stitch(tf.dynamic_partition(rows, which, count + 1),
-                            outs + [parts[count]]), images.shape)
-    return images
-
-  op = _compiled_per_example(jitter_one, fallback=jitter_partitioned)
-  return BatchedOp(1 + (count if shuffle else 0) + count, op, one=jitter_one)
 
 
 # --- Blur --------------------------------------------------------------------
@@ -367,7 +212,7 @@ def _blur_group(images, stds, radius):
   out = tf.nn.depthwise_conv2d(out, taps[None, :, :, None], [1, 1, 1, 1],
                                'VALID')
   out = tf.reshape(out, [height, width, group, channels])
-  return _clip(tf.transpose(out, [2, 0, 1, 3]))
+  return clip(tf.transpose(out, [2, 0, 1, 3]))
 
 
 def gaussian_blur(p=0.5, sigma=(0.1, 2.0), kernel_fraction=0.1):
@@ -393,7 +238,7 @@ def gaussian_blur(p=0.5, sigma=(0.1, 2.0), kernel_fraction=0.1):
     raise ConfigError('gaussian_blur: kernel_fraction must be in '
                               f'(0, 1), got {kernel_fraction!r}')
   if p == 0:
-    return _IDENTITY
+    return IDENTITY
 
   def op(images, uniforms):
     height, width = images.shape[1:3]

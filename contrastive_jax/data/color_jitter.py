@@ -1,0 +1,163 @@
+"""SimCLR's colour distortion as a batched size-keeping op (see
+batched_ops.py): brightness, contrast, saturation and hue in a random order
+per example, with our batched hue shift."""
+
+import functools
+
+import tensorflow as tf
+
+from contrastive_jax.data import batched_ops
+from contrastive_jax.data import op_args
+from contrastive_jax.errors import ConfigError
+
+
+def _per_example(values):
+  """[B] values broadcast against [B, H, W, C] images."""
+  return values[:, None, None, None]
+
+
+def adjust_hue(images, delta):
+  """Shifts the HSV hue of each image i by delta[i] (in turns), as
+  tf.image.adjust_hue does for one image and one delta (to ~1e-6).
+
+  Value v = max(r, g, b) and chroma c = v - min(r, g, b) are kept; with the
+  hue h in [0, 6), channel n of the result is v - c * clip(min(k, 4 - k), 0,
+  1), k = (n + h) mod 6, n = 5, 3, 1 for r, g, b (the closed form of HSV to
+  RGB). Elementwise, so vectorised over the batch.
+  """
+  r, g, b = tf.unstack(images, axis=-1)
+  v = tf.maximum(tf.maximum(r, g), b)
+  c = v - tf.minimum(tf.minimum(r, g), b)
+  safe = tf.where(c > 0, c, 1.0)  # Grey pixels: any hue; c = 0 keeps them.
+  hue = tf.where(v == r, (g - b) / safe,
+                 tf.where(v == g, (b - r) / safe + 2.0, (r - g) / safe + 4.0))
+  hue += 6.0 * delta[:, None, None]
+  k = hue[..., None] + tf.constant([5.0, 3.0, 1.0])
+  k -= 6.0 * tf.floor(k * (1.0 / 6.0))  # mod 6; tf.math.floormod is slower.
+  return v[..., None] - c[..., None] * tf.clip_by_value(
+      tf.minimum(k, 4.0 - k), 0.0, 1.0)
+
+
+def _adjust_brightness(images, factor):
+  return images * _per_example(factor)
+
+
+def _adjust_contrast(images, factor):
+  mean = _per_example(tf.reduce_mean(batched_ops.gray(images), axis=[1, 2]))
+  return (images - mean) * _per_example(factor) + mean
+
+
+def _adjust_saturation(images, factor):
+  """Blends each pixel with its luma: x -> f x + (1 - f) luma(x), i.e. one
+  3x3 colour matrix per image, f I + (1 - f) luma 1^T (a batched matmul;
+  broadcasting the luma over channels is much slower in TF on CPU)."""
+  factor = factor[:, None, None]
+  luma = tf.constant(batched_ops.LUMA)[None, :, None] * tf.ones([1, 1, 3])
+  matrix = factor * tf.eye(3)[None] + (1.0 - factor) * luma
+  shape = tf.shape(images)
+  pixels = tf.reshape(images, [shape[0], -1, 3])
+  return tf.reshape(tf.matmul(pixels, matrix), shape)
+
+
+def _jitter_step(adjust, image, factor):
+  """One colour op on one [H, W, C] image, clipped to [0, 1]."""
+  return batched_ops.clip(adjust(image[None], factor[None]))[0]
+
+
+_ADJUSTS = (('brightness', _adjust_brightness, 0.8),
+            ('contrast', _adjust_contrast, 0.8),
+            ('saturation', _adjust_saturation, 0.8),
+            ('hue', adjust_hue, 0.2))
+
+
+def color_jitter(strength=1.0, p=0.8, brightness=None, contrast=None,
+                 saturation=None, hue=None, random_order=True):
+  """SimCLR colour distortion, applied as a whole with probability p.
+
+  Unset amounts default to SimCLR's: 0.8 * strength for brightness, contrast
+  and saturation, 0.2 * strength for hue (MoCo v1: all 0.4, p=1; MoCo v2:
+  0.4/0.4/0.4/0.1, p=0.8). Each factor follows torchvision's ColorJitter:
+  brightness scales pixels, contrast scales around the mean grey level,
+  saturation blends with the greyscale image (all by a factor uniform in
+  [max(0, 1 - x), 1 + x]), hue shifts by a delta uniform in [-hue, hue].
+  A zero amount skips its op, so strength 0 is exactly the identity. With
+  `random_order` each example applies the ops in its own random order,
+  clipping to [0, 1] after each.
+  """
+  name = 'color_jitter'
+  op_args.check_probability(name, p)
+  given = dict(brightness=brightness, contrast=contrast,
+               saturation=saturation, hue=hue)
+  adjusts, lows, highs = [], [], []
+  for field, adjust, scale in _ADJUSTS:
+    value = scale * strength if given[field] is None else given[field]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (
+        value < 0):
+      raise ConfigError(f'{name}: {field} (and strength) must be a '
+                                f'number >= 0, got {value!r}')
+    if field == 'hue' and value > 0.5:
+      raise ConfigError(f'{name}: hue must be <= 0.5 (0.2 * strength '
+                                f'unless set), got {float(value)!r}')
+    if value > 0:
+      adjusts.append(adjust)
+      lows.append(-value if field == 'hue' else max(0.0, 1.0 - value))
+      highs.append(value if field == 'hue' else 1.0 + value)
+  if not adjusts or p == 0:
+    return batched_ops.IDENTITY
+  count = len(adjusts)
+  spans = [high - low for low, high in zip(lows, highs)]
+  shuffle = random_order and count > 1
+
+  def factors_of(uniforms):
+    # Layout: [coin, order keys (if shuffled), one draw per op].
+    return tf.constant(lows) + uniforms[..., -count:] * tf.constant(spans)
+
+  def jitter_one(image, row):
+    """One example: its ops in its order, or nothing if its coin says so."""
+    factors = factors_of(row)
+    order = tf.argsort(row[1:1 + count]) if shuffle else None
+
+    def jitter():
+      if not shuffle:
+        out = image
+        for i, adjust in enumerate(adjusts):
+          out = _jitter_step(adjust, out, factors[i])
+        return out
+
+      # A loop over the positions with one switch in its body: XLA compiles
+      # each op once, not once per position (4x less code to compile).
+      def position_step(position, out):
+        steps = [functools.partial(_jitter_step, adjust, out, factors[i])
+                 for i, adjust in enumerate(adjusts)]
+        return position + 1, tf.switch_case(order[position], steps)
+      return tf.while_loop(lambda position, _: position < count,
+                           position_step, (tf.constant(0), image))[1]
+    if p == 1:
+      return jitter()
+    return tf.cond(row[0] < p, jitter, lambda: image)
+
+  def jitter_partitioned(images, uniforms):
+    """Unknown image sizes: the batch partitioned by op at each position
+    (each op, the costly hue above all, runs once per example)."""
+    factors = factors_of(uniforms)
+    if shuffle:
+      order = tf.argsort(uniforms[:, 1:1 + count], axis=1)
+    else:
+      order = tf.tile(tf.range(count)[None], [tf.shape(images)[0], 1])
+    skip = uniforms[:, 0] >= p
+    rows = tf.range(tf.shape(images)[0])
+    for position in range(count):
+      # Index `count`: jitter skipped.
+      which = tf.where(skip, count, tf.cast(order[:, position], tf.int32))
+      parts = tf.dynamic_partition(images, which, count + 1)
+      part_factors = tf.dynamic_partition(factors, which, count + 1)
+      outs = [batched_ops.clip(adjust(part, part_factor[:, i]))
+              for i, (adjust, part, part_factor) in enumerate(
+                  zip(adjusts, parts, part_factors))]
+      images = tf.ensure_shape(
+          tf.dynamic_stitch(tf.dynamic_partition(rows, which, count + 1),
+                            outs + [parts[count]]), images.shape)
+    return images
+
+  op = batched_ops.compiled_per_example(jitter_one, fallback=jitter_partitioned)
+  return batched_ops.BatchedOp(1 + (count if shuffle else 0) + count, op, one=jitter_one)
