@@ -95,7 +95,9 @@ def build_variant(variant: str, *, model: str, image_size: int, batch: int,
   images = jnp.asarray(
       rng.random((batch, image_size, image_size, 3), dtype=np.float32))
   labels = jnp.asarray(rng.integers(0, NUM_CLASSES, batch, dtype=np.int32))
-  with (_without_norm() if variant == "no_norm" else contextlib.nullcontext()):
+  # The model is traced (init, lower) with its BatchNorms taken out.
+  tracing = _without_norm if variant == "no_norm" else contextlib.nullcontext
+  with tracing():
     variables = net.init(jax.random.PRNGKey(0), images[:1], train=False)
   tx = optax.sgd(0.01, momentum=0.9)
   state = {"variables": variables, "opt": tx.init(variables["params"])}
@@ -125,7 +127,7 @@ def build_variant(variant: str, *, model: str, image_size: int, batch: int,
             "opt": opt}, loss
 
   jitted = jax.jit(step, donate_argnums=0)
-  with (_without_norm() if variant == "no_norm" else contextlib.nullcontext()):
+  with tracing():
     compiled = jitted.lower(state, images, labels).compile()
   return (lambda state: compiled(state, images, labels), state,
           harness.cost(compiled).get("bytes accessed"))
