@@ -39,7 +39,7 @@ class BatchedOp:
 
   `one(image, row)`, where an op has it, is the op on ONE [H, W, C] example
   and its row of uniforms, as XLA compiles it; `sequence` runs consecutive
-  such ops in one compiled loop.
+  such ops in one compiled loop. `per_example_op` builds such an op.
   """
 
   def __init__(self, num_uniforms, apply, one=None):
@@ -78,6 +78,12 @@ def compiled_per_example(one, fallback):
       return compiled(images, uniforms)
     return fallback(images, uniforms)
   return apply
+
+
+def per_example_op(num_uniforms, one, fallback):
+  """The BatchedOp of `one(image, row)`: a compiled loop over the examples
+  where the size is known, `fallback(images, uniforms)` elsewhere."""
+  return BatchedOp(num_uniforms, compiled_per_example(one, fallback), one=one)
 
 
 def clip(images):
@@ -119,8 +125,8 @@ def _run_apply(run):
       return x
     return run_all
 
-  if len(run) == 1 or run[0].one is None:
-    return one_after_another(lambda op: op.apply)
+  if len(run) == 1:
+    return run[0].apply
   return compiled_per_example(one_after_another(lambda op: op.one),
                                fallback=one_after_another(lambda op: op.apply))
 
@@ -157,8 +163,7 @@ def _coin(p, draw, apply):
     draws = tf.dynamic_partition(uniforms[:, 1:], chosen, 2)[1]
     return tf.ensure_shape(
         tf.dynamic_stitch(rows, [kept, apply(changed, draws)]), images.shape)
-  return BatchedOp(1 + draw, compiled_per_example(one, fallback=partitioned),
-                   one=one)
+  return per_example_op(1 + draw, one, fallback=partitioned)
 
 
 # --- Flip, grayscale, solarize -----------------------------------------------

@@ -94,10 +94,10 @@ def color_jitter(strength=1.0, p=0.8, brightness=None, contrast=None,
     if isinstance(value, bool) or not isinstance(value, (int, float)) or (
         value < 0):
       raise ConfigError(f'{name}: {field} (and strength) must be a '
-                                f'number >= 0, got {value!r}')
+                        f'number >= 0, got {value!r}')
     if field == 'hue' and value > 0.5:
       raise ConfigError(f'{name}: hue must be <= 0.5 (0.2 * strength '
-                                f'unless set), got {float(value)!r}')
+                        f'unless set), got {float(value)!r}')
     if value > 0:
       adjusts.append(adjust)
       lows.append(-value if field == 'hue' else max(0.0, 1.0 - value))
@@ -159,5 +159,5 @@ def color_jitter(strength=1.0, p=0.8, brightness=None, contrast=None,
                             outs + [parts[count]]), images.shape)
     return images
 
-  op = batched_ops.compiled_per_example(jitter_one, fallback=jitter_partitioned)
-  return batched_ops.BatchedOp(1 + (count if shuffle else 0) + count, op, one=jitter_one)
+  return batched_ops.per_example_op(1 + (count if shuffle else 0) + count,
+                                    jitter_one, fallback=jitter_partitioned)
