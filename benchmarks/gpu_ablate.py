@@ -15,9 +15,10 @@ and, in the same run, the device's ceilings: a large bf16 matrix product
 (TFLOP/s) and a device-to-device copy (TB/s, bytes read + written); and
 XLA's count of the bytes each variant's program moves (on GPU all but the
 cuDNN convolutions', so bn_train - no_norm is BatchNorm's, to compare with
-its minimum). From the ceilings it prints `flops.training_step_bound`: the best case of a step whose
-training BatchNorm runs as separate memory-bound passes (as XLA runs it
-beside cuDNN convolutions), and the MFU that allows.
+its minimum). From the ceilings it prints `flops.training_step_bound`:
+the best case of a step whose training BatchNorm runs as separate
+memory-bound passes (as XLA runs it beside cuDNN convolutions), and the
+MFU that allows.
 
   python benchmarks/gpu_ablate.py                 # on a GPU
   python benchmarks/gpu_ablate.py --smoke         # CPU check: tiny ResNet

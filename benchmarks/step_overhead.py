@@ -46,7 +46,8 @@ def _encoder(config, *, bn_groups=None):
   """The encoder as the methods build it."""
   return models.create_encoder(
       config.model, width_multiplier=config.width_multiplier,
-      cifar_stem=config.cifar_stem, dtype=encoder_with_head.compute_dtype(config),
+      cifar_stem=config.cifar_stem,
+      dtype=encoder_with_head.compute_dtype(config),
       bn_axis_name=parallel.DATA_AXIS, bn_groups=bn_groups)
 
 
