@@ -5,9 +5,11 @@ scikit-learn ships two photos (china.jpg, flower.jpg, 427x640). From them:
     resized to 500x375 (width x height) and JPEG-encoded at quality 90;
   * `tiny_dataset`: CIFAR-like 32x32 examples, PNG-encoded as TFDS cifar10
     stores them.
-Both are written with TFDS as ArrayRecord into `data_dir` under a given name,
-so `tfds.builder(name, data_dir=data_dir)` (and so the training input
-pipeline) reads them exactly as it reads a prepared cifar10 or imagenet2012.
+Both are written with the TFDS writer, as ArrayRecord (the default) or
+TFRecord, into `data_dir` under a given name, so `tfds.builder(name,
+data_dir=data_dir)` (and so the training input pipeline) reads them exactly
+as it reads a prepared cifar10 or imagenet2012. `store` writes any images
+this way (the tests' real prepared datasets).
 """
 
 import os
@@ -48,22 +50,32 @@ def random_crops(count, height, width, seed=0, min_fraction=0.5):
   return out
 
 
-def _store(name, data_dir, images, encoding):
+def store(name, data_dir, splits, encoding, *, file_format='array_record',
+          num_classes=NUM_CLASSES):
+  """Writes `splits` ({split: [uint8 [H, W, 3] images]}) as TFDS dataset
+  `name` with labels i % num_classes, images encoded as 'jpeg' or 'png'.
+  Returns the name."""
   encode = {'jpeg': lambda x: tf.io.encode_jpeg(x, quality=90),
             'png': tf.io.encode_png}[encoding]
-  # (key, example) pairs, as a builder's _generate_examples yields them.
-  examples = [(i, {'image': encode(image).numpy(), 'label': i % NUM_CLASSES})
-              for i, image in enumerate(images)]
   features = tfds.features.FeaturesDict({
       'image': tfds.features.Image(shape=(None, None, 3),
                                    encoding_format=encoding),
-      'label': tfds.features.ClassLabel(num_classes=NUM_CLASSES),
+      'label': tfds.features.ClassLabel(num_classes=num_classes),
   })
+  # (key, example) pairs, as a builder's _generate_examples yields them.
+  split_datasets = {
+      split: [(i, {'image': encode(image).numpy(), 'label': i % num_classes})
+              for i, image in enumerate(images)]
+      for split, images in splits.items()}
   tfds.dataset_builders.store_as_tfds_dataset(
       name=name, version='1.0.0', features=features,
-      split_datasets={'train': examples}, data_dir=data_dir,
-      file_format='array_record', disable_shuffling=True)
+      split_datasets=split_datasets, data_dir=data_dir,
+      file_format=file_format, disable_shuffling=True)
   return name
+
+
+def _store(name, data_dir, images, encoding):
+  return store(name, data_dir, {'train': images}, encoding)
 
 
 def photo_dataset(data_dir, count=512, name='bench_photos'):

@@ -41,7 +41,7 @@ import jax  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from contrastive_jax import parallel  # noqa: E402
-from contrastive_jax.data import pipeline  # noqa: E402
+from contrastive_jax.data import pipeline, sources  # noqa: E402
 
 SETTINGS = {
     'resnet18': dict(batch_size=32),
@@ -57,8 +57,8 @@ def _config(setting, dataset, data_dir):
 
 def _stream(config):
   make = pipeline.pretrain_stream(
-      dataset=config.dataset, split=config.train_split,
-      data_dir=config.data_dir, local_batch_size=config.batch_size,
+      source=sources.from_config(config, config.train_split),
+      local_batch_size=config.batch_size,
       view_specs=(config.view_augment,
                   config.view_augment_2 or config.view_augment),
       seed=config.seed, process_index=0, process_count=1)

@@ -67,7 +67,8 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int,
            config.eval_batch_size,
            f"must divide evenly over the {num_devices} devices")
   _require(isinstance(config.dataset, str) and bool(config.dataset),
-           "dataset", config.dataset, "must name a TFDS dataset or 'digits'")
+           "dataset", config.dataset,
+           "must be 'digits', 'folder:PATH' or a TFDS dataset name")
   head = config.head
   _require(isinstance(head.num_layers, int) and head.num_layers >= 1,
            "head.num_layers", head.num_layers, "must be an integer >= 1")

@@ -56,7 +56,7 @@ def moco_views(image_size: int, *, version: int, blur: bool | None = None,
 _PRETRAINING_DATASETS = {
     "imagenet": dict(
         dataset="imagenet2012", eval_split="validation", model="resnet50",
-        cifar_stem=False, image_size=224),
+        cifar_stem=False, image_size=224, num_classes=1000),
     "cifar10": dict(
         dataset="cifar10", eval_split="test", model="resnet18",
         cifar_stem=True, image_size=32, batch_size=512, log_every_steps=50,
@@ -99,9 +99,18 @@ def base_config() -> ml_collections.ConfigDict:
   ))
   c.half_precision = False      # bfloat16 compute; params and loss in float32
 
-  # Data.
+  # Data: 'digits', 'folder:PATH' (a directory or gs:// path of images) or
+  # a prepared TFDS dataset name.
   c.dataset = "imagenet2012"
   c.data_dir = ml_collections.config_dict.placeholder(str)  # or TFDS_DATA_DIR
+  c.data = ml_collections.ConfigDict(dict(
+      # Image folders: stop when more than this fraction of the files are
+      # damaged (each is replaced by the next good file until then).
+      max_bad_fraction=0.001,
+      # Image folders: resume even though files were added or removed
+      # since the run's file index was written.
+      allow_changed_files=False,
+  ))
   # Let TFDS download and prepare a missing dataset (single-process runs).
   c.download = False
   c.train_split = "train"
@@ -119,9 +128,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.knn = ml_collections.ConfigDict(dict(
       every_steps=5000, k=200, temperature=0.1, bank_size=50_000))
   # Online linear probe: a classifier on stop-gradient(h), trained alongside
-  # (0 classes: off). Needs labels; unlabelled examples (label -1) are skipped.
+  # (0 classes: off). Needs labels; unlabelled examples (label -1) are skipped,
+  # and on a dataset without labels it is off.
   c.online_probe = True
-  c.num_classes = 1000
+  c.num_classes = -1            # -1: the train split's class count
 
   # Method.
   c.temperature = 0.1

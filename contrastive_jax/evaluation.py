@@ -18,7 +18,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import PartitionSpec as P
 
 from contrastive_jax import knn, parallel, pretrained
-from contrastive_jax.data import datasets, pipeline
+from contrastive_jax.data import pipeline
 from contrastive_jax.report import RESULTS_FILE
 
 
@@ -40,26 +40,26 @@ class _Progress:
                    rate)
 
 
-def _eval_batches(config, split: str, mesh):
+def _eval_batches(config, source):
   process_count = jax.process_count()
+  local_batch_size = config.eval_batch_size // process_count
   ds = pipeline.make_eval_dataset(
-      dataset=config.dataset, split=split, data_dir=config.data_dir,
-      local_batch_size=config.eval_batch_size // process_count,
+      source=source, local_batch_size=local_batch_size,
       view_spec=config.eval_augment, process_index=jax.process_index(),
       process_count=process_count)
-  total = datasets.num_examples(config.dataset, split, config.data_dir)
-  per_process = -(-total // process_count)
-  num_batches = -(-per_process // (config.eval_batch_size // process_count))
+  num_batches = pipeline.num_eval_batches(source, local_batch_size,
+                                          process_count)
   return pipeline.as_numpy_iterator(ds), num_batches
 
 
-def evaluate_classifier(state, *, eval_step: Callable, config, mesh) -> dict:
-  """Top-1/top-5 of a classifier state on config.eval_split."""
+def evaluate_classifier(state, *, eval_step: Callable, config, mesh,
+                        source) -> dict:
+  """Top-1/top-5 of a classifier state on `source` (the eval split)."""
   step = jax.jit(jax.shard_map(eval_step, mesh=mesh,
                                in_specs=(P(), P(parallel.DATA_AXIS)),
                                out_specs=P()))
-  batches, num_batches = _eval_batches(config, config.eval_split, mesh)
-  progress = _Progress(f"evaluating on {config.eval_split}", num_batches)
+  batches, num_batches = _eval_batches(config, source)
+  progress = _Progress(f"evaluating on {source.split}", num_batches)
   total = np.zeros(3, np.float64)
   for i, batch in enumerate(batches):
     total += np.asarray(jax.device_get(
@@ -78,14 +78,14 @@ def sharded_feature_fn(apply_fn: Callable, mesh) -> Callable:
       out_specs=P(parallel.DATA_AXIS)))
 
 
-def extract_features(feature_fn: Callable, variables: Any, config, split: str,
+def extract_features(feature_fn: Callable, variables: Any, config, source,
                      mesh, max_examples: int | None = None):
-  """(features [N, d], labels [N]) of `split` on every process, in order.
+  """(features [N, d], labels [N]) of `source` on every process, in order.
 
   `feature_fn` comes from `sharded_feature_fn`.
   """
-  batches, num_batches = _eval_batches(config, split, mesh)
-  progress = _Progress(f"features of {split}", num_batches)
+  batches, num_batches = _eval_batches(config, source)
+  progress = _Progress(f"features of {source.split}", num_batches)
   features, labels = [], []
   seen = 0
   for i, batch in enumerate(batches):
@@ -110,8 +110,9 @@ class KnnMonitor:
   """kNN accuracy of the encoder during pretraining: a bank of train-split
   features (at most knn.bank_size), test-split queries, eval-view images."""
 
-  def __init__(self, config, *, method, mesh):
+  def __init__(self, config, *, method, mesh, bank_source, query_source):
     self._config, self._method, self._mesh = config, method, mesh
+    self._bank_source, self._query_source = bank_source, query_source
     module = pretrained.encoder_module(config)
     self._embed = sharded_feature_fn(
         lambda variables, images: module.apply(variables, images,
@@ -127,10 +128,10 @@ class KnnMonitor:
         flax.serialization.to_state_dict(state))
     bank_size = config.knn.bank_size if config.knn.bank_size > 0 else None
     bank, bank_labels = extract_features(
-        self._embed, variables, config, config.train_split, self._mesh,
+        self._embed, variables, config, self._bank_source, self._mesh,
         max_examples=bank_size)
     queries, query_labels = extract_features(
-        self._embed, variables, config, config.eval_split, self._mesh)
+        self._embed, variables, config, self._query_source, self._mesh)
     labelled = bank_labels >= 0  # e.g. stl10 'unlabelled' stores -1
     accuracy = knn.knn_accuracy(
         queries, query_labels, bank[labelled], bank_labels[labelled],
@@ -139,13 +140,17 @@ class KnnMonitor:
     return {"knn_accuracy": accuracy}
 
 
-def create_monitor(config, *, method, mesh) -> KnnMonitor | None:
+def create_monitor(config, *, method, mesh, bank_source,
+                   query_source) -> KnnMonitor | None:
   """A kNN monitor for pretraining methods on labelled data, if enabled."""
-  if (not hasattr(method, "encoder_variables")
-      or config.knn.every_steps <= 0
-      or not datasets.has_labels(config.dataset, config.data_dir)):
+  if not hasattr(method, "encoder_variables") or config.knn.every_steps <= 0:
     return None
-  return KnnMonitor(config, method=method, mesh=mesh)
+  if not (bank_source.labelled and query_source.labelled):
+    logging.info("kNN monitor off: dataset %s has no labels",
+                 config.dataset)
+    return None
+  return KnnMonitor(config, method=method, mesh=mesh,
+                    bank_source=bank_source, query_source=query_source)
 
 
 def write_results(workdir: str, results: dict):

@@ -31,11 +31,11 @@ def create_hooks(config: ml_collections.ConfigDict, *, workdir: str,
 
 
 def write_start_summaries(config: ml_collections.ConfigDict,
-                          writer: metric_writers.MetricWriter):
+                          writer: metric_writers.MetricWriter, *, source):
   """Once, before the first step of a new run: the augmentation preview
-  (config.preview_images rows) as a TensorBoard image."""
+  (config.preview_images rows of `source`) as a TensorBoard image."""
   if jax.process_index() == 0:  # The others' writers only log.
-    preview.write_summary(config, writer)
+    preview.write_summary(config, writer, source=source)
 
 
 def _profiler(config, *, workdir, total_steps):

@@ -21,7 +21,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from contrastive_jax.data import augment, datasets  # noqa: E402
+from contrastive_jax.data import augment, sources  # noqa: E402
 
 # Pixels between tiles. Tiles are enlarged (nearest neighbour) to at least
 # MIN_TILE pixels: 16-px digit views are unreadable at their own size.
@@ -54,14 +54,17 @@ def _enlarge(image: np.ndarray, side: int) -> np.ndarray:
   return np.repeat(np.repeat(image, factor, axis=0), factor, axis=1)
 
 
-def view_rows(config, *, num_images: int, num_pairs: int) -> list:
+def view_rows(config, *, num_images: int, num_pairs: int,
+              source=None) -> list:
   """Rows of float32 [0, 1] images of config.image_size: the original, then
-  num_pairs (view 1, view 2) pairs."""
+  num_pairs (view 1, view 2) pairs. `source` (default: the config's
+  train_split) gives the images."""
   specs = (config.view_augment, config.view_augment_2 or config.view_augment)
   views = [augment.build_view(spec, field) for spec, field in
            zip(specs, ("view_augment", "view_augment_2"))]
-  ds = datasets.load_split(config.dataset, config.train_split,
-                           data_dir=config.data_dir).take(num_images)
+  if source is None:
+    source = sources.from_config(config, config.train_split)
+  ds = source.sequential(limit=num_images)
   # Keys from (seed, image, pair) only, so a config always previews alike.
   base_key = tf.constant([config.seed, 1], tf.int64)
   rows = []
@@ -90,20 +93,21 @@ def make_grid(rows: list, side: int) -> np.ndarray:
   return grid
 
 
-def preview_grid(config, *, num_images: int = 4,
-                 num_pairs: int = 3) -> np.ndarray:
+def preview_grid(config, *, num_images: int = 4, num_pairs: int = 3,
+                 source=None) -> np.ndarray:
   """The preview of `config` as one uint8 [H, W, 3] image."""
-  rows = view_rows(config, num_images=num_images, num_pairs=num_pairs)
+  rows = view_rows(config, num_images=num_images, num_pairs=num_pairs,
+                   source=source)
   return make_grid(rows, tile_side(config.image_size))
 
 
-def write_summary(config, writer, *, num_pairs: int = 3):
+def write_summary(config, writer, *, num_pairs: int = 3, source=None):
   """The preview as a TensorBoard image at step 0 (config.preview_images
   rows; 0 turns it off). Only process 0's writer writes files."""
   if config.get("preview_images", 0) <= 0:
     return
   grid = preview_grid(config, num_images=config.preview_images,
-                      num_pairs=num_pairs)
+                      num_pairs=num_pairs, source=source)
   writer.write_images(0, {SUMMARY_KEY: grid[None]})
 
 

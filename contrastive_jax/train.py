@@ -2,6 +2,7 @@
 model, state and step; the pipeline owns the data; checkpointing, metrics and
 parallelism live in their own modules."""
 
+import copy
 import functools
 import os
 
@@ -13,15 +14,15 @@ from contrastive_jax import (checkpointing, config_checks, evaluation, guards,
                              hooks, method_steps, methods, metric_logging,
                              parallel)
 from contrastive_jax import preemption as preemption_lib
-from contrastive_jax.data import datasets, order, pipeline
-from contrastive_jax.errors import UserError
+from contrastive_jax.data import order, pipeline, sources
+from contrastive_jax.errors import ConfigError, DataError, UserError
 from contrastive_jax.train_state import TrainState
 
 
-def steps_for(config: ml_collections.ConfigDict) -> tuple[int, int]:
-  """(steps per epoch, total steps) for the global batch size."""
-  num_examples = datasets.num_examples(config.dataset, config.train_split,
-                                       data_dir=config.data_dir)
+def steps_for(config: ml_collections.ConfigDict,
+              num_examples: int) -> tuple[int, int]:
+  """(steps per epoch, total steps) for the global batch size, on a train
+  split of `num_examples`."""
   steps_per_epoch = order.steps_per_epoch(num_examples, config.batch_size)
   if config.num_train_steps > 0:
     return steps_per_epoch, int(config.num_train_steps)
@@ -37,17 +38,57 @@ def _prepare_workdir(workdir: str):
     raise UserError(f"workdir {workdir} is not writable")
 
 
+def fit_config_to_data(config: ml_collections.ConfigDict, method,
+                       source: sources.Source) -> ml_collections.ConfigDict:
+  """A copy of `config` whose class count is the train split's.
+
+  num_classes=-1 means "the dataset's"; another value must agree with it.
+  On unlabelled data the online probe switches off (saying so once), and a
+  method that needs labels (linear evaluation, finetuning) stops with one
+  line.
+  """
+  config = copy.deepcopy(config)
+  if source.labelled:
+    if config.num_classes == -1:
+      config.num_classes = source.num_classes
+    elif config.num_classes != source.num_classes:
+      raise ConfigError(
+          f"config.num_classes={config.num_classes} but dataset "
+          f"{source.dataset!r} has {source.num_classes} classes; set "
+          "--config.num_classes=-1 to take the dataset's")
+    return config
+  if getattr(method, "NEEDS_LABELS", False):
+    raise DataError(f"{config.method} needs labels, and dataset "
+                    f"{source.dataset!r} (split {source.split!r}) has none: "
+                    "give a labelled dataset, e.g. a folder laid out as "
+                    "PATH/<split>/<class>/*.jpg")
+  if config.online_probe:
+    logging.info("Online probe off: dataset %s has no labels",
+                 source.dataset)
+  config.num_classes = 0  # No probe, no kNN: nothing to classify.
+  return config
+
+
+def _needs_eval_split(config, method, train_source) -> bool:
+  """Whether the run reads config.eval_split: a final evaluation, or the
+  kNN monitor on labelled data."""
+  if hasattr(method, "eval_step"):
+    return True
+  return (hasattr(method, "encoder_variables") and train_source.labelled
+          and config.knn.every_steps > 0)
+
+
 def _view_specs(config, num_views: int) -> tuple[str, ...]:
   specs = (config.view_augment, config.view_augment_2 or config.view_augment)
   return specs[:num_views]
 
 
 def _final_evaluation(state, *, method, model, config, mesh, writer,
-                      workdir):
+                      workdir, source):
   """Classifier accuracy on the eval split -> TensorBoard and
   eval_results.json."""
   results = evaluation.evaluate_classifier(
-      state, config=config, mesh=mesh,
+      state, config=config, mesh=mesh, source=source,
       eval_step=functools.partial(method.eval_step, model=model,
                                   config=config,
                                   axis_name=parallel.DATA_AXIS))
@@ -64,7 +105,7 @@ def _final_evaluation(state, *, method, model, config, mesh, writer,
 
 
 def _train_loop(state, batches, *, train_step, mesh, start_step, total_steps,
-                config, ckpt, writer, step_hooks, monitor):
+                config, ckpt, writer, step_hooks, monitor, input_metrics):
   """Steps start_step+1..total_steps. Returns (state, whether it stopped
   early for a preemption, after saving that step)."""
   nonfinite = guards.ConsecutiveNonFinite(
@@ -81,7 +122,9 @@ def _train_loop(state, batches, *, train_step, mesh, start_step, total_steps,
       for hook in step_hooks:
         hook(step)
       if step % config.log_every_steps == 0 or step == total_steps:
-        writer.write_scalars(step, metric_logging.summarize(window))
+        # input_metrics (e.g. bad_images) may stop a run on damaged data.
+        writer.write_scalars(step, {**metric_logging.summarize(window),
+                                    **input_metrics()})
         window = []
       if monitor and monitor.due(step, total_steps):
         writer.write_scalars(step, monitor(state))
@@ -121,15 +164,23 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   if config.download:
     if jax.process_count() > 1:
       raise UserError("config.download=True works in single-process runs "
-                      "only: prepare the data once with `tfds build` first")
-    datasets.download_and_prepare(config.dataset, config.data_dir)
-  steps_per_epoch, total_steps = steps_for(config)
+                      "only: prepare the data once with `python -m "
+                      "contrastive_jax.prepare DATASET --data_dir=DIR` first")
+    from contrastive_jax import prepare  # pylint: disable=g-import-not-at-top
+    prepare.download_and_prepare(config.dataset, config.data_dir)
+  # Each split is resolved once; everything below reads through these.
+  train_source = sources.from_config(config, config.train_split,
+                                     workdir=workdir)
+  config = fit_config_to_data(config, method, train_source)
+  eval_source = (sources.from_config(config, config.eval_split,
+                                     workdir=workdir)
+                 if _needs_eval_split(config, method, train_source) else None)
+  steps_per_epoch, total_steps = steps_for(config, train_source.num_examples)
   built = method_steps.build(config, mesh, steps_per_epoch=steps_per_epoch,
                              total_steps=total_steps)
   model = built.model
   make_train_ds = pipeline.pretrain_stream(
-      dataset=config.dataset, split=config.train_split,
-      data_dir=config.data_dir,
+      source=train_source,
       local_batch_size=config.batch_size // jax.process_count(),
       view_specs=_view_specs(config, getattr(method, "NUM_VIEWS", 2)),
       seed=config.seed,
@@ -163,17 +214,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     writer = metric_logging.create_writer(workdir)
     if start_step == 0:
       writer.write_hparams(dict(config.to_dict()))
-      hooks.write_start_summaries(config, writer)
+      hooks.write_start_summaries(config, writer, source=train_source)
     step_hooks = hooks.create_hooks(config, workdir=workdir, writer=writer,
                                     total_steps=total_steps)
-    monitor = evaluation.create_monitor(config, method=method, mesh=mesh)
+    monitor = (evaluation.create_monitor(
+        config, method=method, mesh=mesh, bank_source=train_source,
+        query_source=eval_source) if eval_source is not None else None)
 
     # The stream starts at the resumed step: nothing is replayed.
     batches = pipeline.as_numpy_iterator(make_train_ds(start_step))
     state, preempted = _train_loop(
         state, batches, train_step=train_step, mesh=mesh,
         start_step=start_step, total_steps=total_steps, config=config,
-        ckpt=ckpt, writer=writer, step_hooks=step_hooks, monitor=monitor)
+        ckpt=ckpt, writer=writer, step_hooks=step_hooks, monitor=monitor,
+        input_metrics=train_source.input_metrics)
     if preempted:
       writer.flush()
       writer.close()
@@ -181,7 +235,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       return state
     if hasattr(method, "eval_step"):
       _final_evaluation(state, method=method, model=model, config=config,
-                        mesh=mesh, writer=writer, workdir=workdir)
+                        mesh=mesh, writer=writer, workdir=workdir,
+                        source=eval_source)
     writer.flush()
     writer.close()
     ckpt.close()

@@ -10,3 +10,15 @@ import jax  # noqa: E402
 
 # Tests compare against float64 NumPy references.
 jax.config.update("jax_default_matmul_precision", "highest")
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def prepared_tfds(tmp_path_factory):
+  """(data_dir, {'train', 'test': images}): real TFDS datasets in every
+  format and encoding (tests/prepared_data.py), written once per session."""
+  from tests import prepared_data  # pylint: disable=g-import-not-at-top
+  data_dir = str(tmp_path_factory.mktemp("tfds"))
+  return data_dir, prepared_data.write_all(data_dir)

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from contrastive_jax.data import augment, batched_ops, color_jitter, pipeline
+from contrastive_jax.data import (augment, batched_ops, color_jitter, pipeline,
+                                  sources)
 
 # Every batched op, with a blur that acts at 48 px (radius 2).
 SPEC = ('random_resized_crop(48, area=(0.2, 1.0))|flip_lr(p=0.5)|'
@@ -131,7 +132,7 @@ def test_blur_only_where_the_coin_says():
 
 def test_pipeline_batched_and_per_example_views_are_the_same_bits():
   spec = SPEC.replace('48', '24')  # digits; blur radius 1 at 24 px
-  args = dict(dataset='digits', split='train[:64]', data_dir=None,
+  args = dict(source=sources.open_source('digits', 'train[:64]'),
               local_batch_size=16, view_specs=(spec, spec), seed=3,
               process_index=0, process_count=1)
   runs = [list(pipeline.as_numpy_iterator(

@@ -1,4 +1,5 @@
-"""Datasets by name: offline digits, TFDS under mock_data, missing data."""
+"""Datasets by name through the source registry: offline digits, real
+prepared TFDS datasets in both formats and encodings, missing data."""
 
 import time
 
@@ -7,7 +8,7 @@ import pytest
 import tensorflow_datasets as tfds
 from sklearn.datasets import load_digits
 
-from contrastive_jax.data import datasets
+from contrastive_jax.data import sources
 from contrastive_jax.data.digits import load_digits_split
 from contrastive_jax.errors import ConfigError, DataError
 
@@ -20,15 +21,10 @@ def _rows(images, labels):
 
 
 def _collect(ds):
+  """(images, labels) of a stream of same-sized examples."""
   examples = list(tfds.as_numpy(ds))
   return (np.stack([e['image'] for e in examples]),
           np.array([e['label'] for e in examples]))
-
-
-def _mock(num_examples):
-  # USE_CODE: the pip package ships no metadata for the AUTO policy.
-  return tfds.testing.mock_data(num_examples=num_examples,
-                                policy=tfds.testing.MockPolicy.USE_CODE)
 
 
 def test_digits_splits_sizes_dtypes_and_labels():
@@ -66,83 +62,119 @@ def test_digits_unknown_split_is_config_error():
     load_digits_split('validation')
 
 
-def test_load_split_digits_elements():
-  ds = datasets.load_split('digits', 'test')
+def test_digits_source():
+  source = sources.open_source('digits', 'test')
+  ds = source.sequential()
   assert ds.element_spec['image'].shape == (8, 8, 3)
   assert ds.element_spec['image'].dtype.name == 'uint8'
   assert ds.element_spec['label'].dtype.name == 'int64'
-  assert datasets.num_examples('digits', 'test') == 359
-  assert datasets.has_labels('digits')
+  assert source.num_examples == 359
+  assert source.labelled and source.class_names == tuple('0123456789')
+  assert source.image_shape == (8, 8, 3)
 
 
 def test_process_shards_are_disjoint_and_cover_the_split():
   whole = load_digits_split('test')
-  shards = [_collect(datasets.load_split('digits', 'test', process_index=i,
-                                         process_count=3)) for i in range(3)]
+  source = sources.open_source('digits', 'test')
+  shards = [_collect(source.sequential(process_index=i, process_count=3))
+            for i in range(3)]
   sizes = [len(labels) for _, labels in shards]
   assert max(sizes) - min(sizes) <= 1
   images = np.concatenate([images for images, _ in shards])
   labels = np.concatenate([labels for _, labels in shards])
-  assert _rows(images, labels) == _rows(whole['image'], whole['label'])
+  # In order, not just as a multiset: eval results line up with the split.
+  np.testing.assert_array_equal(images, whole['image'])
+  np.testing.assert_array_equal(labels, whole['label'])
 
 
 def test_bad_process_index_is_rejected():
+  source = sources.open_source('digits', 'test')
   with pytest.raises(ValueError):
-    datasets.load_split('digits', 'test', process_index=2, process_count=2)
+    source.sequential(process_index=2, process_count=2)
 
 
-def test_cifar10_under_mock_data():
-  with _mock(6):
-    ds = datasets.load_split('cifar10', 'train', data_dir='/nonexistent',
-                             shuffle_files=True, file_seed=1)
-    assert set(ds.element_spec) == {'image', 'label'}
-    images, labels = _collect(ds)
-    assert datasets.num_examples('cifar10', 'train') == 6
-  assert images.shape == (6, 32, 32, 3) and images.dtype == np.uint8
-  assert labels.dtype == np.int64 and np.all((labels >= 0) & (labels < 10))
+@pytest.mark.parametrize('key', [('array_record', 'jpeg'),
+                                 ('array_record', 'png'),
+                                 ('tfrecord', 'jpeg'), ('tfrecord', 'png')])
+def test_prepared_tfds_dataset_reads_back_in_order(prepared_tfds, key):
+  from tests import prepared_data  # pylint: disable=g-import-not-at-top
+  data_dir, splits = prepared_tfds
+  name = prepared_data.DATASETS[key]
+  for split, images in splits.items():
+    source = sources.open_source(name, split, data_dir=data_dir)
+    assert source.num_examples == len(images)
+    assert source.class_names == ('0', '1', '2', '3')
+    assert source.image_shape == (None, None, 3)
+    examples = list(tfds.as_numpy(source.sequential()))
+    assert [int(e['label']) for e in examples] == [
+        i % prepared_data.NUM_CLASSES for i in range(len(images))]
+    for got, want in zip(examples, images):
+      assert got['image'].shape == want.shape
+      if key[1] == 'png':  # Lossless: the stored pixels exactly.
+        np.testing.assert_array_equal(got['image'], want)
+      else:
+        assert np.abs(got['image'].astype(int) - want).mean() < 8
+  # A TFDS slice reads the slice, in order, like the whole split.
+  head = sources.open_source(name, 'train[:25%]', data_dir=data_dir)
+  assert head.num_examples == prepared_data.NUM_TRAIN // 4
+  first = list(tfds.as_numpy(head.sequential()))[0]['image']
+  assert first.shape == splits['train'][0].shape
 
 
-def test_grayscale_tfds_dataset_is_tiled_to_rgb():
-  with _mock(2):
-    images, _ = _collect(datasets.load_split('mnist', 'test'))
-  assert images.shape == (2, 28, 28, 3)
-  np.testing.assert_array_equal(images[..., 0], images[..., 1])
-
-
-def test_has_labels_for_tfds_datasets():
-  assert datasets.has_labels('cifar10')
-  assert datasets.has_labels('stl10')  # Its 'unlabelled' split has -1.
+def test_grayscale_tfds_dataset_is_tiled_to_rgb(tmp_path):
+  rng = np.random.default_rng(0)
+  images = rng.integers(0, 256, size=(3, 6, 5, 1), dtype=np.uint8)
+  features = tfds.features.FeaturesDict({
+      'image': tfds.features.Image(shape=(None, None, 1))})
+  tfds.dataset_builders.store_as_tfds_dataset(
+      name='cj_gray', version='1.0.0', features=features,
+      split_datasets={'test': [(i, {'image': image})
+                               for i, image in enumerate(images)]},
+      data_dir=str(tmp_path), file_format='array_record',
+      disable_shuffling=True)
+  source = sources.open_source('cj_gray', 'test', data_dir=str(tmp_path))
+  assert not source.labelled  # No label feature: labels are -1.
+  got, labels = _collect(source.sequential())
+  assert got.shape == (3, 6, 5, 3)
+  np.testing.assert_array_equal(got, np.repeat(images, 3, axis=-1))
+  np.testing.assert_array_equal(labels, [-1, -1, -1])
 
 
 def test_missing_tfds_data_is_one_line_data_error(tmp_path):
   start = time.monotonic()
   with pytest.raises(DataError) as error:
-    datasets.load_split('cifar10', 'train', data_dir=str(tmp_path))
+    sources.open_source('cifar10', 'train', data_dir=str(tmp_path))
   message = str(error.value)
   assert "'cifar10'" in message and str(tmp_path) in message
   assert 'configs/simclr.py:digits' in message
+  # The command that works here, not `tfds build` (needs apache_beam).
+  assert f'python -m contrastive_jax.prepare cifar10 --data_dir={tmp_path}' \
+      in message
+  assert 'tfds build' not in message
   assert '\n' not in message
-  with pytest.raises(DataError):
-    datasets.num_examples('cifar10', 'train', data_dir=str(tmp_path))
   assert time.monotonic() - start < 10  # No download attempt, no network wait.
 
 
 def test_missing_imagenet_mentions_manual_download(tmp_path):
   with pytest.raises(DataError, match='manual download'):
-    datasets.load_split('imagenet2012', 'train', data_dir=str(tmp_path))
+    sources.open_source('imagenet2012', 'train', data_dir=str(tmp_path))
 
 
 def test_unknown_dataset_name_is_config_error(tmp_path):
   with pytest.raises(ConfigError, match="'no_such_dataset' is neither"):
-    datasets.load_split('no_such_dataset', 'train', data_dir=str(tmp_path))
+    sources.open_source('no_such_dataset', 'train', data_dir=str(tmp_path))
 
 
-def test_download_failure_is_one_data_error_line(tmp_path):
-  # imagenet2012 cannot be downloaded: TFDS fails at once on the missing
-  # manual archives, with no network access.
-  with pytest.raises(DataError) as info:
-    datasets.download_and_prepare('imagenet2012', str(tmp_path))
-  message = str(info.value)
-  assert '\n' not in message
-  assert "'imagenet2012'" in message and str(tmp_path) in message
-  assert '--config=configs/simclr.py:digits works offline' in message
+def test_unknown_split_is_config_error(prepared_tfds):
+  data_dir, _ = prepared_tfds
+  with pytest.raises(ConfigError, match="split 'validation'.*it has test, train"):
+    sources.open_source('cj_photos_ar_png', 'validation', data_dir=data_dir)
+
+
+def test_registry_picks_the_module_from_the_string():
+  assert sources.kind_of('digits') == 'digits'
+  assert sources.kind_of('folder:/data/images') == 'folder'
+  assert sources.kind_of('gs://bucket/x') == 'tfds'  # not a folder: no prefix
+  assert sources.kind_of('imagenet2012') == 'tfds'
+  with pytest.raises(ConfigError, match='config.dataset'):
+    sources.kind_of('')

@@ -1,4 +1,5 @@
-"""Training and eval streams on offline digits and on mocked cifar10."""
+"""Training and eval streams on offline digits and on a real prepared TFDS
+dataset."""
 
 import itertools
 
@@ -6,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from contrastive_jax.data import order, pipeline
+from contrastive_jax.data import order, pipeline, sources
 from contrastive_jax.data.digits import load_digits_split
 from contrastive_jax.errors import ConfigError
 
@@ -14,8 +15,9 @@ SPEC = ('random_resized_crop(16, area=(0.25, 1.0))|flip_lr|'
         'color_jitter(0.5, p=0.8)|grayscale(p=0.2)')
 
 
-def _pretrain(seed=0, process_index=0, process_count=1, batch=8, **kwargs):
-  args = dict(dataset='digits', split='train', data_dir=None,
+def _pretrain(seed=0, process_index=0, process_count=1, batch=8,
+              dataset='digits', split='train', data_dir=None, **kwargs):
+  args = dict(source=sources.open_source(dataset, split, data_dir=data_dir),
               local_batch_size=batch, view_specs=(SPEC, SPEC), seed=seed,
               process_index=process_index, process_count=process_count,
               )
@@ -113,7 +115,7 @@ def test_bad_view_spec_names_the_field():
 
 def _eval(process_index=0, process_count=1, batch=64, view_spec=''):
   return pipeline.make_eval_dataset(
-      dataset='digits', split='test', data_dir=None, local_batch_size=batch,
+      source=sources.open_source('digits', 'test'), local_batch_size=batch,
       view_spec=view_spec, process_index=process_index,
       process_count=process_count)
 
@@ -148,20 +150,22 @@ def test_eval_view_resizes():
   assert batch['image'].shape == (4, 16, 16, 3)
 
 
-def test_cifar10_mock_batches_have_the_right_shape():
-  with tfds.testing.mock_data(num_examples=10,
-                              policy=tfds.testing.MockPolicy.USE_CODE):
-    spec = 'random_resized_crop(32)|flip_lr|color_jitter(0.5, p=0.8)'
-    train = _pretrain(dataset='cifar10', view_specs=(spec, spec), batch=4)
-    batch = _take(train, 1)[0]
-    evaluation = pipeline.make_eval_dataset(
-        dataset='cifar10', split='test', data_dir=None, local_batch_size=4,
-        view_spec='', process_index=0, process_count=1)
-    eval_batches = list(pipeline.as_numpy_iterator(evaluation))
+def test_prepared_tfds_batches_have_the_right_shape(prepared_tfds):
+  data_dir, splits = prepared_tfds
+  spec = 'random_resized_crop(32)|flip_lr|color_jitter(0.5, p=0.8)'
+  train = _pretrain(dataset='cj_photos_ar_jpeg', data_dir=data_dir,
+                    view_specs=(spec, spec), batch=4)
+  batch = _take(train, 1)[0]
+  evaluation = pipeline.make_eval_dataset(
+      source=sources.open_source('cj_photos_ar_jpeg', 'test',
+                                 data_dir=data_dir),
+      local_batch_size=8, view_spec='center_crop(16)', process_index=0,
+      process_count=1)
+  eval_batches = list(pipeline.as_numpy_iterator(evaluation))
   assert batch['view1'].shape == batch['view2'].shape == (4, 32, 32, 3)
   assert batch['label'].shape == (4,)
-  assert len(eval_batches) == 3
-  assert sum(b['mask'].sum() for b in eval_batches) == 10
+  assert len(eval_batches) == 3  # ceil(20 / 8)
+  assert sum(b['mask'].sum() for b in eval_batches) == len(splits['test'])
 
 
 def test_one_view_spec_gives_one_view():

@@ -9,11 +9,10 @@ import sys
 import jax
 import numpy as np
 import tensorflow as tf
-import tensorflow_datasets as tfds
 from PIL import Image
 
 from contrastive_jax import preview, train
-from tests.test_train import mock_cifar_config
+from tests.test_train import photos_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -70,15 +69,17 @@ def image_summaries(workdir):
   return found
 
 
-def test_training_writes_preview_summary_and_profile_trace(tmp_path):
+def test_training_writes_preview_summary_and_profile_trace(tmp_path,
+                                                          prepared_tfds):
+  # A real prepared ArrayRecord dataset: the preview used to read it through
+  # builder.as_dataset, which ArrayRecord does not implement.
   workdir = str(tmp_path)
-  config = mock_cifar_config(num_steps=4)
+  config = photos_config(num_steps=4, data_dir=prepared_tfds[0])
   config.preview_images = 2
   config.profile_steps = 2
   config.profile_start_step = 1
-  with tfds.testing.mock_data(num_examples=64,
-                              policy=tfds.testing.MockPolicy.USE_CODE):
-    train.train_and_evaluate(config, workdir, devices=jax.devices()[:1])
+  config.knn.every_steps = 0
+  train.train_and_evaluate(config, workdir, devices=jax.devices()[:1])
   side = preview.tile_side(16)
   assert image_summaries(workdir)[preview.SUMMARY_KEY] == (
       preview.GAP + 2 * (side + preview.GAP),

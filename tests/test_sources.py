@@ -38,7 +38,7 @@ def _decoded(source, indices):
 @pytest.mark.parametrize('name', ['tiny_pngs', 'digits'])
 def test_a_group_read_equals_single_reads(name, data_dir):
   root, _ = data_dir
-  source = sources.open_split(name, 'train', data_dir=root)
+  source = sources.open_source(name, 'train', data_dir=root)
   indices = [5, 0, 11, 5, 3]
   group = _decoded(source, indices)
   for index, example in zip(indices, group):
@@ -49,7 +49,7 @@ def test_a_group_read_equals_single_reads(name, data_dir):
 
 def test_records_decode_to_the_stored_images_and_labels(data_dir):
   root, images = data_dir
-  source = sources.open_split('tiny_pngs', 'train', data_dir=root)
+  source = sources.open_source('tiny_pngs', 'train', data_dir=root)
   assert source.num_examples == NUM_EXAMPLES
   for index, example in zip([7, 2], _decoded(source, [7, 2])):
     np.testing.assert_array_equal(example['image'], images[index])
@@ -60,7 +60,7 @@ def test_records_decode_to_the_stored_images_and_labels(data_dir):
 def test_stream_on_a_real_array_record_dataset(data_dir):
   root, _ = data_dir
   spec = 'random_resized_crop(8)|flip_lr|color_jitter(0.5, p=0.8)'
-  args = dict(dataset='tiny_pngs', split='train', data_dir=root,
+  args = dict(source=sources.open_source('tiny_pngs', 'train', data_dir=root),
               view_specs=(spec, spec), seed=0)
   whole = list(pipeline.as_numpy_iterator(pipeline.make_pretrain_dataset(
       local_batch_size=4, process_index=0, process_count=1, **args).take(4)))

@@ -1,4 +1,5 @@
-"""The real `train_and_evaluate` on TFDS mock data, on 1 and 8 devices."""
+"""The real `train_and_evaluate` on a real prepared TFDS dataset (ArrayRecord,
+JPEG), on 1 and 8 devices."""
 
 import glob
 import json
@@ -7,15 +8,23 @@ import os
 import jax
 import numpy as np
 import pytest
-import tensorflow_datasets as tfds
 
 from contrastive_jax import checkpointing, train
 from tests.test_simclr_step import tiny_config
 
 
-def mock_cifar_config(num_steps):
+# A real TFDS dataset written by the tests (tests/prepared_data.py): 48
+# train, 20 test photos of 18-30 px, 4 classes.
+DATASET = "cj_photos_ar_jpeg"
+
+
+def photos_config(num_steps, data_dir):
   c = tiny_config()
-  c.dataset, c.train_split = "cifar10", "train"
+  c.dataset, c.train_split, c.eval_split = DATASET, "train", "test"
+  c.data_dir = data_dir
+  c.num_classes = -1  # the dataset's 4
+  c.eval_augment = "resize(16)"
+  c.eval_batch_size = 16
   c.image_size = 16
   c.view_augment = ("random_resized_crop(16)|flip_lr|color_jitter(0.5, p=0.8)"
                     "|grayscale(p=0.2)")
@@ -23,10 +32,6 @@ def mock_cifar_config(num_steps):
   c.num_train_steps = num_steps
   c.log_every_steps = 2
   c.checkpoint_every_steps = 2
-  # tfds.testing.mock_data patches the filesystem globally while it builds a
-  # dataset (the kNN monitor's passes do): a save finishing in the
-  # background then would write through the mock.
-  c.async_checkpointing = False
   return c
 
 
@@ -36,37 +41,42 @@ def read_metrics(workdir):
 
 
 @pytest.mark.parametrize("num_devices", [1, 8])
-def test_train_and_evaluate_on_mock_cifar10(tmp_path, num_devices):
+def test_train_and_evaluate_on_prepared_photos(tmp_path, prepared_tfds,
+                                              num_devices):
   workdir = str(tmp_path)
-  config = mock_cifar_config(num_steps=4)
-  with tfds.testing.mock_data(num_examples=64,
-                              policy=tfds.testing.MockPolicy.USE_CODE):
-    state = train.train_and_evaluate(config, workdir,
-                                     devices=jax.devices()[:num_devices])
+  config = photos_config(num_steps=4, data_dir=prepared_tfds[0])
+  state = train.train_and_evaluate(config, workdir,
+                                   devices=jax.devices()[:num_devices])
   assert int(state.step) == 4
   rows = [r for r in read_metrics(workdir) if "loss" in r]
   assert [r["step"] for r in rows] == [2, 4]
   assert all(np.isfinite(r["loss"]) for r in rows)
   assert all(r["learning_rate"] > 0 for r in rows)
+  # The online probe trained on the dataset's 4 classes, and the kNN monitor
+  # read both splits (the path that used to crash on ArrayRecord).
+  assert all(np.isfinite(r["probe_loss"]) for r in rows)
+  assert state.params["probe"]["linear"]["kernel"].shape[-1] == 4
+  knn_rows = [r for r in read_metrics(workdir) if "knn_accuracy" in r]
+  assert [r["step"] for r in knn_rows] == [4]
+  assert 0.0 <= knn_rows[0]["knn_accuracy"] <= 1.0
   assert glob.glob(os.path.join(workdir, "events.out.tfevents.*"))
   ckpt = checkpointing.Checkpointer(workdir, save_every_steps=2, keep=3)
   assert ckpt.latest_step() == 4
   assert ckpt.restore_config()["batch_size"] == 16
 
 
-def test_rerun_resumes_from_the_checkpoint(tmp_path):
+def test_rerun_resumes_from_the_checkpoint(tmp_path, prepared_tfds):
   workdir = str(tmp_path)
-  with tfds.testing.mock_data(num_examples=64,
-                              policy=tfds.testing.MockPolicy.USE_CODE):
-    first = train.train_and_evaluate(mock_cifar_config(num_steps=2), workdir,
-                                     devices=jax.devices()[:2])
-    first_params = jax.device_get(first.params)
-    # Same run, longer: it must continue from step 2, not start over.
-    second = train.train_and_evaluate(mock_cifar_config(num_steps=4), workdir,
-                                      devices=jax.devices()[:2])
-    # Finished: a third call changes nothing.
-    third = train.train_and_evaluate(mock_cifar_config(num_steps=4), workdir,
-                                     devices=jax.devices()[:2])
+  config = lambda steps: photos_config(steps, prepared_tfds[0])
+  first = train.train_and_evaluate(config(2), workdir,
+                                   devices=jax.devices()[:2])
+  first_params = jax.device_get(first.params)
+  # Same run, longer: it must continue from step 2, not start over.
+  second = train.train_and_evaluate(config(4), workdir,
+                                    devices=jax.devices()[:2])
+  # Finished: a third call changes nothing.
+  third = train.train_and_evaluate(config(4), workdir,
+                                   devices=jax.devices()[:2])
   assert int(second.step) == 4
   steps = [r["step"] for r in read_metrics(workdir) if "loss" in r]
   assert steps == [2, 4]  # no step logged twice: step 2 was not redone

@@ -12,6 +12,9 @@ with its LOCAL batch size (the global batch divided by the number of
 processes); the processes' batches concatenated in process order are the
 global batch of a one-process run, example for example and bit for bit.
 
+The split comes as a `sources.Source`, resolved once per run: nothing here
+knows which kind of dataset it reads.
+
 Throughput: records are read in groups of READ_GROUP per Python call; decoding
 and the size-setting ops (crops) run per example in a parallel map; the
 size-keeping ops (flip, colour, blur) run in a parallel map over batches of
@@ -24,26 +27,24 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from contrastive_jax.data import augment
-from contrastive_jax.data import datasets
 from contrastive_jax.data import order
-from contrastive_jax.data import sources
+from contrastive_jax.data.sources import READ_GROUP
 from contrastive_jax.errors import ConfigError
 
 # Config fields holding the view specs, named in spec errors.
 _VIEW_FIELDS = ('view_augment', 'view_augment_2')
-# Records per Python call of the TFDS reader.
-READ_GROUP = 64
 # Floats per view in one batch of the size-keeping ops: large enough to
 # spread per-op overhead (and fill the blur's groups of 8), small enough
 # not to stream every op through memory (16 MiB; 27 views at 224 px).
 _BATCH_FLOATS = 2**22
 
 
-def pretrain_stream(*, dataset, split, data_dir, local_batch_size,
-                    view_specs, seed, process_index, process_count,
+def pretrain_stream(*, source, local_batch_size, view_specs, seed,
+                    process_index, process_count,
                     num_parallel=tf.data.AUTOTUNE, batch_augment=True):
-  """Checks the arguments and opens the split; returns `make(start_step)`,
-  which builds the stream of batches from global batch `start_step` on.
+  """Checks the arguments; returns `make(start_step)`, which builds the
+  stream of batches of `source` (a `sources.Source`) from global batch
+  `start_step` on.
 
   Batches are {'view1', ..., 'viewV': float32 [B, H, W, 3], 'label'}: one
   view per spec in `view_specs` (contrastive methods pass two, the same spec
@@ -62,7 +63,6 @@ def pretrain_stream(*, dataset, split, data_dir, local_batch_size,
     raise ConfigError(f'seed: expected an int, got {seed!r}')
   views = [augment.build_view(spec, field)
            for spec, field in zip(view_specs, _VIEW_FIELDS)]
-  source = sources.open_split(dataset, split, data_dir=data_dir)
   seed_key = tf.constant([seed, 0], tf.int64)
 
   def read(positions, indices):
@@ -124,9 +124,16 @@ def make_pretrain_dataset(*, start_step=0, **kwargs):
   return pretrain_stream(**kwargs)(start_step)
 
 
-def make_eval_dataset(*, dataset, split, data_dir, local_batch_size,
-                      view_spec, process_index, process_count):
-  """One pass of batches {'image', 'label', 'mask'}, all of the same shape.
+def num_eval_batches(source, local_batch_size, process_count) -> int:
+  """Batches of `make_eval_dataset` on every process."""
+  largest_shard = -(-source.num_examples // process_count)
+  return -(-largest_shard // local_batch_size)
+
+
+def make_eval_dataset(*, source, local_batch_size, view_spec, process_index,
+                      process_count):
+  """One pass of batches {'image', 'label', 'mask'} over `source`, all of
+  the same shape.
 
   'image' is float32 [B, H, W, 3] in [0, 1] from one deterministic view
   (random ops in `view_spec` get a fixed seed), 'label' int32 [B], 'mask'
@@ -136,13 +143,9 @@ def make_eval_dataset(*, dataset, split, data_dir, local_batch_size,
   """
   _check_batch_size(local_batch_size)
   view = augment.build_view(view_spec, 'eval view_spec')
-  total = datasets.num_examples(dataset, split, data_dir)
-  largest_shard = -(-total // process_count)
-  num_batches = -(-largest_shard // local_batch_size)
-
-  ds = datasets.load_split(dataset, split, data_dir=data_dir,
-                           process_index=process_index,
-                           process_count=process_count)
+  num_batches = num_eval_batches(source, local_batch_size, process_count)
+  ds = source.sequential(process_index=process_index,
+                         process_count=process_count)
   fixed_key = tf.zeros([2], tf.int64)
 
   def prepare(example):

@@ -23,6 +23,8 @@ from contrastive_jax.errors import ConfigError
 from contrastive_jax.train_state import TrainState
 
 NUM_VIEWS = 1
+# Trains on labels: the loop stops with one line on unlabelled data.
+NEEDS_LABELS = True
 RANDOM = "random"
 
 
