@@ -96,7 +96,11 @@ def open(dataset, split, *, data_dir=None, workdir=None, options=None):  # pylin
   builder = prepared_builder(dataset, data_dir)
   check_split(builder, dataset, split)
   file_format = builder.info.file_format
-  if file_format == tfds.core.FileFormat.ARRAY_RECORD:
+  # A dataset may hold its records in both formats (`prepare --convert
+  # --keep_tfrecord`, or TFDS's own converter, which adds ArrayRecord next
+  # to TFRecord): ArrayRecord needs no offset index.
+  formats = builder.info.available_file_formats()
+  if tfds.core.FileFormat.ARRAY_RECORD in formats:
     from contrastive_jax.data.sources import tfds_array_record  # pylint: disable=g-import-not-at-top
     return tfds_array_record.ArrayRecordSource(builder, dataset, split)
   if file_format == tfds.core.FileFormat.TFRECORD:
