@@ -23,6 +23,7 @@ setup(
         "tensorboard>=2.18",
         "numpy",
         "pillow",
+        "safetensors>=0.4",       # export --format=torchvision
     ],
     extras_require={
         "test": ["pytest>=8", "scikit-learn>=1.4"],

@@ -23,7 +23,7 @@ from contrastive_jax.report import RESULTS_FILE
 
 
 
-class _Progress:
+class Progress:
   """Logs 'what: i/n batches (p%)' at most every `every_secs`."""
 
   def __init__(self, what: str, total: int, every_secs: float = 10.0):
@@ -59,7 +59,7 @@ def evaluate_classifier(state, *, eval_step: Callable, config, mesh,
                                in_specs=(P(), P(parallel.DATA_AXIS)),
                                out_specs=P()))
   batches, num_batches = _eval_batches(config, source)
-  progress = _Progress(f"evaluating on {source.split}", num_batches)
+  progress = Progress(f"evaluating on {source.split}", num_batches)
   total = np.zeros(3, np.float64)
   for i, batch in enumerate(batches):
     total += np.asarray(jax.device_get(
@@ -85,7 +85,7 @@ def extract_features(feature_fn: Callable, variables: Any, config, source,
   `feature_fn` comes from `sharded_feature_fn`.
   """
   batches, num_batches = _eval_batches(config, source)
-  progress = _Progress(f"features of {source.split}", num_batches)
+  progress = Progress(f"features of {source.split}", num_batches)
   features, labels = [], []
   seen = 0
   for i, batch in enumerate(batches):

@@ -123,6 +123,25 @@ def test_stems_downsample_as_documented():
   assert cifar_vars['stem_conv']['kernel'].shape == (3, 3, 3, 64)
 
 
+def test_strided_3x3_convs_pad_symmetrically_like_torchvision(tiny):
+  # torchvision pads every 3x3 conv by 1 on each side. Flax's 'SAME' pads a
+  # stride-2 conv of an even-sized input (0, 1) instead, which is what this
+  # encoder did before: those checkpoints compute other features.
+  model, variables = tiny
+  _, state = model.apply(variables, _images(), train=False,
+                         capture_intermediates=True, mutable=['intermediates'])
+  inter = state['intermediates']
+  x = inter['stage1_block1']['__call__'][0]  # [4, 16, 16, 8]: even-sized
+  kernel = variables['params']['stage2_block1']['conv1']['kernel']
+  conv = lambda padding: jax.lax.conv_general_dilated(
+      x, kernel, (2, 2), padding, dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
+      precision='highest')
+  got = inter['stage2_block1']['conv1']['__call__'][0]
+  np.testing.assert_allclose(got, conv(((1, 1), (1, 1))), rtol=1e-5,
+                             atol=1e-5)
+  assert not np.allclose(got, conv('SAME'), atol=1e-3)
+
+
 def test_bfloat16_computes_in_bf16_but_keeps_float32_params_and_output():
   model = create_encoder('tiny_resnet', cifar_stem=True, dtype=jnp.bfloat16)
   variables = _init(model, _images())

@@ -6,7 +6,8 @@ average pooling, and heads/linear probes live elsewhere.
 Naming is part of the contract. Every BatchNorm module's name starts with
 `bn` (`stem_bn`, `bn1`, `proj_bn`), and every convolution is named `*conv*`,
 so `contrastive_jax.optim.decay_mask` can tell BN parameters from kernels by
-their path alone.
+their path alone; `contrastive_jax.export` maps these names (stem_*,
+stage{i}_block{j}, proj_*) to torchvision's, so renaming one breaks exports.
 """
 
 import functools
@@ -23,6 +24,13 @@ ModuleDef = Any
 # SimCLR/MoCo reference ResNets train from.
 conv_kernel_init = nn.initializers.variance_scaling(2.0, 'fan_out', 'normal')
 
+# Explicit, symmetric padding for every 3x3 conv, as torchvision's
+# `padding=1`. Flax's 'SAME' pads a stride-2 3x3 conv of an even-sized input
+# (0, 1) - bottom/right only - so its sampling grid sat one pixel off
+# torchvision's, and exported weights computed something else in PyTorch.
+# Output sizes are the same either way; 1x1 convs pad nothing.
+PAD_3X3 = ((1, 1), (1, 1))
+
 
 class BasicBlock(nn.Module):
   """Two 3x3 convolutions; used by ResNet-18/34."""
@@ -37,9 +45,10 @@ class BasicBlock(nn.Module):
   @nn.compact
   def __call__(self, x):
     out_channels = self.filters * self.expansion
-    y = self.conv(self.filters, (3, 3), self.strides, name='conv1')(x)
+    y = self.conv(self.filters, (3, 3), self.strides, padding=PAD_3X3,
+                  name='conv1')(x)
     y = nn.relu(self.norm(name='bn1')(y))
-    y = self.conv(out_channels, (3, 3), name='conv2')(y)
+    y = self.conv(out_channels, (3, 3), padding=PAD_3X3, name='conv2')(y)
     # Zero scale makes each block start as the identity (Goyal et al. 2017),
     # which is what lets the large-batch LARS runs warm up stably.
     y = self.norm(scale_init=nn.initializers.zeros, name='bn2')(y)
@@ -58,11 +67,12 @@ class BottleneckBlock(nn.Module):
   @nn.compact
   def __call__(self, x):
     out_channels = self.filters * self.expansion
-    y = self.conv(self.filters, (1, 1), name='conv1')(x)
+    y = self.conv(self.filters, (1, 1), padding=0, name='conv1')(x)
     y = nn.relu(self.norm(name='bn1')(y))
-    y = self.conv(self.filters, (3, 3), self.strides, name='conv2')(y)
+    y = self.conv(self.filters, (3, 3), self.strides, padding=PAD_3X3,
+                  name='conv2')(y)
     y = nn.relu(self.norm(name='bn2')(y))
-    y = self.conv(out_channels, (1, 1), name='conv3')(y)
+    y = self.conv(out_channels, (1, 1), padding=0, name='conv3')(y)
     y = self.norm(scale_init=nn.initializers.zeros, name='bn3')(y)
     return nn.relu(y + _shortcut(self, x, out_channels))
 
@@ -71,7 +81,8 @@ def _shortcut(block, x, out_channels):
   """Identity, or a strided 1x1 projection when the shape changes."""
   if x.shape[-1] == out_channels and block.strides == 1:
     return x
-  x = block.conv(out_channels, (1, 1), block.strides, name='proj_conv')(x)
+  x = block.conv(out_channels, (1, 1), block.strides, padding=0,
+                 name='proj_conv')(x)
   return block.norm(name='proj_bn')(x)
 
 
@@ -127,7 +138,7 @@ class ResNet(nn.Module):
     width = self.num_filters * self.width_multiplier
 
     if self.cifar_stem:
-      x = conv(width, (3, 3), name='stem_conv')(x)
+      x = conv(width, (3, 3), padding=PAD_3X3, name='stem_conv')(x)
       x = nn.relu(norm(name='stem_bn')(x))
     else:
       x = conv(width, (7, 7), (2, 2), padding=((3, 3), (3, 3)),

@@ -1,0 +1,370 @@
+"""Taking a pretrained encoder out of JAX.
+
+  python -m contrastive_jax.export --checkpoint=WORKDIR_OR_STEP_DIR \
+      --format=torchvision --out=encoder.safetensors [--include_head]
+
+torchvision: safetensors with torchvision's ResNet names and layouts (OIHW
+  kernels, BatchNorm running stats): `torchvision.models.resnet50()
+  .load_state_dict(sd, strict=False)` misses only fc.*. npz: the Flax tree,
+  keys '/'-joined. saved_model: a TF SavedModel (jax2tf) of the encoder in
+  eval mode, float32 NHWC [B, S, S, 3] -> features [B, d].
+The encoder takes images as the pipeline feeds it: RGB in [0, 1], no mean/std
+normalisation (its first BatchNorm absorbs the scale); the metadata says so,
+with the architecture and step. `--include_head` adds the online (MoCo:
+query) projection head under `head.` ('head/' in npz).
+"""
+
+import json
+import logging as std_logging
+import os
+import re
+import shutil
+import sys
+import tempfile
+
+# Before TensorFlow loads: keep its C++ start-up chatter out of the output.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+from absl import logging  # noqa: E402
+from flax import traverse_util  # noqa: E402
+
+from contrastive_jax import checkpointing, pretrained  # noqa: E402
+from contrastive_jax.errors import (CheckpointError, ConfigError,  # noqa: E402
+                                    UserError)
+from contrastive_jax.methods import encoder_with_head  # noqa: E402
+from contrastive_jax.models import resnet  # noqa: E402
+
+FORMATS = ("torchvision", "npz", "saved_model")
+TORCH_BN_EPSILON = 1e-5  # torch.nn.BatchNorm2d's default
+HEAD_PREFIX = "head."
+INPUT_CONVENTION = ("float32 RGB in [0, 1], NCHW for torch (NHWC for JAX and "
+                    "the SavedModel); no mean/std normalisation")
+# What torchvision's constructors build (at width_multiplier=1).
+TORCHVISION_MODELS = ("resnet18", "resnet34", "resnet50", "resnet101",
+                      "resnet152")
+
+_STEM = {"stem_conv": "conv1", "stem_bn": "bn1"}
+_BLOCK = re.compile(r"stage(\d+)_block(\d+)$")
+# Module of a residual block -> its torchvision attribute.
+_BLOCK_PARTS = {"conv1": "conv1", "conv2": "conv2", "conv3": "conv3",
+                "bn1": "bn1", "bn2": "bn2", "bn3": "bn3",
+                "proj_conv": "downsample.0", "proj_bn": "downsample.1"}
+
+
+class ExportError(UserError):
+  """An export flag (--format, --out) we cannot use."""
+
+
+# --- Flax trees -> torch names (pure) --------------------------------------
+
+def _batch_norm(prefix, params, stats, num_batches_tracked):
+  """torch BatchNorm{1,2}d entries; a Flax BN without scale or bias (the
+  head's `bn_out`) is torch's with weight 1 or bias 0."""
+  mean = stats["mean"]
+  return {f"{prefix}.weight": params.get("scale", np.ones_like(mean)),
+          f"{prefix}.bias": params.get("bias", np.zeros_like(mean)),
+          f"{prefix}.running_mean": mean,
+          f"{prefix}.running_var": stats["var"],
+          f"{prefix}.num_batches_tracked": np.asarray(num_batches_tracked,
+                                                      np.int64)}
+
+
+def _conv_or_bn(prefix, params, stats, num_batches_tracked):
+  if "kernel" in params:
+    # HWIO -> OIHW, as a view: the writer makes it contiguous.
+    return {f"{prefix}.weight": np.transpose(params["kernel"], (3, 2, 0, 1))}
+  return _batch_norm(prefix, params, stats, num_batches_tracked)
+
+
+def check_resnet(config, variables):
+  """CheckpointError unless the encoder is one of our ResNets, by the
+  config's model and by the parameter names (a ViT fails both)."""
+  try:
+    is_resnet = isinstance(pretrained.encoder_module(config), resnet.ResNet)
+  except ConfigError:  # A model this version does not know.
+    is_resnet = False
+  params = variables["params"]
+  if not (is_resnet and "stem_conv" in params and all(
+      name in _STEM or (_BLOCK.match(name) and set(m) <= set(_BLOCK_PARTS))
+      for name, m in params.items())):
+    raise CheckpointError(
+        "export --format=torchvision supports ResNet encoders; this "
+        f"checkpoint's model is {config.get('model')!r}")
+
+
+def torchvision_state_dict(variables, *, num_batches_tracked=0) -> dict:
+  """A ResNet's {'params', 'batch_stats'} (see `check_resnet`) as
+  torchvision's state_dict without fc.*: stem_* -> conv1/bn1,
+  stage{i}_block{j} -> layer{i}.{j-1}, proj_* -> downsample.{0,1}."""
+  params, stats = variables["params"], variables["batch_stats"]
+  out = {}
+  for name, module in params.items():
+    if name in _STEM:
+      out.update(_conv_or_bn(_STEM[name], module, stats.get(name),
+                             num_batches_tracked))
+      continue
+    stage, block = map(int, _BLOCK.match(name).groups())
+    for part, leaves in module.items():
+      out.update(_conv_or_bn(
+          f"layer{stage}.{block - 1}.{_BLOCK_PARTS[part]}", leaves,
+          stats[name].get(part), num_batches_tracked))
+  return out
+
+
+def head_state_dict(variables, *, num_batches_tracked=0) -> dict:
+  """The projection head under HEAD_PREFIX, Flax's module names kept
+  (dense1, bn1, ..., bn_out): torch Linear [out, in] weights and
+  BatchNorm1d entries."""
+  params, stats = variables["params"], variables.get("batch_stats", {})
+  out = {}
+  for name, module in params.items():
+    prefix = f"{HEAD_PREFIX}{name}"
+    if "kernel" not in module:
+      out.update(_batch_norm(prefix, module, stats[name],
+                             num_batches_tracked))
+      continue
+    out[f"{prefix}.weight"] = np.transpose(module["kernel"])
+    if "bias" in module:
+      out[f"{prefix}.bias"] = module["bias"]
+  return out
+
+
+def flat_tree(variables, prefix="") -> dict:
+  """{'params/stem_conv/kernel': array, ...}: the npz layout."""
+  return {prefix + "/".join(path): np.asarray(leaf) for path, leaf in
+          traverse_util.flatten_dict(variables).items()}
+
+
+# --- Reading the checkpoint ------------------------------------------------
+
+def head_variables(loaded: pretrained.Pretrained) -> dict:
+  """The online network's projection head, read from the checkpoint again
+  (`pretrained.load` keeps only the encoder). Both methods train an
+  `EncoderWithHead`, so it is params['head']: MoCo's query head (the key
+  head is an EMA in the optimizer state)."""
+  ckpt = checkpointing.Checkpointer(os.path.dirname(loaded.directory),
+                                    save_every_steps=1, keep=1,
+                                    read_only=True)
+  tree = ckpt.state_metadata(loaded.step)
+  if "head" not in tree.get("params", {}):
+    raise CheckpointError(f"checkpoint {loaded.directory}/{loaded.step} has "
+                          "no projection head to export (--include_head)")
+  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  state = ckpt.restore(jax.tree.map(
+      lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
+      tree), step=loaded.step)
+  return jax.tree.map(np.asarray, {
+      "params": state["params"]["head"],
+      "batch_stats": state.get("batch_stats", {}).get("head", {})})
+
+
+def metadata(loaded: pretrained.Pretrained, *, fmt: str,
+             include_head: bool) -> dict:
+  """The file's metadata; all strings, as safetensors requires."""
+  c = loaded.config
+  network = encoder_with_head.create(c, bn_axis_name=None)
+  meta = {
+      "format": fmt, "model": str(c.model),
+      "torchvision_model": (c.model if c.model in TORCHVISION_MODELS
+                            and c.width_multiplier == 1 else ""),
+      "width_multiplier": str(c.width_multiplier),
+      "cifar_stem": json.dumps(bool(c.cifar_stem)),
+      "image_size": str(c.image_size), "eval_augment": str(c.eval_augment),
+      "method": str(c.method), "dataset": str(c.dataset),
+      "step": str(loaded.step), "checkpoint": loaded.directory,
+      "feature_dim": str(network.encoder.feature_dim),
+      "bn_epsilon": repr(float(network.encoder.bn_epsilon)),
+      "input": INPUT_CONVENTION}
+  if include_head:
+    meta["head"] = json.dumps({**c.head.to_dict(), "prefix": HEAD_PREFIX,
+                               "bn_epsilon": network.head.bn_epsilon})
+  return meta
+
+
+# --- Writers -----------------------------------------------------------------
+
+def check_out(out: str, fmt: str):
+  """ExportError for a format or --out we cannot (or must not) write,
+  before any work."""
+  if fmt not in FORMATS:
+    raise ExportError(f"--format={fmt!r} is not a known format; choose one "
+                      f"of: {', '.join(FORMATS)}")
+  parent = os.path.dirname(os.path.abspath(out))
+  if not os.path.isdir(parent):
+    raise ExportError(f"--out={out}: directory {parent} does not exist")
+  if not os.access(parent, os.W_OK | os.X_OK):
+    raise ExportError(f"--out={out}: directory {parent} is not writable")
+  if fmt == "saved_model" and os.path.exists(out):
+    # Replacing a directory is not atomic, and it may hold anything.
+    raise ExportError(f"--out={out} exists; a SavedModel goes into a new "
+                      "directory")
+  if os.path.isdir(out):
+    raise ExportError(f"--out={out} is a directory; give a file name")
+
+
+def write_atomically(out: str, write, *, directory=False):
+  """write(tmp) to a temporary file (or directory) next to `out`, renamed
+  onto it when complete: a failed export leaves no half-written `out`, and
+  an existing one as it was."""
+  parent = os.path.dirname(os.path.abspath(out))
+  prefix = f".{os.path.basename(out)}."
+  if directory:
+    tmp = tempfile.mkdtemp(dir=parent, prefix=prefix, suffix=".tmp")
+  else:
+    fd, tmp = tempfile.mkstemp(dir=parent, prefix=prefix, suffix=".tmp")
+    os.close(fd)
+  try:
+    write(tmp)
+    umask = os.umask(0)
+    os.umask(umask)
+    # Temporary files are private (0600); an export is an ordinary file.
+    os.chmod(tmp, (0o777 if directory else 0o666) & ~umask)
+    os.replace(tmp, out)
+  except OSError as e:
+    raise ExportError(f"cannot write {out}: {e.strerror or e}") from e
+  finally:
+    if os.path.isdir(tmp):
+      shutil.rmtree(tmp)
+    elif os.path.exists(tmp):
+      os.remove(tmp)
+
+
+def _save_safetensors(tensors: dict, meta: dict, path: str):
+  from safetensors.numpy import save_file  # pylint: disable=g-import-not-at-top
+  save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, path,
+            metadata=meta)
+
+
+def _save_npz(arrays: dict, meta: dict, path: str):
+  with open(path, "wb") as f:
+    # A str array, not an object one: np.load reads it without pickle.
+    np.savez(f, __metadata__=np.asarray(json.dumps(meta)), **arrays)
+
+
+def _save_saved_model(loaded: pretrained.Pretrained, path: str):
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from jax.experimental import jax2tf  # pylint: disable=g-import-not-at-top
+  tf.config.set_visible_devices([], "GPU")  # JAX owns the accelerators.
+  module, size = (pretrained.encoder_module(loaded.config),
+                  int(loaded.config.image_size))
+  apply = jax2tf.convert(
+      lambda v, x: module.apply(v, x, train=False), with_gradient=False,
+      polymorphic_shapes=[None, f"(b, {size}, {size}, 3)"])
+
+  class Encoder(tf.Module):
+
+    def __init__(self, variables):
+      super().__init__()
+      # Variables, not constants: as constants a large encoder would pass
+      # the 2 GiB GraphDef limit.
+      self.encoder_variables = tf.nest.map_structure(tf.Variable, variables)
+
+    @tf.function(autograph=False, input_signature=[
+        tf.TensorSpec([None, size, size, 3], tf.float32, name="images")])
+    def __call__(self, images):
+      return apply(self.encoder_variables, images)
+
+  encoder = Encoder(jax.tree.map(np.asarray, loaded.variables))
+  tf.saved_model.save(encoder, path,
+                      signatures={"serving_default": encoder.__call__})
+
+
+def _torchvision_tensors(loaded, variables, head, meta) -> dict:
+  if float(meta["bn_epsilon"]) != TORCH_BN_EPSILON:
+    logging.warning("BatchNorm epsilon is %s, torch's default %g: set eps "
+                    "on every BatchNorm", meta["bn_epsilon"], TORCH_BN_EPSILON)
+  # The checkpoint step stands for the batches the statistics saw; torch
+  # reads the count only for BatchNorm(momentum=None).
+  tensors = torchvision_state_dict(variables, num_batches_tracked=loaded.step)
+  if head is not None:
+    tensors.update(head_state_dict(head, num_batches_tracked=loaded.step))
+  return tensors
+
+
+def export(checkpoint: str, *, fmt: str, out: str,
+           include_head: bool = False) -> str:
+  """Writes the encoder of `checkpoint` to `out`; returns a summary line."""
+  check_out(out, fmt)
+  if include_head and fmt == "saved_model":
+    raise ExportError("--include_head: --format=saved_model exports the "
+                      "encoder only")
+  loaded = pretrained.load(checkpoint)
+  variables = jax.tree.map(np.asarray, loaded.variables)
+  if fmt == "torchvision":
+    check_resnet(loaded.config, variables)  # Before reading any more.
+  head = head_variables(loaded) if include_head else None
+  meta = metadata(loaded, fmt=fmt, include_head=include_head)
+  if fmt == "torchvision":
+    tensors = _torchvision_tensors(loaded, variables, head, meta)
+    write_atomically(out, lambda p: _save_safetensors(tensors, meta, p))
+    what = f"{len(tensors)} tensors in torchvision layout"
+  elif fmt == "npz":
+    arrays = flat_tree(variables)
+    if head is not None:
+      arrays.update(flat_tree(head, prefix="head/"))
+    write_atomically(out, lambda p: _save_npz(arrays, meta, p))
+    what = f"{len(arrays)} arrays"
+  else:
+    write_atomically(out, lambda p: _save_saved_model(loaded, p),
+                     directory=True)
+    what = "a SavedModel"
+  return (f"wrote {out}: {loaded.config.model} encoder of step "
+          f"{loaded.step} as {what}")
+
+
+# --- Command line ----------------------------------------------------------
+
+def quiet_library_logs():
+  """Command-line tools log our INFO lines (progress) and every library's
+  warnings, but from Orbax (a dozen lines per restore) only errors."""
+
+  def keep(record):
+    if "/orbax/" in record.pathname:
+      return record.levelno >= std_logging.ERROR
+    return (record.levelno >= std_logging.WARNING
+            or "/contrastive_jax/" in record.pathname)
+  logging.get_absl_handler().addFilter(keep)
+
+
+def _fail(message):
+  print(f"error: {message}", file=sys.stderr)
+  sys.exit(2)
+
+
+def _cli():
+  from absl import app, flags  # pylint: disable=g-import-not-at-top
+
+  checkpoint = flags.DEFINE_string(
+      "checkpoint", None, "Pretraining workdir, its checkpoints/ directory "
+      "or one checkpoints/<step> directory.")
+  fmt = flags.DEFINE_string("format", "torchvision",
+                            f"One of: {', '.join(FORMATS)}.")
+  out = flags.DEFINE_string("out", None,
+                            "File to write (SavedModel: a new directory).")
+  include_head = flags.DEFINE_bool("include_head", False,
+                                   "Also export the projection head.")
+  flags.mark_flags_as_required(["checkpoint", "out"])
+
+  def parse(argv):
+    try:
+      return flags.FLAGS(argv)
+    except flags.Error as e:
+      _fail(str(e).splitlines()[0])
+
+  def run(argv):
+    quiet_library_logs()
+    if len(argv) > 1:
+      _fail(f"unexpected arguments: {' '.join(argv[1:])}")
+    try:
+      print(export(checkpoint.value, fmt=fmt.value, out=out.value,
+                   include_head=include_head.value))
+    except UserError as e:
+      _fail(str(e))
+
+  app.run(run, flags_parser=parse)
+
+
+if __name__ == "__main__":
+  _cli()
