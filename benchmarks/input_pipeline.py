@@ -1,14 +1,21 @@
 """Throughput of the pretraining input pipeline, in views per second per core.
 
   python benchmarks/input_pipeline.py [--repeats=3] [--seconds=8] [--cores=1,2]
+      [--settings=imagenet,cifar10] [--sources=arrayrecord,folder]
 
-Builds real TFDS ArrayRecord datasets in a temporary directory from
-scikit-learn's two sample photos (bench_data.py): 500x375 JPEGs and 32x32
-PNGs. Then runs the real `pipeline.pretrain_stream` (TFDS read, decode, the
-SimCLR two-view augmentation of configs/simclr.py) on each:
+Builds real datasets in a temporary directory from scikit-learn's two
+sample photos (bench_data.py): 500x375 JPEGs and 32x32 PNGs, each stored
+twice with the same encoded bytes: as a TFDS ArrayRecord dataset and as an
+image folder (train/<class>/<i>.jpg, read as folder:PATH). Then runs the
+real `pipeline.pretrain_stream` (read, decode, the SimCLR two-view
+augmentation of configs/simclr.py) on each:
 
   imagenet  `simclr.py:imagenet` views (224 px, colour jitter 1.0, blur)
   cifar10   `simclr.py:cifar10` views (32 px, colour jitter 0.5)
+
+and prints, per setting and core count, the folder's rate over the
+ArrayRecord rate (the median of the rounds' ratios: the two run back to
+back in each round, so slow drift in the machine's load cancels).
 
 Each measurement runs in its own process pinned to 1 or 2 cores (CPU
 affinity set before TensorFlow starts, tf.data's thread pool of that size):
@@ -48,17 +55,19 @@ def view_spec(variant):
 
 
 def measure(setting, cores, data_dir, dataset, seconds, batch_augment):
-  """Runs in a fresh process: views per second of the real stream."""
+  """Runs in a fresh process: views per second of the real stream of
+  `dataset` (a TFDS name or folder:PATH)."""
   os.sched_setaffinity(0, set(sorted(os.sched_getaffinity(0))[:cores]))
   os.environ['TF_CPP_MIN_LOG_LEVEL'] = '2'
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   tf.config.threading.set_inter_op_parallelism_threads(cores)
   tf.config.threading.set_intra_op_parallelism_threads(cores)
-  from contrastive_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+  # pylint: disable=g-import-not-at-top
+  from contrastive_jax.data import pipeline, sources
   batch = BATCH[setting]
   spec = view_spec(setting)
   ds = pipeline.make_pretrain_dataset(
-      dataset=dataset, split='train', data_dir=data_dir,
+      source=sources.open_source(dataset, 'train', data_dir=data_dir),
       local_batch_size=batch, view_specs=(spec, spec), seed=0,
       process_index=0, process_count=1, batch_augment=batch_augment)
   options = tf.data.Options()
@@ -89,12 +98,33 @@ def _run_worker(args, setting, cores, dataset, batch_augment):
 
 
 def _build(data_dir, photos, tiny):
+  """{setting: {source: dataset string}}: each setting's images stored as
+  ArrayRecord and as a folder of the same encoded bytes."""
   sys.path.insert(0, HERE)
   import bench_data  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   tfds.disable_progress_bar()
-  return {'imagenet': bench_data.photo_dataset(data_dir, count=photos),
-          'cifar10': bench_data.tiny_dataset(data_dir, count=tiny)}
+  built = {}
+  for setting, name, images, encoding in [
+      ('imagenet', 'bench_photos', bench_data.random_crops(photos, 375, 500),
+       'jpeg'),
+      ('cifar10', 'bench_tiny', bench_data.random_crops(tiny, 32, 32, seed=1),
+       'png')]:
+    bench_data.store(name, data_dir, {'train': images}, encoding)
+    # The bytes bench_data.store puts in each record.
+    encode = {'jpeg': lambda x: tf.io.encode_jpeg(x, quality=90),
+              'png': tf.io.encode_png}[encoding]
+    folder = os.path.join(data_dir, f'{name}_folder')
+    for i, image in enumerate(images):
+      label = i % bench_data.NUM_CLASSES
+      path = os.path.join(folder, 'train', f'class{label}',
+                          f'{i:06d}.{"jpg" if encoding == "jpeg" else "png"}')
+      os.makedirs(os.path.dirname(path), exist_ok=True)
+      with open(path, 'wb') as f:
+        f.write(encode(image).numpy())
+    built[setting] = {'arrayrecord': name, 'folder': f'folder:{folder}'}
+  return built
 
 
 def main():
@@ -103,6 +133,7 @@ def main():
   parser.add_argument('--seconds', type=float, default=8.0)
   parser.add_argument('--cores', default='1,2')
   parser.add_argument('--settings', default='imagenet,cifar10')
+  parser.add_argument('--sources', default='arrayrecord,folder')
   parser.add_argument('--photos', type=int, default=256)
   parser.add_argument('--tiny', type=int, default=4096)
   parser.add_argument('--per_example', action='store_true')
@@ -125,26 +156,47 @@ def main():
     datasets = _build(data_dir, args.photos, args.tiny)
     cores = [int(c) for c in args.cores.split(',')]
     settings = args.settings.split(',')
+    kinds = args.sources.split(',')
     paths = [True, False] if args.per_example else [True]
     rates = {}
     for _ in range(args.repeats):
       for setting in settings:
         for n in cores:
           for batched in paths:
-            rate = _run_worker(args, setting, n, datasets[setting], batched)
-            rates.setdefault((setting, n, batched), []).append(rate)
+            for kind in kinds:  # Back to back: see the ratio below.
+              rate = _run_worker(args, setting, n, datasets[setting][kind],
+                                 batched)
+              rates.setdefault((setting, kind, n, batched), []).append(rate)
 
-  print(f'{"setting":10} {"path":12} {"cores":>5} {"views/s":>8} '
-        f'{"per core":>8} {"target":>7} {"ratio":>6} {"per CPU-s":>9}  '
-        f'(medians of {args.repeats}; [per core in each run])')
-  for (setting, n, batched), values in rates.items():
+  print(f'{"setting":10} {"source":12} {"path":12} {"cores":>5} '
+        f'{"views/s":>8} {"per core":>8} {"target":>7} {"ratio":>6} '
+        f'{"per CPU-s":>9}  (medians of {args.repeats}; [per core in each '
+        'run])')
+  for (setting, kind, n, batched), values in rates.items():
     rate = statistics.median(v[0] for v in values)
     per_core = rate / n
     runs = ' '.join(f'{v[0] / n:.0f}' for v in values)
-    print(f'{setting:10} {"batched" if batched else "per-example":12} '
+    print(f'{setting:10} {kind:12} '
+          f'{"batched" if batched else "per-example":12} '
           f'{n:5d} {rate:8.0f} {per_core:8.0f} {TARGETS[setting]:7.0f} '
           f'{per_core / TARGETS[setting]:6.2f} '
           f'{statistics.median(v[1] for v in values):9.0f}  [{runs}]')
+  if {'arrayrecord', 'folder'} <= set(kinds):
+    print('\nfolder / ArrayRecord (medians of the rounds\' ratios; [each '
+          'round]; target >= 0.90)')
+    print(f'{"setting":10} {"path":12} {"cores":>5} {"views/s":>8} '
+          f'{"per CPU-s":>9}')
+    for (setting, kind, n, batched), values in rates.items():
+      if kind != 'folder':
+        continue
+      base = rates[(setting, 'arrayrecord', n, batched)]
+      # Per CPU-s: what each view costs, apart from other processes' load.
+      ratios = [[f[m] / a[m] for f, a in zip(values, base)] for m in (0, 1)]
+      print(f'{setting:10} {"batched" if batched else "per-example":12} '
+            f'{n:5d} {statistics.median(ratios[0]):8.3f} '
+            f'{statistics.median(ratios[1]):9.3f}  '
+            f'[{" ".join(f"{r:.2f}" for r in ratios[0])}] '
+            f'[{" ".join(f"{r:.2f}" for r in ratios[1])}]')
 
 
 if __name__ == '__main__':

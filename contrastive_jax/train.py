@@ -186,6 +186,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       seed=config.seed,
       process_index=jax.process_index(), process_count=jax.process_count())
   _prepare_workdir(workdir)
+  for source in (train_source, eval_source):
+    if source is not None:
+      source.commit()
 
   logging.info("%d devices over %d processes; %d steps (%d per epoch)",
                mesh.size, jax.process_count(), total_steps,

@@ -59,6 +59,11 @@ class Source(abc.ABC):
     """A stable name per example, in index order (file paths for folders)."""
     return [f'{self.split}[{i}]' for i in range(self.num_examples)]
 
+  def commit(self):
+    """Keeps in the workdir what must stay fixed for the run (an image
+    folder's file index and class names). The loop calls it once the
+    workdir exists; opening a source only reads."""
+
   def input_metrics(self) -> dict:
     """Scalars about the reading so far (e.g. bad_images); may raise a
     DataError when the data is too damaged to go on."""

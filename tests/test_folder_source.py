@@ -1,0 +1,552 @@
+"""Image folders as a source (folder:PATH): layouts, labels, every file type,
+the run's stored file index, slices, bad files, and the pretraining stream
+on real files written with PIL."""
+
+import concurrent.futures
+import functools
+import io
+import json
+import os
+
+import numpy as np
+from PIL import Image
+import pytest
+import tensorflow as tf
+
+from contrastive_jax.data import pipeline, sources
+from contrastive_jax.data.sources import folder, folder_index, folder_layout
+from contrastive_jax.data.sources import folder_listing, image_bytes
+from contrastive_jax.errors import ConfigError, DataError
+
+SPEC = 'random_resized_crop(8)|flip_lr'
+
+
+@pytest.fixture(autouse=True)
+def fresh_listings():
+  # A new run is a new process, which lists its folders again.
+  folder_index.forget_listings()
+  yield
+  folder_index.forget_listings()
+
+
+@functools.lru_cache(maxsize=1)
+def china():
+  """scikit-learn's china.jpg, uint8 [427, 640, 3]: real image content."""
+  from sklearn.datasets import load_sample_images
+  return np.asarray(load_sample_images().images[0])
+
+
+@pytest.fixture(scope='module')
+def photo():
+  """A 24x32 crop of china.jpg."""
+  return china()[100:124, 200:232].copy()
+
+
+def save(path, image, fmt=None, **kwargs):
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  if isinstance(image, np.ndarray):
+    image = Image.fromarray(image)
+  image.save(path, fmt, **kwargs)
+
+
+def tiny(rng):
+  """A random 10x12 crop of china.jpg."""
+  top, left = rng.integers(0, 400), rng.integers(0, 600)
+  return china()[top:top + 10, left:left + 12].copy()
+
+
+def imagenet_tree(root, splits, files_per_class=2):
+  """root/<split>/<class>/<k>.png; images[path] is each file's pixels."""
+  rng = np.random.default_rng(0)
+  images = {}
+  for split, classes in splits.items():
+    for name in classes:
+      for k in range(files_per_class):
+        path = os.path.join(root, split, name, f'{k}.png')
+        images[path] = tiny(rng)
+        save(path, images[path])
+  return images
+
+
+def decoded(source, indices=None):
+  """{'image', 'label'} of `indices` read through source.read/decode."""
+  if indices is None:
+    indices = range(source.num_examples)
+  group = source.read(tf.constant(list(indices), tf.int64))
+  return [{k: v.numpy() for k, v in
+           source.decode({k: v[i] for k, v in group.items()}).items()}
+          for i in range(len(indices))]
+
+
+def open_folder(root, split='train', workdir=None, **options):
+  return sources.open_source(f'folder:{root}', split, workdir=workdir,
+                             options=options)
+
+
+# Layouts and labels.
+
+
+def test_imagenet_layout_labels_index_the_sorted_class_names(tmp_path):
+  images = imagenet_tree(tmp_path, {'train': ['zebra', 'ant', 'moose']})
+  source = open_folder(tmp_path)
+  assert source.class_names == ('ant', 'moose', 'zebra')
+  assert source.num_examples == 6 and source.image_shape == (None, None, 3)
+  ids = source.example_ids()
+  assert ids == sorted(images)
+  for path, example in zip(ids, decoded(source)):
+    np.testing.assert_array_equal(example['image'], images[path])
+    assert example['label'] == source.class_names.index(
+        os.path.basename(os.path.dirname(path)))
+
+
+def test_every_split_uses_the_train_splits_class_list(tmp_path):
+  imagenet_tree(tmp_path, {'train': ['ant', 'bee', 'cat'],
+                           'val': ['bee', 'cat']})
+  workdir = tmp_path / 'run'
+  val = open_folder(tmp_path, 'val', workdir=str(workdir))
+  # 'ant' has no val images and still holds label 0.
+  assert val.class_names == ('ant', 'bee', 'cat')
+  assert [e['label'] for e in decoded(val)] == [1, 1, 2, 2]
+  assert not (workdir / 'data_index').exists()  # Opening only reads.
+  val.commit()  # The loop's call once the workdir exists.
+  stored = json.loads((workdir / 'data_index' / 'class_names.json')
+                      .read_text())
+  assert stored == ['ant', 'bee', 'cat']
+  os.makedirs(tmp_path / 'val' / 'dog')
+  save(str(tmp_path / 'val' / 'dog' / 'x.png'), np.zeros((4, 4, 3), np.uint8))
+  folder_index.forget_listings()
+  with pytest.raises(DataError, match="split 'val' of folder:.* has class "
+                     'folders that are not among the 3 classes of this run '
+                     r'\(.*class_names.json\): dog'):
+    open_folder(tmp_path, 'val', workdir=str(workdir))
+  folder_index.forget_listings()
+  with pytest.raises(DataError, match="3 classes of split 'train': dog"):
+    open_folder(tmp_path, 'val')
+
+
+def test_a_folder_without_split_subfolders_is_one_unlabelled_train_split(
+    tmp_path):
+  rng = np.random.default_rng(0)
+  for path in ('a.png', 'deep/er/b.png', 'deep/c.png'):
+    save(str(tmp_path / path), tiny(rng))
+  source = open_folder(tmp_path)
+  assert source.class_names is None and not source.labelled
+  assert source.example_ids() == [str(tmp_path / p) for p in
+                                  ('a.png', 'deep/c.png', 'deep/er/b.png')]
+  assert [e['label'] for e in decoded(source)] == [-1, -1, -1]
+  with pytest.raises(ConfigError, match="split 'test' of folder:.*: the "
+                     'folder has no split subfolders .* one unlabelled split'):
+    open_folder(tmp_path, 'test')
+
+
+def test_a_split_subfolder_holding_images_itself_is_unlabelled(tmp_path):
+  imagenet_tree(tmp_path, {'train': ['ant', 'bee']})
+  rng = np.random.default_rng(1)
+  for path in ('unlabelled/x.png', 'unlabelled/more/y.png'):
+    save(str(tmp_path / path), tiny(rng))
+  source = open_folder(tmp_path, 'unlabelled')
+  assert source.class_names is None and source.num_examples == 2
+  assert open_folder(tmp_path, 'train').class_names == ('ant', 'bee')
+  with pytest.raises(ConfigError, match="split 'test' of folder:.*: no such "
+                     'subfolder; its splits are train, unlabelled'):
+    open_folder(tmp_path, 'test')
+
+
+def test_folder_errors_are_one_line(tmp_path):
+  with pytest.raises(DataError, match='folder:.*/nowhere: no such directory'):
+    open_folder(tmp_path / 'nowhere')
+  (tmp_path / 'empty' / 'train' / 'ant').mkdir(parents=True)
+  (tmp_path / 'empty' / 'train' / 'ant' / 'readme.txt').write_text('hi')
+  with pytest.raises(DataError, match=r"split 'train' of folder:.*: no image "
+                     r'files \(.jpg .jpeg .png .bmp .gif\) under .*; ignored '
+                     r'1 file \(.txt: 1\)'):
+    open_folder(tmp_path / 'empty')
+  with pytest.raises(ConfigError, match='max_bad_fraction=2 is invalid'):
+    open_folder(tmp_path / 'empty', max_bad_fraction=2)
+  with pytest.raises(ConfigError, match=r'split .*train\[:x\].*expected'):
+    open_folder(tmp_path / 'empty', 'train[:x]')
+  with pytest.raises(ConfigError, match="dataset 'folder:'"):
+    sources.open_source('folder:', 'train')
+
+
+# Files: every type and mode becomes RGB uint8.
+
+
+def test_every_file_type_and_mode_decodes_to_rgb(tmp_path, photo):
+  gray = np.asarray(Image.fromarray(photo).convert('L'))
+  gray3 = np.repeat(gray[..., None], 3, axis=-1)
+  rgba = np.dstack([photo, np.arange(photo[..., 0].size, dtype=np.uint8)
+                    .reshape(photo.shape[:2])])
+  palette = Image.fromarray(photo).quantize(64)
+  frames = [palette, Image.fromarray(255 - photo).quantize(64)]
+  exact = {  # Lossless files: TensorFlow's pixels must be these.
+      'rgb.png': photo, 'upper.PNG': photo, 'gray.png': gray3,
+      'rgba.png': rgba[..., :3], 'rgb.bmp': photo, 'rgba.bmp': photo,
+      'palette.BMP': np.asarray(palette.convert('RGB')),
+      'anim.gif': np.asarray(frames[0].convert('RGB')),
+      'png_named.jpg': photo,
+  }
+  save(str(tmp_path / 'rgb.png'), photo)
+  save(str(tmp_path / 'upper.PNG'), photo)
+  save(str(tmp_path / 'gray.png'), gray)
+  save(str(tmp_path / 'rgba.png'), rgba)
+  # 16 bit: each 8-bit value v stored as v * 257 reads back as v.
+  save(str(tmp_path / 'deep.png'),
+       Image.fromarray(gray.astype(np.uint16) * 257))
+  exact['deep.png'] = gray3
+  assert Image.open(tmp_path / 'deep.png').mode == 'I;16'
+  save(str(tmp_path / 'rgb.bmp'), photo)
+  save(str(tmp_path / 'rgba.bmp'), rgba)  # 32 bit, read by TensorFlow.
+  save(str(tmp_path / 'palette.BMP'), palette)
+  frames[0].save(tmp_path / 'anim.gif', save_all=True,
+                 append_images=frames[1:])
+  save(str(tmp_path / 'png_named.jpg'), photo, 'PNG')
+  lossy = {'photo.jpg': photo, 'gray.JPEG': gray3, 'cmyk.jpg': photo,
+           'trailing_bytes.jpeg': photo}
+  # 4:4:4 at quality 95: the pixels stay close to the photo's.
+  jpeg = dict(quality=95, subsampling=0)
+  save(str(tmp_path / 'photo.jpg'), photo, **jpeg)
+  save(str(tmp_path / 'gray.JPEG'), gray, **jpeg)
+  save(str(tmp_path / 'cmyk.jpg'), Image.fromarray(photo).convert('CMYK'),
+       **jpeg)
+  with open(tmp_path / 'trailing_bytes.jpeg', 'wb') as f:
+    f.write((tmp_path / 'photo.jpg').read_bytes() + b'\0junk' * 10)
+
+  source = open_folder(tmp_path)
+  got = {os.path.basename(path): example['image'] for path, example in
+         zip(source.example_ids(), decoded(source))}
+  assert set(got) == set(exact) | set(lossy)
+  for name, want in exact.items():
+    assert got[name].dtype == np.uint8, name
+    np.testing.assert_array_equal(got[name], want, err_msg=name)
+  for name, want in lossy.items():
+    error = np.abs(got[name].astype(int) - want)
+    assert got[name].shape == want.shape and error.mean() < 3, name
+    # PIL's decode of the same file: the same up to its IDCT's rounding.
+    pil = np.asarray(Image.open(tmp_path / name).convert('RGB'))
+    assert np.abs(got[name].astype(int) - pil).mean() < 2, name
+  # CMYK goes through PIL, whose Adobe CMYK conversion is the reference.
+  np.testing.assert_array_equal(
+      got['cmyk.jpg'], np.asarray(Image.open(tmp_path / 'cmyk.jpg')
+                                  .convert('RGB')))
+  assert source.bad_files() == {}
+
+
+def test_byte_checks_route_each_file(photo):
+  def encoded(image, fmt, **kwargs):
+    out = io.BytesIO()
+    Image.fromarray(photo).convert(image).save(out, fmt, **kwargs)
+    return out.getvalue()
+
+  jpeg, cmyk = encoded('RGB', 'JPEG'), encoded('CMYK', 'JPEG')
+  assert image_bytes.jpeg_frame(jpeg)[1:] == (8, 3)
+  assert image_bytes.jpeg_frame(cmyk)[1:] == (8, 4)
+  assert image_bytes.jpeg_frame(encoded('L', 'JPEG'))[1:] == (8, 1)
+  # Good files pass through untouched: no decode, no copy.
+  for data in (jpeg, encoded('RGB', 'PNG'), encoded('RGB', 'BMP'),
+               encoded('P', 'GIF')):
+    assert image_bytes.for_tensorflow(data)[0] is data
+  # Truncated files of every type are bad, with a reason.
+  for data in (jpeg, encoded('RGB', 'PNG'), encoded('RGB', 'BMP'),
+               encoded('P', 'GIF')):
+    kept, why = image_bytes.for_tensorflow(data[:len(data) * 2 // 3])
+    assert kept is None and why.startswith('damaged '), why
+  assert image_bytes.for_tensorflow(b'') == (None, 'empty file')
+  assert image_bytes.for_tensorflow(b'<html>')[1].startswith('not a JPEG')
+
+
+def test_other_files_are_ignored_and_counted(tmp_path):
+  rng = np.random.default_rng(0)
+  save(str(tmp_path / 'a.png'), tiny(rng))
+  save(str(tmp_path / 'sub' / 'b.gif'), tiny(rng))
+  for name in ('notes.txt', 'sub/labels.csv', '.DS_Store', '._a.png',
+               'sub/README'):
+    (tmp_path / name).write_bytes(b'x')
+  source = open_folder(tmp_path)
+  assert source.num_examples == 2 and source.num_ignored == 5
+  listing = folder_listing.list_tree(str(tmp_path))
+  assert dict(listing.ignored) == {'.txt': 1, '.csv': 1, '(hidden)': 2,
+                                   '(no extension)': 1}
+
+
+def test_listing_stops_at_symlink_loops(tmp_path):
+  rng = np.random.default_rng(0)
+  save(str(tmp_path / 'a' / 'x.png'), tiny(rng))
+  os.symlink(tmp_path, tmp_path / 'a' / 'loop')
+  assert folder_listing.list_tree(str(tmp_path)).images == ['a/x.png']
+
+
+def test_remote_paths_go_through_gfile(photo):
+  # TensorFlow's in-memory file system stands in for gs://.
+  root = 'ram://folder_test'
+  for path in ('train/ant/a.png', 'train/bee/b.png'):
+    tf.io.gfile.makedirs(os.path.dirname(f'{root}/{path}'))
+    with tf.io.gfile.GFile(f'{root}/{path}', 'wb') as f:
+      f.write(tf.io.encode_png(photo).numpy())
+  source = open_folder(root, workdir='ram://folder_test_run')
+  assert source.class_names == ('ant', 'bee')
+  assert source.example_ids() == [f'{root}/train/ant/a.png',
+                                  f'{root}/train/bee/b.png']
+  examples = decoded(source)
+  np.testing.assert_array_equal(examples[1]['image'], photo)
+  assert [e['label'] for e in examples] == [0, 1]
+  source.commit()
+  assert tf.io.gfile.exists('ram://folder_test_run/data_index/train.json')
+
+
+# The run's file index.
+
+
+def test_the_index_is_stored_in_the_workdir_with_its_hash(tmp_path):
+  imagenet_tree(tmp_path / 'data', {'train': ['ant', 'bee']})
+  workdir = tmp_path / 'run'
+  source = open_folder(tmp_path / 'data', workdir=str(workdir))
+  assert not workdir.exists()  # Opening only reads.
+  source.commit()
+  stored = json.loads((workdir / 'data_index' / 'train.json').read_text())
+  files = ['ant/0.png', 'ant/1.png', 'bee/0.png', 'bee/1.png']
+  assert stored['files'] == files and stored['num_files'] == 4
+  assert stored['class_names'] == ['ant', 'bee']
+  assert stored['sha256'] == folder_index.digest(files, ['ant', 'bee'])
+  assert sorted(os.listdir(workdir / 'data_index')) == ['class_names.json',
+                                                        'train.json']
+
+
+def test_a_resume_on_a_changed_folder_stops_unless_allowed(tmp_path):
+  data, workdir = tmp_path / 'data', str(tmp_path / 'run')
+  imagenet_tree(data, {'train': ['ant', 'bee']})
+  open_folder(data, workdir=workdir).commit()
+  index = tmp_path / 'run' / 'data_index' / 'train.json'
+  before = index.read_bytes()
+  folder_index.forget_listings()
+  assert open_folder(data, workdir=workdir).num_examples == 4  # Unchanged.
+  os.remove(data / 'train' / 'ant' / '0.png')
+  for name in ('2.png', '3.png'):
+    save(str(data / 'train' / 'bee' / name), np.zeros((4, 4, 3), np.uint8))
+  folder_index.forget_listings()
+  with pytest.raises(DataError, match=r"split 'train' of folder:.* no longer "
+                     r'matches the index .*train.json\): 2 files added, 1 '
+                     r'removed \(e.g. added bee/2.png\); .*'
+                     'allow_changed_files=True'):
+    open_folder(data, workdir=workdir)
+  assert index.read_bytes() == before
+  source = open_folder(data, workdir=workdir, allow_changed_files=True)
+  assert source.num_examples == 5
+  source.commit()  # The run keeps the new index.
+  assert json.loads(index.read_text())['num_files'] == 5
+  folder_index.forget_listings()
+  assert open_folder(data, workdir=workdir).num_examples == 5
+
+
+def test_only_process_0_writes_and_a_damaged_index_is_an_error(tmp_path):
+  data, workdir = tmp_path / 'data', tmp_path / 'run'
+  imagenet_tree(data, {'train': ['ant']})
+  index = folder_index.build(str(data), 'train', workdir=str(workdir))
+  other = folder.FolderSource(index, workdir=str(workdir), process_index=1,
+                              process_count=2)
+  decoded(other, [0])
+  other.commit()
+  assert not workdir.exists()
+  folder.FolderSource(index, workdir=str(workdir)).commit()
+  stored_file = workdir / 'data_index' / 'train.json'
+  stored = json.loads(stored_file.read_text())
+  stored['files'][0] = 'ant/9.png'
+  stored_file.write_text(json.dumps(stored))
+  with pytest.raises(DataError, match='train.json is damaged .* delete it'):
+    open_folder(data, workdir=str(workdir))
+
+
+def test_a_full_disk_is_one_data_error_when_the_index_is_kept(
+    tmp_path, monkeypatch):
+  imagenet_tree(tmp_path / 'data', {'train': ['ant']})
+  source = open_folder(tmp_path / 'data', workdir=str(tmp_path / 'run'))
+
+  def full(path, text):
+    raise OSError(28, 'No space left on device')
+
+  monkeypatch.setattr(folder_index, '_write_atomic', full)
+  with pytest.raises(DataError, match='cannot keep the file index of '
+                     'folder:.* in .*run: No space left on device'):
+    source.commit()
+  (tmp_path / 'run2').write_text('a file, not a directory')
+  with pytest.raises(DataError, match='cannot read .*run2/data_index/'
+                     'class_names.json: Not a directory'):
+    open_folder(tmp_path / 'data', workdir=str(tmp_path / 'run2'))
+
+
+# Slices.
+
+
+def test_slices_are_stratified_nested_and_share_the_splits_index(tmp_path):
+  imagenet_tree(tmp_path / 'data', {'train': ['ant', 'bee', 'cat']},
+                files_per_class=10)
+  workdir = str(tmp_path / 'run')
+  whole = open_folder(tmp_path / 'data', workdir=workdir)
+  whole.commit()
+  labels = np.array([e['label'] for e in decoded(whole)])
+  ids = {}
+  for split, count in [('train[:10%]', 3), ('train[:30%]', 9),
+                       ('train[:7]', 7), ('train[7:]', 23),
+                       ('train[10%:20%]', 3)]:
+    part = open_folder(tmp_path / 'data', split, workdir=workdir)
+    assert part.num_examples == count, split
+    ids[split] = part.example_ids()
+    assert ids[split] == sorted(ids[split])  # Index order.
+  for split in ('train[:10%]', 'train[:30%]'):
+    positions = [whole.example_ids().index(p) for p in ids[split]]
+    counts = np.bincount(labels[positions], minlength=3)
+    assert (counts == counts[0]).all(), (split, counts)
+  assert set(ids['train[:10%]']) < set(ids['train[:30%]'])
+  assert set(ids['train[:7]']) | set(ids['train[7:]']) == set(
+      whole.example_ids())
+  assert sorted(os.listdir(os.path.join(workdir, 'data_index'))) == [
+      'class_names.json', 'train.json']
+  with pytest.raises(ConfigError, match=r'train\[:0\].* holds no examples'):
+    open_folder(tmp_path / 'data', 'train[:0]')
+
+
+def test_parse_split():
+  assert folder_layout.parse_split('train') == ('train', None, None)
+  assert folder_layout.parse_split('train[:10%]') == (
+      'train', None, (10, True))
+  assert folder_layout.parse_split('val[5:100]') == (
+      'val', (5, False), (100, False))
+  assert folder_layout.slice_bounds(1281, None, (1, True)) == (0, 13)
+  for bad in ('', 'train[10]', 'train[:%]', 'train[:-1]'):
+    with pytest.raises(ConfigError):
+      folder_layout.parse_split(bad)
+
+
+# Bad files.
+
+
+@pytest.fixture
+def damaged_folder(tmp_path, photo):
+  """An unlabelled folder: good and bad files, and their stand-ins."""
+  good = lambda name: save(str(tmp_path / name), photo)
+  jpeg = io.BytesIO()
+  Image.fromarray(photo).save(jpeg, 'JPEG')
+  good('a_good.png')
+  (tmp_path / 'b_truncated.jpg').write_bytes(jpeg.getvalue()[:600])
+  (tmp_path / 'c_empty.png').write_bytes(b'')
+  (tmp_path / 'd_garbage.jpg').write_bytes(b'<html>not an image</html>' * 50)
+  save(str(tmp_path / 'e_good.png'), 255 - photo)
+  save(str(tmp_path / 'f_locked.png'), photo[::-1])
+  save(str(tmp_path / 'g_good.png'), photo[:, ::-1])
+  good('h_deleted.png')
+  (tmp_path / 'z_truncated.png').write_bytes(
+      (tmp_path / 'a_good.png').read_bytes()[:-100])
+  source = open_folder(tmp_path, max_bad_fraction=1.0)
+  os.chmod(tmp_path / 'f_locked.png', 0)
+  locked = not os.access(tmp_path / 'f_locked.png', os.R_OK)  # Not as root.
+  os.remove(tmp_path / 'h_deleted.png')
+  # Index -> the index whose file it reads.
+  stand_ins = {0: 0, 1: 4, 2: 4, 3: 4, 4: 4, 5: 6 if locked else 5, 6: 6,
+               7: 0, 8: 0}
+  yield source, stand_ins
+  os.chmod(tmp_path / 'f_locked.png', 0o644)
+
+
+def test_bad_files_read_the_next_good_file_and_are_counted_once(
+    damaged_folder):
+  source, stand_ins = damaged_folder
+  examples = decoded(source)
+  for i, j in stand_ins.items():
+    np.testing.assert_array_equal(examples[i]['image'], examples[j]['image'])
+  bad = sorted(i for i, j in stand_ins.items() if i != j)
+  assert source.input_metrics() == {'bad_images': len(bad)}
+  # Again, in a parallel tf.data read: the same pixels, no new count.
+  again = list(source.sequential().as_numpy_iterator())
+  for first, second in zip(examples, again):
+    np.testing.assert_array_equal(first['image'], second['image'])
+  assert source.input_metrics() == {'bad_images': len(bad)}
+  reasons = source.bad_files()
+  assert set(reasons) == {source.example_ids()[i] for i in bad}
+  assert reasons[source.example_ids()[2]] == 'empty file'
+  assert reasons[source.example_ids()[7]].startswith('unreadable')
+  assert reasons[source.example_ids()[1]].startswith('damaged JPEG')
+
+
+def test_too_many_bad_files_stop_the_run_naming_some(damaged_folder):
+  source, _ = damaged_folder
+  decoded(source)
+  source.max_bad_fraction = 0.7
+  assert source.input_metrics()['bad_images'] in (5, 6)  # 6 unless root.
+  source.max_bad_fraction = 0.1
+  with pytest.raises(DataError, match=r"^\d of the 9 images of split 'train' "
+                     r'of folder:.* are unreadable or damaged, more than '
+                     r'config.data.max_bad_fraction=0.1 \(e.g. .*b_truncated'
+                     r'.jpg, .*c_empty.png, .*d_garbage.jpg, ...\)'):
+    source.input_metrics()
+  # Process 1 of 4 reads ~1/4 of the split (here: all of it, via decoded):
+  # its 5 or 6 bad files are more than 0.7 of that.
+  quarter = folder.FolderSource(source.index, max_bad_fraction=0.7,
+                                process_index=1, process_count=4)
+  decoded(quarter)
+  with pytest.raises(DataError, match=r'^\d of the ~2 images this process '
+                     "reads of split 'train'"):
+    quarter.input_metrics()
+
+
+def test_parallel_reads_count_and_log_a_bad_file_once(tmp_path, photo,
+                                                    caplog):
+  for k in range(8):
+    save(str(tmp_path / f'{k}.png'), photo)
+  (tmp_path / '3.png').write_bytes(b'')
+  source = open_folder(tmp_path, max_bad_fraction=1.0)
+  with concurrent.futures.ThreadPoolExecutor(8) as pool:
+    list(pool.map(lambda _: source._read_many(np.arange(8)), range(32)))
+  assert source.input_metrics() == {'bad_images': 1}
+  logged = [r for r in caplog.records if '3.png: empty file' in r.getMessage()]
+  assert len(logged) == 1
+
+
+def test_a_split_of_only_bad_files_reads_a_black_pixel(tmp_path):
+  (tmp_path / 'a.jpg').write_bytes(b'')
+  (tmp_path / 'b.png').write_bytes(b'\x89PNG\r\n\x1a\n')
+  source = open_folder(tmp_path, max_bad_fraction=1.0)
+  for example in decoded(source):
+    np.testing.assert_array_equal(example['image'],
+                                  np.zeros((1, 1, 3), np.uint8))
+  assert source.input_metrics() == {'bad_images': 2}
+
+
+# The pretraining stream on a folder.
+
+
+@pytest.fixture(scope='module')
+def stream_folder(tmp_path_factory):
+  root = tmp_path_factory.mktemp('stream')
+  imagenet_tree(root, {'train': ['ant', 'bee', 'cat']}, files_per_class=6)
+  (root / 'train' / 'bee' / '2.png').write_bytes(b'')  # One bad file.
+  return str(root)
+
+
+def _stream(root, batch=4, process_index=0, process_count=1, start_step=0):
+  folder_index.forget_listings()
+  source = open_folder(root, max_bad_fraction=0.5)
+  return list(pipeline.as_numpy_iterator(pipeline.make_pretrain_dataset(
+      source=source, local_batch_size=batch, view_specs=(SPEC, SPEC), seed=0,
+      process_index=process_index, process_count=process_count,
+      start_step=start_step).take(8 - start_step)))
+
+
+def test_a_resumed_folder_stream_equals_the_uninterrupted_one(stream_folder):
+  # 18 files, global batch 4: 4 steps per epoch; 8 steps cross an epoch.
+  whole = _stream(stream_folder)
+  assert whole[0]['view1'].shape == (4, 8, 8, 3)
+  for k in (3, 6):
+    for a, b in zip(whole[k:], _stream(stream_folder, start_step=k)):
+      for key in a:
+        np.testing.assert_array_equal(a[key], b[key])
+
+
+def test_folder_stream_processes_concatenate_to_the_one_process_batch(
+    stream_folder):
+  whole = _stream(stream_folder)
+  parts = [_stream(stream_folder, batch=2, process_index=i, process_count=2)
+           for i in range(2)]
+  for k, batch in enumerate(whole):
+    for key in batch:
+      np.testing.assert_array_equal(
+          np.concatenate([parts[0][k][key], parts[1][k][key]]), batch[key])
