@@ -23,6 +23,13 @@ def main(argv: list[str]) -> int:
     try:
       with open(path, encoding="utf-8") as f:
         rows.append((workdir, json.load(f)))
+    except FileNotFoundError:
+      # A pretraining run, or an evaluation that stopped (e.g. on data
+      # without labels), has no results.
+      print(f"error: no evaluation results in {workdir} ({RESULTS_FILE}): "
+            "report reads the workdirs of linear evaluation and finetuning "
+            "runs on labelled data", file=sys.stderr)
+      return 2
     except (OSError, ValueError) as e:
       print(f"error: cannot read {path}: {e}", file=sys.stderr)
       return 2

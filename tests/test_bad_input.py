@@ -44,7 +44,10 @@ def corrupt_checkpoint(workdir):
     (["--config.method=byol"],
      "error: config.method='byol' is not a known method; choose one of:"),
     (["--config.dataset=no_such_dataset"],
-     "error: dataset: 'no_such_dataset' is neither 'digits' nor a TFDS"),
+     "error: dataset: 'no_such_dataset' is neither 'digits', 'folder:PATH' nor a "
+     "TFDS"),
+    (["--config.dataset=folder:/no/such/folder"],
+     "error: folder:/no/such/folder: no such directory"),
     (["--config.optimizer=adam2"], "error: optimizer"),
     (["--config.learning_rate=-0.1"], "error: config.learning_rate=-0.1 is "
      "invalid: must be a number > 0"),

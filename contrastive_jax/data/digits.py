@@ -62,3 +62,30 @@ def load_digits_split(split: str) -> dict:
   # Boolean indexing made fresh arrays: callers may modify them without
   # touching the cache.
   return {'image': images, 'label': labels}
+
+
+def write_image_folder(root: str) -> int:
+  """Writes the digits as an ImageNet-style image folder,
+  `root/<split>/<digit>/<index>.png` (8x8 greyscale PNGs): the offline
+  stand-in for a user's own images. Returns the number of files written."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  import os  # pylint: disable=g-import-not-at-top
+  count = 0
+  for split in SPLITS:
+    arrays = load_digits_split(split)
+    for index, (image, label) in enumerate(zip(arrays['image'],
+                                               arrays['label'])):
+      directory = os.path.join(root, split, str(label))
+      os.makedirs(directory, exist_ok=True)
+      Image.fromarray(image[..., 0], mode='L').save(
+          os.path.join(directory, f'{index:04d}.png'))
+      count += 1
+  return count
+
+
+if __name__ == '__main__':
+  # python -m contrastive_jax.data.digits DIR: the digits as PNG files.
+  import sys  # pylint: disable=g-import-not-at-top
+  if len(sys.argv) != 2:
+    sys.exit('usage: python -m contrastive_jax.data.digits DIR')
+  print(f'wrote {write_image_folder(sys.argv[1])} PNGs under {sys.argv[1]}')
