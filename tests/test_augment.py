@@ -39,6 +39,11 @@ def _eager(op, image, seed=SEED):
 
 ALL_OPS = {
     'random_resized_crop': lambda: augment.random_resized_crop(16),
+    'random_resized_crop/torchvision': lambda: augment.random_resized_crop(
+        16, area=(0.2, 1.0), impl='torchvision', method='bilinear',
+        antialias=True),
+    'color_jitter/simclr_v1': lambda: augment.color_jitter(
+        1.0, p=1.0, impl='simclr_v1'),
     'resize': lambda: augment.resize(16),
     'center_crop': lambda: augment.center_crop(16),
     'flip_lr': lambda: augment.flip_lr(p=0.5),
@@ -47,12 +52,14 @@ ALL_OPS = {
     'gaussian_blur': lambda: augment.gaussian_blur(p=1.0),
     'solarize': lambda: augment.solarize(p=1.0),
 }
-RESIZING = {'random_resized_crop', 'resize', 'center_crop'}
-RANDOM = ('random_resized_crop', 'flip_lr', 'color_jitter', 'gaussian_blur')
+RESIZING = {'random_resized_crop', 'random_resized_crop/torchvision',
+            'resize', 'center_crop'}
+RANDOM = ('random_resized_crop', 'random_resized_crop/torchvision', 'flip_lr',
+          'color_jitter', 'color_jitter/simclr_v1', 'gaussian_blur')
 
 
 def test_registry_has_every_op():
-  assert set(augment.OPS) == set(ALL_OPS)
+  assert set(augment.OPS) == {name.split('/')[0] for name in ALL_OPS}
 
 
 @pytest.mark.parametrize('name', sorted(ALL_OPS))
@@ -110,9 +117,11 @@ def test_crop_gives_requested_size():
   assert _run(op, _image(30, 40)).shape == (12, 20, 3)
 
 
-def test_full_area_square_crop_is_plain_resize():
+@pytest.mark.parametrize('impl', ['tf', 'torchvision'])
+def test_full_area_square_crop_is_plain_resize(impl):
   image = _image(24, 24)
-  crop = augment.random_resized_crop(16, area=(1.0, 1.0), aspect=(1.0, 1.0))
+  crop = augment.random_resized_crop(16, area=(1.0, 1.0), aspect=(1.0, 1.0),
+                                     impl=impl)
   resized = _run(augment.resize(16), image)
   np.testing.assert_allclose(_run(crop, image), resized, atol=1e-6)
 
@@ -168,6 +177,8 @@ def test_blur_keeps_a_constant_image():
     lambda: augment.resize(16, method='cubic'),
     lambda: augment.color_jitter(-1.0),
     lambda: augment.color_jitter(3.0),  # hue 0.6 > 0.5
+    lambda: augment.color_jitter(impl='simclr'),
+    lambda: augment.random_resized_crop(16, impl='pil'),
     lambda: augment.gaussian_blur(kernel_fraction=1.0),
     lambda: augment.gaussian_blur(sigma=(0.0, 1.0)),
 ])

@@ -85,7 +85,7 @@ def test_jitter_order_is_drawn_per_example():
   # The same factors for all; only the order keys differ.
   uniforms[:, 5:] = uniforms[0, 5:]
   out = op.apply(tf.constant(images), tf.constant(uniforms)).numpy()
-  adjusts = [adjust for _, adjust, _ in color_jitter._ADJUSTS]  # pylint: disable=protected-access
+  adjusts = [adjust for adjust, _ in color_jitter.IMPLS['torchvision']]
   lows = np.array([0.2, 0.2, 0.2, -0.2], np.float32)
   highs = np.array([1.8, 1.8, 1.8, 0.2], np.float32)
   factors = lows + uniforms[0, 5:] * (highs - lows)
@@ -156,6 +156,8 @@ def _unknown_size(op):
     lambda: color_jitter.color_jitter(0.5, p=1.0, random_order=False),
     lambda: color_jitter.color_jitter(brightness=0.4, contrast=0, saturation=0,
                                      hue=0.1, p=0.8),
+    lambda: color_jitter.color_jitter(1.0, p=0.8, impl='simclr_v1'),
+    lambda: color_jitter.color_jitter(1.0, p=0.8, impl='simclr_v2'),
     lambda: batched_ops.flip_lr(),
     lambda: batched_ops.grayscale(p=0.5),
     lambda: batched_ops.solarize(p=0.5),

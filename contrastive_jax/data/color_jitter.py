@@ -1,6 +1,16 @@
-"""SimCLR's colour distortion as a batched size-keeping op (see
-batched_ops.py): brightness, contrast, saturation and hue in a random order
-per example, with our batched hue shift."""
+"""Colour distortion as a batched size-keeping op (see batched_ops.py):
+brightness, contrast, saturation and hue in a random order per example, with
+our batched hue shift, in the flavour of one of three references (`impl`):
+
+  simclr_v1    SimCLR v1 data_util.py: TF's tf.image.random_brightness (an
+               added delta), random_contrast (around each channel's mean),
+               random_saturation (S scaled in HSV, clipped to [0, 1]).
+  simclr_v2    SimCLR v2 tf2/data_util.py: v1 with brightness multiplied.
+  torchvision  MoCo's torchvision ColorJitter (functional_tensor): brightness
+               multiplied, contrast blended with the image's mean grey
+               level, saturation blended with the grey image.
+
+Hue is the same HSV shift in all three."""
 
 import functools
 
@@ -38,16 +48,46 @@ def adjust_hue(images, delta):
       tf.minimum(k, 4.0 - k), 0.0, 1.0)
 
 
-def _adjust_brightness(images, factor):
+def _shift_brightness(images, delta):
+  """tf.image.adjust_brightness: x + delta (SimCLR v1)."""
+  return images + _per_example(delta)
+
+
+def _scale_brightness(images, factor):
+  """SimCLR v2's brightness, and torchvision's (a blend with black)."""
   return images * _per_example(factor)
 
 
-def _adjust_contrast(images, factor):
+def _contrast_around_grey(images, factor):
+  """torchvision: blend with the mean of the grey image, one scalar."""
   mean = _per_example(tf.reduce_mean(batched_ops.gray(images), axis=[1, 2]))
   return (images - mean) * _per_example(factor) + mean
 
 
-def _adjust_saturation(images, factor):
+def _contrast_per_channel(images, factor):
+  """tf.image.adjust_contrast: each channel around its own mean."""
+  mean = tf.reduce_mean(images, axis=[1, 2], keepdims=True)
+  return (images - mean) * _per_example(factor) + mean
+
+
+def _saturation_hsv(images, factor):
+  """tf.image.adjust_saturation: S -> min(f S, 1) in HSV, hue and value
+  kept, in closed form (no round trip through HSV).
+
+  With v = max(r, g, b) and chroma c = v - min(r, g, b), S = c / v and each
+  channel is x = v - c t for a t that only the hue sets; so the new chroma is
+  c' = min(f c, v) and x' = v - (v - x) c' / c = v - (v - x) min(f, v / c).
+  Grey pixels (c = 0) have x = v and stay.
+  """
+  r, g, b = tf.unstack(images, axis=-1)
+  v = tf.maximum(tf.maximum(r, g), b)
+  c = v - tf.minimum(tf.minimum(r, g), b)
+  headroom = v / tf.where(c > 0, c, 1.0)  # 1 / S: where S reaches 1.
+  scale = tf.minimum(factor[:, None, None], headroom)[..., None]
+  return v[..., None] - (v[..., None] - images) * scale
+
+
+def _saturation_blend(images, factor):
   """Blends each pixel with its luma: x -> f x + (1 - f) luma(x), i.e. one
   3x3 colour matrix per image, f I + (1 - f) luma 1^T (a batched matmul;
   broadcasting the luma over channels is much slower in TF on CPU)."""
@@ -64,32 +104,50 @@ def _jitter_step(adjust, image, factor):
   return batched_ops.clip(adjust(image[None], factor[None]))[0]
 
 
-_ADJUSTS = (('brightness', _adjust_brightness, 0.8),
-            ('contrast', _adjust_contrast, 0.8),
-            ('saturation', _adjust_saturation, 0.8),
-            ('hue', adjust_hue, 0.2))
+# Per impl, in SimCLR's order (brightness, contrast, saturation, hue): each
+# op's adjust function and whether its amount x is an additive delta drawn
+# from [-x, x] (else a factor from [max(0, 1 - x), 1 + x]).
+IMPLS = {
+    'simclr_v1': ((_shift_brightness, True), (_contrast_per_channel, False),
+                  (_saturation_hsv, False), (adjust_hue, True)),
+    'simclr_v2': ((_scale_brightness, False), (_contrast_per_channel, False),
+                  (_saturation_hsv, False), (adjust_hue, True)),
+    'torchvision': ((_scale_brightness, False), (_contrast_around_grey, False),
+                    (_saturation_blend, False), (adjust_hue, True)),
+}
+# The default amounts are SimCLR's, times `strength`.
+_FIELDS = (('brightness', 0.8), ('contrast', 0.8), ('saturation', 0.8),
+           ('hue', 0.2))
 
 
 def color_jitter(strength=1.0, p=0.8, brightness=None, contrast=None,
-                 saturation=None, hue=None, random_order=True):
-  """SimCLR colour distortion, applied as a whole with probability p.
+                 saturation=None, hue=None, random_order=True,
+                 impl='torchvision'):
+  """Colour distortion, applied as a whole with probability p.
 
   Unset amounts default to SimCLR's: 0.8 * strength for brightness, contrast
   and saturation, 0.2 * strength for hue (MoCo v1: all 0.4, p=1; MoCo v2:
-  0.4/0.4/0.4/0.1, p=0.8). Each factor follows torchvision's ColorJitter:
-  brightness scales pixels, contrast scales around the mean grey level,
-  saturation blends with the greyscale image (all by a factor uniform in
-  [max(0, 1 - x), 1 + x]), hue shifts by a delta uniform in [-hue, hue].
+  0.4/0.4/0.4/0.1, p=0.8). `impl` picks the reference whose ops these are
+  (module docstring). Factors are uniform in [max(0, 1 - x), 1 + x] for an
+  amount x; deltas (hue, and simclr_v1's brightness) in [-x, x]. SimCLR's
+  TF ops raise for contrast or saturation > 1; here the factor stops at 0.
   A zero amount skips its op, so strength 0 is exactly the identity. With
-  `random_order` each example applies the ops in its own random order,
-  clipping to [0, 1] after each.
+  `random_order` each example applies the ops in its own random order (a
+  random permutation, as SimCLR's color_jitter_rand and torchvision's
+  randperm), clipping to [0, 1] after each.
+
+  The default impl is 'torchvision' because that is what this op computed
+  before impls existed: existing spec strings keep their stream.
   """
   name = 'color_jitter'
   op_args.check_probability(name, p)
+  if impl not in IMPLS:
+    raise ConfigError(f'{name}: impl must be one of {", ".join(IMPLS)}, '
+                      f'got {impl!r}')
   given = dict(brightness=brightness, contrast=contrast,
                saturation=saturation, hue=hue)
   adjusts, lows, highs = [], [], []
-  for field, adjust, scale in _ADJUSTS:
+  for (field, scale), (adjust, is_delta) in zip(_FIELDS, IMPLS[impl]):
     value = scale * strength if given[field] is None else given[field]
     if isinstance(value, bool) or not isinstance(value, (int, float)) or (
         value < 0):
@@ -100,8 +158,8 @@ def color_jitter(strength=1.0, p=0.8, brightness=None, contrast=None,
                         f'unless set), got {float(value)!r}')
     if value > 0:
       adjusts.append(adjust)
-      lows.append(-value if field == 'hue' else max(0.0, 1.0 - value))
-      highs.append(value if field == 'hue' else 1.0 + value)
+      lows.append(-value if is_delta else max(0.0, 1.0 - value))
+      highs.append(value if is_delta else 1.0 + value)
   if not adjusts or p == 0:
     return batched_ops.IDENTITY
   count = len(adjusts)
