@@ -23,6 +23,23 @@ from contrastive_jax.train_state import TrainState
 
 NUM_VIEWS = 2
 
+# The official code optimises loss_a + loss_b, each view's cross-entropy
+# averaged over its N anchors (objective.py `add_contrastive_loss` at the
+# first commit and tf2/objective.py): twice the paper's mean over 2N anchors
+# (the mean is what `losses.nt_xent` returns). The scale is part of the recipe:
+# LARS adds wd * w to the gradient before taking the trust ratio
+# |w| / |g + wd * w|, and BN and biases get no trust ratio, so a halved
+# gradient would mean a different weight decay and learning rate.
+REFERENCE_LOSS_SCALE = 2.0
+
+
+def contrastive_objective(z_a: jax.Array, z_b: jax.Array, *,
+                          temperature: float, axis_name: str | None):
+  """(the objective SimCLR optimises, the NT-Xent output it scales)."""
+  out = losses.nt_xent_with_accuracy(z_a, z_b, temperature=temperature,
+                                     axis_name=axis_name)
+  return REFERENCE_LOSS_SCALE * out.loss, out
+
 
 def create_model(config: ml_collections.ConfigDict, *,
                  axis_name: str | None) -> EncoderWithHead:
@@ -57,10 +74,10 @@ def train_step(state: TrainState, batch, *, model: nn.Module,
         {"params": params, "batch_stats": state.batch_stats}, images,
         train=True, mutable=["batch_stats"])
     z_a, z_b = jnp.split(z, 2, axis=0)
-    out = losses.nt_xent_with_accuracy(
+    objective, out = contrastive_objective(
         z_a, z_b, temperature=config.temperature, axis_name=axis_name)
     probe_metrics = {}
-    total = out.loss
+    total = objective
     if logits is not None:
       # The probe sees the first view of each image.
       probe_loss, probe_acc = probe_lib.loss_and_accuracy(
@@ -68,18 +85,21 @@ def train_step(state: TrainState, batch, *, model: nn.Module,
           axis_name=axis_name)
       total = total + probe_loss
       probe_metrics = {"probe_loss": probe_loss, "probe_accuracy": probe_acc}
-    return total, (out, probe_metrics, new_vars["batch_stats"])
+    return total, (objective, out, probe_metrics, new_vars["batch_stats"])
 
   # `loss` is already the global-batch loss, so these gradients are the
   # global gradients (see losses.py): no extra pmean.
-  grads, (out, probe_metrics, batch_stats) = jax.grad(
+  grads, (objective, out, probe_metrics, batch_stats) = jax.grad(
       loss_fn, has_aux=True)(state.params)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   new_state = state.replace(step=state.step + 1, params=params,
                             batch_stats=batch_stats, opt_state=opt_state)
   metrics = {
-      "loss": out.loss,
+      # What the step optimises (the guard checks it); `nt_xent` is the
+      # paper's mean over 2N, comparable with other implementations' logs.
+      "loss": objective,
+      "nt_xent": out.loss,
       "contrastive_accuracy": out.accuracy,
       **probe_lib.grad_norms(grads),
       "learning_rate": learning_rate_fn(state.step),

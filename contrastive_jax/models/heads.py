@@ -17,18 +17,28 @@ class ProjectionHead(nn.Module):
   """MLP projection head covering the SimCLR v1/v2 and MoCo v1/v2 variants.
 
   Layers `dense1 .. dense{num_layers-1}` are hidden: Dense -> (BN) -> ReLU.
-  The last layer `dense{num_layers}` is a bias-free Dense with no ReLU.
-  - num_layers=1: linear projection (MoCo v1).
-  - num_layers=2, use_bn=False: SimCLR v1 / MoCo v2.
-  - num_layers=3, use_bn=True: SimCLR v2. Hidden Dense layers then drop their
-    bias (the BN that follows subtracts it anyway) and the output goes through
-    a BN with scale but no learnable center (`bn_out`).
+  The last layer `dense{num_layers}` is a Dense with no ReLU (bias only with
+  `output_bias`).
+  - num_layers=1: linear projection (MoCo v1; `output_bias` for torchvision's
+    `fc`).
+  - num_layers=2, use_bn=False: MoCo v2.
+  - use_bn=True: the official SimCLR head, v1 with num_layers=2
+    (`model_util.projection_head` at the first commit) and v2 with
+    num_layers=3 (`tf2/model.py` `ProjectionHead`): every Dense is followed by
+    a BN, so the Dense layers have no bias (the BN subtracts it anyway); the
+    hidden BNs (`bn1`, ...) have scale and centre, the output BN (`bn_out`)
+    scale only (`linear_layer(..., use_bias=False, use_bn=True)` there is
+    `batch_norm_relu(relu=False, center=False)`).
 
   Attributes:
     num_layers: total number of Dense layers, >= 1.
     hidden_dim: width of the hidden layers; None means the input width.
     output_dim: size of z.
-    use_bn: BatchNorm after every Dense (SimCLR v2).
+    use_bn: BatchNorm after every Dense (the SimCLR reference head).
+    output_bias: a bias on the last Dense (torchvision's `fc` has one). Not
+      with use_bn: the output BN's mean subtraction would cancel it.
+    kernel_init_stddev: None: flax's default (LeCun normal); else Dense
+      kernels drawn from N(0, stddev^2) (the SimCLR reference: 0.01).
     bn_axis_name: mapped axis to average BN statistics over (global BN).
     bn_groups: None, or per-group BN as in `ResNet.bn_groups`.
     bn_momentum: flax convention (decay of the running average).
@@ -39,6 +49,8 @@ class ProjectionHead(nn.Module):
   hidden_dim: int | None = None
   output_dim: int = 128
   use_bn: bool = False
+  output_bias: bool = False
+  kernel_init_stddev: float | None = None
   bn_axis_name: str | None = None
   bn_groups: int | None = None
   bn_momentum: float = 0.9
@@ -50,7 +62,15 @@ class ProjectionHead(nn.Module):
     if self.num_layers < 1:
       raise ConfigError(
           f'head.num_layers must be an integer >= 1; got {self.num_layers}')
+    if self.output_bias and self.use_bn:
+      raise ConfigError(
+          'head.output_bias must be False with head.use_bn: the output '
+          'BatchNorm subtracts the batch mean, which cancels the bias')
     hidden_dim = self.hidden_dim or h.shape[-1]
+    dense_kwargs = {}
+    if self.kernel_init_stddev is not None:
+      dense_kwargs['kernel_init'] = nn.initializers.normal(
+          self.kernel_init_stddev)
     norm = batch_norm(
         train=train, groups=self.bn_groups, axis_name=self.bn_axis_name,
         momentum=self.bn_momentum, epsilon=self.bn_epsilon, dtype=self.dtype)
@@ -58,14 +78,14 @@ class ProjectionHead(nn.Module):
     x = h
     for i in range(1, self.num_layers):
       x = nn.Dense(hidden_dim, use_bias=not self.use_bn, dtype=self.dtype,
-                   name=f'dense{i}')(x)
+                   name=f'dense{i}', **dense_kwargs)(x)
       if self.use_bn:
         x = norm(name=f'bn{i}')(x)
       x = nn.relu(x)
-    # No bias on the output: the loss normalises z, and in the BN variant the
-    # BN centre would cancel it.
-    x = nn.Dense(self.output_dim, use_bias=False, dtype=self.dtype,
-                 name=f'dense{self.num_layers}')(x)
+    # No bias on the output by default: the loss normalises z, and in the BN
+    # variant the batch mean would cancel it.
+    x = nn.Dense(self.output_dim, use_bias=self.output_bias, dtype=self.dtype,
+                 name=f'dense{self.num_layers}', **dense_kwargs)(x)
     if self.use_bn:
       x = norm(use_bias=False, name='bn_out')(x)
     return x.astype(jnp.float32)
