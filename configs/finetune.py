@@ -4,13 +4,16 @@ the labels (the whole network is trained, BatchNorm synchronized).
   --config=configs/finetune.py:VARIANT --config.pretrained=WORKDIR \
       --config.label_fraction=0.01
 
-Variants: cifar10 (default), imagenet, digits (and `_moco` twins, which only
-change the defaults of linear evaluation, not finetuning). label_fraction
-takes the first 1%/10%/100% of the train split (TFDS split slicing, so the
-subset is deterministic; not class-balanced like SimCLR's ImageNet subset
-lists). Recipe: momentum SGD, lr 0.1*B/256 (official SimCLR fine-tuning
-command), no weight decay, no warmup, zero-initialised classifier; epochs as
-SimCLRv2: 60 for 1% of the labels, 30 for 10%, 30 for 100%.
+Variants: cifar10 (default), imagenet, digits, each with _1pct / _10pct
+(`imagenet_1pct`). ImageNet subsets are SimCLR's class-balanced lists, TFDS
+`imagenet2012_subset/1pct|10pct`, evaluated on imagenet2012 `validation`;
+other datasets take a seeded class-balanced sample of the train split
+(`label_percent`, data/label_subset.py). Recipe: SimCLR's semi-supervised
+command (its README): LARS (no Nesterov), lr 0.005*sqrt(B) at B=1024,
+no weight decay, no warmup, global BN, zero-initialised classifier; 60
+epochs for 1%, 30 for 10% and 100%. `--config.finetune_from_head_layer=1`
+puts the classifier on the pretraining head's first layer (SimCLR v2's
+`ft_proj_selector=1`; needs a head with a hidden layer).
 """
 
 from contrastive_jax.config_classifier import classifier_config

@@ -10,7 +10,10 @@ for testing) or, with the suffix `_moco` (e.g. `imagenet_moco`), the MoCo
 protocol (SGD lr 30, no weight decay, 100 epochs, x0.1 at 60 and 80, batch
 256). `--config.pretrained=random` evaluates a randomly initialised encoder
 of the same architecture: the baseline every comparison needs. The encoder
-architecture comes from the pretraining checkpoint's stored config.
+architecture (and its input normalisation) comes from the pretraining
+checkpoint's stored config. `feature_bn` (standardised features before the
+linear layer) is in neither paper's protocol and off, except in the digits
+demo, whose tiny encoder needs it.
 """
 
 from contrastive_jax.config_classifier import classifier_config

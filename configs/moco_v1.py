@@ -7,10 +7,16 @@ Variants (`--config=configs/moco_v1.py:VARIANT`):
             crop scale 0.2-1, grayscale 0.2, jitter 0.4 (all four) always,
             flip. Per-device BN with shuffle-BN: one BN group per device, as
             the reference's 8 GPUs x 32 images; on one accelerator set
-            bn_groups_per_device=8.
-  cifar10   the same recipe on CIFAR-10: ResNet-18 with CIFAR stem, 32 px,
-            B=512 (lr 0.06), K=4096, 8 BN groups per device (the official
-            CIFAR-10 demo's 8 BN splits on one GPU; use 1 on 8 devices).
+            bn_groups_per_device=8. As the reference (main_moco.py):
+            weight decay on every parameter, torchvision conv init
+            (kaiming normal fan_out) without zero-init residual gamma,
+            ImageNet mean/std input normalisation, fc head with a bias.
+  cifar10   the ImageNet recipe moved to CIFAR-10 (no published figure):
+            ResNet-18 with CIFAR stem, 32 px, B=512 (lr 0.06), K=4096 and 8
+            BN groups per device from the official CIFAR-10 demo (its 8 BN
+            splits on one GPU; use 1 on 8 devices), CIFAR-10 mean/std input
+            normalisation; m, tau, wd, crop scale and head stay ImageNet's.
+            The demo's own recipe is configs/moco_v2.py:cifar10_demo.
   digits    offline demo on scikit-learn's handwritten digits: a tiny ResNet
             that trains in about a minute on 2 CPU cores.
 """
@@ -25,6 +31,7 @@ def get_config(arg: str | None = None):
   # The MoCo v1 recipe; variants change the data, model size and queue.
   c.head.num_layers = 1          # linear fc to 128-d
   c.head.output_dim = 128
+  c.head.output_bias = True      # torchvision's fc (moco/builder.py:41)
   c.temperature = 0.07
   c.lr_schedule = "step"
   c.lr_decay_epochs, c.lr_decay_factor = (120, 160), 0.1
@@ -36,6 +43,7 @@ def get_config(arg: str | None = None):
   elif variant == "cifar10":
     use_pretraining_dataset(c, "cifar10")
     c.view_augment = moco_views(32, version=1)
+    c.input_norm = "cifar10"
     c.queue_size = 4096
     c.bn_groups_per_device = 8
   elif variant == "digits":

@@ -9,12 +9,21 @@ import ml_collections
 
 
 def simclr_views(image_size: int, *, jitter_strength: float, blur: bool,
-                 crop_area=(0.08, 1.0)) -> str:
-  """SimCLR's augmentation (paper appendix A) as an op spec string."""
+                 crop_area=(0.08, 1.0), version: int = 1) -> str:
+  """SimCLR's augmentation (paper appendix A) as an op spec string.
+
+  The crop is the reference's TF sampler with its arguments (v1 and v2
+  data_util.py crop_and_resize: min_object_covered 0.1, aspect 3/4-4/3, 100
+  attempts, bicubic). The colour jitter is v1's (additive brightness) or
+  v2's (multiplicative), with TF's contrast and saturation either way.
+  """
+  if version not in (1, 2):
+    raise ValueError(f"SimCLR version must be 1 or 2; got {version!r}")
   ops = [
-      f"random_resized_crop({image_size}, area={tuple(crop_area)})",
+      f"random_resized_crop({image_size}, area={tuple(crop_area)}, "
+      "min_object_covered=0.1, max_attempts=100)",
       "flip_lr(p=0.5)",
-      f"color_jitter({jitter_strength}, p=0.8)",
+      f"color_jitter({jitter_strength}, p=0.8, impl='simclr_v{version}')",
       "grayscale(p=0.2)",
   ]
   if blur:
@@ -29,20 +38,23 @@ def moco_views(image_size: int, *, version: int, blur: bool | None = None,
   v1 (MoCo paper): crop, grayscale 0.2, colour jitter 0.4/0.4/0.4/0.4 always,
   flip. v2 (MoCo v2 note, "aug+"): crop, jitter 0.4/0.4/0.4/0.1 with p=0.8,
   grayscale 0.2, blur sigma 0.1-2 with p=0.5, flip. `blur` defaults to v2's.
+  The crop and the jitter are torchvision's (RandomResizedCrop: area uniform,
+  log-uniform aspect, antialiased bilinear resize as PIL's; ColorJitter).
   """
   if version not in (1, 2):
     raise ValueError(f"MoCo version must be 1 or 2; got {version!r}")
   if blur is None:
     blur = version == 2
-  crop = f"random_resized_crop({image_size}, area={tuple(crop_area)})"
+  crop = (f"random_resized_crop({image_size}, area={tuple(crop_area)}, "
+          "impl='torchvision', method='bilinear', antialias=True)")
   if version == 1:
     ops = [crop, "grayscale(p=0.2)",
            "color_jitter(1.0, p=1.0, brightness=0.4, contrast=0.4, "
-           "saturation=0.4, hue=0.4)"]
+           "saturation=0.4, hue=0.4, impl='torchvision')"]
   else:
     ops = [crop,
            "color_jitter(1.0, p=0.8, brightness=0.4, contrast=0.4, "
-           "saturation=0.4, hue=0.1)",
+           "saturation=0.4, hue=0.1, impl='torchvision')",
            "grayscale(p=0.2)"]
   if blur:
     ops.append("gaussian_blur(p=0.5, sigma=(0.1, 2.0), kernel_fraction=0.1)")
@@ -95,9 +107,19 @@ def base_config() -> ml_collections.ConfigDict:
       num_layers=2,             # SimCLR v1: 2; v2: 3 (with use_bn=True)
       hidden_dim=-1,            # -1: the encoder's feature width
       output_dim=128,
-      use_bn=False,
+      use_bn=False,             # BN after every Dense (SimCLR's heads)
+      output_bias=False,        # bias on the last Dense (torchvision fc)
+      kernel_init_stddev=-1.0,  # -1: flax's LeCun normal; SimCLR: 0.01
   ))
   c.half_precision = False      # bfloat16 compute; params and loss in float32
+  # Encoder details that follow the method's reference (defaults: SimCLR's;
+  # see models/resnet.py for the citations). conv_init: 'simclr' (fan_in
+  # truncated normal) | 'torchvision' (kaiming normal fan_out); zero gamma
+  # in each residual block's last BN; input_norm: 'none' | 'imagenet' |
+  # 'cifar10', the mean/std the encoder itself subtracts/divides by.
+  c.conv_init = "simclr"
+  c.zero_init_residual = True
+  c.input_norm = "none"
 
   # Data: 'digits', 'folder:PATH' (a directory or gs:// path of images) or
   # a prepared TFDS dataset name.
@@ -148,6 +170,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.lr_decay_factor = 0.1
   c.warmup_epochs = 10.0
   c.weight_decay = 1e-6
+  # 'exclude_bn_bias' (SimCLR's LARS) | 'all' (torch SGD over every
+  # parameter, as MoCo).
+  c.weight_decay_mask = "exclude_bn_bias"
   c.momentum = 0.9
 
   # Bookkeeping.
@@ -182,7 +207,9 @@ def moco_base_config() -> ml_collections.ConfigDict:
   # across all groups (needs >= 2 groups in all); 'sync' uses global BN.
   c.key_bn = "shuffle"
   c.bn_groups_per_device = 1
-  # Both views as query, both keys enqueued (the official CIFAR-10 demo).
+  # Both views as query, both keys enqueued: an option of the official
+  # CIFAR-10 demo (`--symmetric`), which its notebook leaves off
+  # (`args.symmetric = False`), as does the MoCo paper.
   c.symmetric_loss = False
   # The optimizer recipe MoCo v1 and v2 share: SGD, lr 0.03 x B/256, no
   # warmup, 200 epochs at batch 256 (each config sets its schedule).
@@ -193,4 +220,13 @@ def moco_base_config() -> ml_collections.ConfigDict:
   c.warmup_epochs = 0.0
   c.num_epochs = 200
   c.batch_size = 256
+  # torch SGD decays every parameter, BN and biases included
+  # (main_moco.py:293-298: `SGD(model.parameters(), ..., weight_decay=)`).
+  c.weight_decay_mask = "all"
+  # torchvision's ResNet (moco/builder.py:41): kaiming normal fan_out convs,
+  # `zero_init_residual=False`; inputs normalised by ImageNet's mean/std
+  # (main_moco.py:325-327).
+  c.conv_init = "torchvision"
+  c.zero_init_residual = False
+  c.input_norm = "imagenet"
   return c

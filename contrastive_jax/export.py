@@ -8,9 +8,11 @@ torchvision: safetensors with torchvision's ResNet names and layouts (OIHW
   .load_state_dict(sd, strict=False)` misses only fc.*. npz: the Flax tree,
   keys '/'-joined. saved_model: a TF SavedModel (jax2tf) of the encoder in
   eval mode, float32 NHWC [B, S, S, 3] -> features [B, d].
-The encoder takes images as the pipeline feeds it: RGB in [0, 1], no mean/std
-normalisation (its first BatchNorm absorbs the scale); the metadata says so,
-with the architecture and step. `--include_head` adds the online (MoCo:
+The encoder takes images as the pipeline feeds it: RGB in [0, 1]. A config
+with `input_norm` (MoCo: ImageNet or CIFAR-10 mean/std) normalises inside the
+JAX encoder, so the SavedModel does it itself, while torchvision/npz weights
+need `(x - mean) / std` first; the metadata says which, with the
+architecture and step. `--include_head` adds the online (MoCo:
 query) projection head under `head.` ('head/' in npz).
 """
 
@@ -160,6 +162,25 @@ def head_variables(loaded: pretrained.Pretrained) -> dict:
       "batch_stats": state.get("batch_stats", {}).get("head", {})})
 
 
+def input_metadata(config, fmt: str) -> dict:
+  """'input' (what to feed) and the mean/std the encoder was trained with."""
+  norm = config.get("input_norm", "none")
+  mean_std = resnet.INPUT_NORMS[norm]
+  if mean_std is None:
+    return {"input": INPUT_CONVENTION, "input_norm": "none"}
+  mean, std = mean_std
+  if fmt == "saved_model":
+    how = f"the SavedModel subtracts mean {list(mean)} and divides by std " \
+          f"{list(std)} itself"
+  else:
+    how = f"then (x - mean) / std per channel, mean {list(mean)}, std " \
+          f"{list(std)} (not part of these weights)"
+  return {"input": f"float32 RGB in [0, 1], NCHW for torch (NHWC for JAX "
+                   f"and the SavedModel); {how}",
+          "input_norm": norm, "input_mean": json.dumps(list(mean)),
+          "input_std": json.dumps(list(std))}
+
+
 def metadata(loaded: pretrained.Pretrained, *, fmt: str,
              include_head: bool) -> dict:
   """The file's metadata; all strings, as safetensors requires."""
@@ -176,7 +197,7 @@ def metadata(loaded: pretrained.Pretrained, *, fmt: str,
       "step": str(loaded.step), "checkpoint": loaded.directory,
       "feature_dim": str(network.encoder.feature_dim),
       "bn_epsilon": repr(float(network.encoder.bn_epsilon)),
-      "input": INPUT_CONVENTION}
+      **input_metadata(c, fmt)}
   if include_head:
     meta["head"] = json.dumps({**c.head.to_dict(), "prefix": HEAD_PREFIX,
                                "bn_epsilon": network.head.bn_epsilon})

@@ -21,6 +21,8 @@ Schedule = Callable[[Any], Any]
 LR_SCALING_RULES = ('linear', 'sqrt', 'none')
 LR_SCHEDULES = ('cosine', 'step', 'constant')
 OPTIMIZERS = ('lars', 'sgd', 'adamw')
+# Which parameters weight decay applies to (see `weight_decay_mask_fn`).
+WEIGHT_DECAY_MASKS = ('exclude_bn_bias', 'all')
 
 
 def scaled_learning_rate(base_lr: float, batch_size: int, rule: str) -> float:
@@ -142,6 +144,27 @@ def decay_mask(params) -> Any:
   return jax.tree_util.tree_map_with_path(_gets_decay, params)
 
 
+def _decay_all(params) -> Any:
+  return jax.tree.map(lambda _: True, params)
+
+
+def weight_decay_mask_fn(name: str) -> Callable[[Any], Any]:
+  """The mask function of weight decay named `name`.
+
+  'exclude_bn_bias': `decay_mask` (SimCLR's LARS excludes 'batch_
+    normalization' and 'bias' variables, simclr model_util.py get_optimizer).
+  'all': every parameter, BN and biases included, as torch's
+    `SGD(model.parameters(), weight_decay=...)` in MoCo (main_moco.py:293-298
+    and the CIFAR-10 demo's optimizer cell).
+  """
+  if name == 'exclude_bn_bias':
+    return decay_mask
+  if name == 'all':
+    return _decay_all
+  raise ConfigError(f'weight_decay_mask must be one of '
+                    f'{", ".join(WEIGHT_DECAY_MASKS)}; got {name!r}')
+
+
 def scale_by_trust_ratio(
     trust_coefficient: float = 0.001) -> optax.GradientTransformation:
   """`optax.scale_by_trust_ratio` (eps=0, no minimum norm), one reduction
@@ -175,11 +198,14 @@ def scale_by_trust_ratio(
 
 def lars(learning_rate: float | Schedule, *, weight_decay: float,
          trust_coefficient: float, momentum: float,
-         nesterov: bool) -> optax.GradientTransformation:
+         nesterov: bool, wd_mask=decay_mask) -> optax.GradientTransformation:
   """`optax.lars` with both masks `decay_mask` and our `scale_by_trust_ratio`:
-  the same chain, so the same updates and the same state structure."""
+  the same chain, so the same updates and the same state structure.
+  `wd_mask` changes the decay's mask only; the trust ratio always skips BN
+  and biases, as SimCLR's LARS (its layer-adaptation exclusions default to
+  the weight-decay ones)."""
   return optax.chain(
-      optax.add_decayed_weights(weight_decay, mask=decay_mask),
+      optax.add_decayed_weights(weight_decay, mask=wd_mask),
       optax.masked(scale_by_trust_ratio(trust_coefficient), decay_mask),
       optax.scale_by_learning_rate(learning_rate),
       optax.trace(decay=momentum, nesterov=nesterov))
@@ -195,8 +221,10 @@ def create_optimizer(
     trust_coefficient: float = 0.001,
     b1: float = 0.9,
     b2: float = 0.999,
+    weight_decay_mask: str = 'exclude_bn_bias',
 ) -> optax.GradientTransformation:
-  """Builds 'lars', 'sgd' or 'adamw', with decay masked by `decay_mask`.
+  """Builds 'lars', 'sgd' or 'adamw', with decay masked by the mask named
+  `weight_decay_mask` (see `weight_decay_mask_fn`; the default: `decay_mask`).
 
   'lars': SimCLR/BYOL LARS. Kernels get wd * w added to the gradient and the
     trust ratio eta * |w| / |g + wd * w|; biases and BN get neither, only
@@ -214,18 +242,19 @@ def create_optimizer(
     raise ConfigError(f'weight_decay must be >= 0; got {weight_decay}')
   if not 0 <= momentum < 1:
     raise ConfigError(f'momentum must be in [0, 1); got {momentum}')
+  wd_mask = weight_decay_mask_fn(weight_decay_mask)
 
   if name == 'lars':
     return lars(learning_rate, weight_decay=weight_decay,
                 trust_coefficient=trust_coefficient, momentum=momentum,
-                nesterov=nesterov)
+                nesterov=nesterov, wd_mask=wd_mask)
   if name == 'sgd':
     return optax.chain(
-        optax.add_decayed_weights(weight_decay, mask=decay_mask),
+        optax.add_decayed_weights(weight_decay, mask=wd_mask),
         optax.sgd(learning_rate, momentum=momentum or None,
                   nesterov=nesterov))
   return optax.adamw(
-      learning_rate, b1=b1, b2=b2, weight_decay=weight_decay, mask=decay_mask)
+      learning_rate, b1=b1, b2=b2, weight_decay=weight_decay, mask=wd_mask)
 
 
 def create_optimizer_from_config(
@@ -269,7 +298,8 @@ def create_optimizer_from_config(
       learning_rate=schedule,
       weight_decay=config.weight_decay,
       momentum=config.momentum,
-      nesterov=config.get('nesterov', False))
+      nesterov=config.get('nesterov', False),
+      weight_decay_mask=config.get('weight_decay_mask', 'exclude_bn_bias'))
   if config.get('ema_momentum') is not None:
     tx = optax.chain(tx, ema.ema_params(ema.momentum_schedule(
         config.ema_momentum, config.get('ema_momentum_schedule', 'constant'),

@@ -27,6 +27,9 @@ class Pretrained:
   step: int                          # the checkpoint's step
   directory: str                     # <workdir>/checkpoints
   variables: Any                     # encoder {'params', 'batch_stats'}
+  # The projection head's {'params', 'batch_stats'} (params['head'] of both
+  # methods' EncoderWithHead); None when the checkpoint has none.
+  head_variables: Any = None
 
 
 def locate(path: str) -> tuple[str, int]:
@@ -60,7 +63,8 @@ def encoder_module(config: ml_collections.ConfigDict):
   dtype = jnp.bfloat16 if config.half_precision else jnp.float32
   return models.create_encoder(
       config.model, width_multiplier=config.width_multiplier,
-      cifar_stem=config.cifar_stem, dtype=dtype, bn_axis_name=None)
+      cifar_stem=config.cifar_stem, dtype=dtype, bn_axis_name=None,
+      **models.encoder_options(config))
 
 
 def load(path: str, sharding=None) -> Pretrained:
@@ -91,8 +95,13 @@ def load(path: str, sharding=None) -> Pretrained:
       lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=sharding),
       ckpt.state_metadata(step))
   state = ckpt.restore(abstract, step=step)
+  head = state.get("params", {}).get("head")
+  head_variables = None if head is None else {
+      "params": head,
+      "batch_stats": state.get("batch_stats", {}).get("head", {})}
   return Pretrained(config=config, step=step, directory=ckpt.directory,
-                    variables=method.encoder_variables(state))
+                    variables=method.encoder_variables(state),
+                    head_variables=head_variables)
 
 
 class Encoder:

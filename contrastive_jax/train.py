@@ -14,7 +14,7 @@ from contrastive_jax import (checkpointing, config_checks, evaluation, guards,
                              hooks, method_steps, methods, metric_logging,
                              parallel)
 from contrastive_jax import preemption as preemption_lib
-from contrastive_jax.data import order, pipeline, sources
+from contrastive_jax.data import label_subset, order, pipeline, sources
 from contrastive_jax.errors import ConfigError, DataError, UserError
 from contrastive_jax.train_state import TrainState
 
@@ -95,7 +95,8 @@ def _final_evaluation(state, *, method, model, config, mesh, writer,
   step = int(jax.device_get(state.step))
   writer.write_scalars(step, {f"eval/{k}": v for k, v in results.items()})
   results.update(
-      step=step, split=config.eval_split, dataset=config.dataset,
+      step=step, split=config.eval_split,
+      dataset=label_subset.eval_dataset(config),
       pretrained=config.get("pretrained"),
       checkpoint_step=int(jax.device_get(state.extra["pretrained_step"])))
   evaluation.write_results(workdir, results)
@@ -169,11 +170,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     from contrastive_jax import prepare  # pylint: disable=g-import-not-at-top
     prepare.download_and_prepare(config.dataset, config.data_dir)
   # Each split is resolved once; everything below reads through these.
-  train_source = sources.from_config(config, config.train_split,
-                                     workdir=workdir)
+  train_source = label_subset.apply_label_subset(
+      sources.from_config(config, config.train_split, workdir=workdir),
+      config)
   config = fit_config_to_data(config, method, train_source)
-  eval_source = (sources.from_config(config, config.eval_split,
-                                     workdir=workdir)
+  # An ImageNet label subset (imagenet2012_subset/1pct) is evaluated on
+  # imagenet2012's validation split.
+  eval_source = (sources.open_source(
+      label_subset.eval_dataset(config), config.eval_split,
+      data_dir=config.get("data_dir"), workdir=workdir,
+      options=config.get("data"))
                  if _needs_eval_split(config, method, train_source) else None)
   steps_per_epoch, total_steps = steps_for(config, train_source.num_examples)
   built = method_steps.build(config, mesh, steps_per_epoch=steps_per_epoch,

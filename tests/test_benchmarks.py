@@ -139,7 +139,9 @@ def _table_rows(stdout: str, names) -> dict[str, list[str]]:
 def test_gpu_script_smoke_runs_without_tensorflow():
   stdout = _run_without_tensorflow(
       "gpu_resnet50.py", "--smoke", "--image_size", "16", "--batch", "8",
-      "--steps", "1", "--warmup", "0", "--peak_tflops", "1")
+      # A tiny peak keeps the printed MFU (one decimal) above 0.0% on a
+      # slow or loaded CPU.
+      "--steps", "1", "--warmup", "0", "--peak_tflops", "0.001")
   rows = _table_rows(stdout, ("simclr", "moco_v2", "supervised"))
   assert set(rows) == {"simclr", "moco_v2", "supervised"}, stdout
   for name, row in rows.items():

@@ -43,10 +43,13 @@ def test_simclr_cifar10_recipe():
   assert (c.dataset, c.model, c.cifar_stem) == ("cifar10", "resnet18", True)
   assert (c.batch_size, c.temperature, c.num_epochs) == (512, 0.5, 1000)
   assert c.optimizer == "lars"
-  assert "color_jitter(0.5, p=0.8)" in c.view_augment
+  # The current official command is v2's code: multiplicative brightness.
+  assert "color_jitter(0.5, p=0.8, impl='simclr_v2')" in c.view_augment
   assert "gaussian_blur" not in c.view_augment
+  assert "min_object_covered=0.1, max_attempts=100" in c.view_augment
   assert "random_resized_crop(32" in c.view_augment
-  assert c.head.num_layers == 2 and c.head.output_dim == 128
+  # The current official command runs v2's 3-layer BN head (issue 13).
+  assert c.head.num_layers == 3 and c.head.output_dim == 128
 
 
 def test_simclr_imagenet_recipe():
@@ -57,7 +60,7 @@ def test_simclr_imagenet_recipe():
   assert (c.learning_rate, c.lr_scaling) == (0.3, "linear")
   assert c.weight_decay == 1e-6
   assert (c.warmup_epochs, c.lr_schedule) == (10.0, "cosine")
-  assert "color_jitter(1.0, p=0.8)" in c.view_augment
+  assert "color_jitter(1.0, p=0.8, impl='simclr_v1')" in c.view_augment
   assert "gaussian_blur(p=0.5, sigma=(0.1, 2.0), kernel_fraction=0.1)" in (
       c.view_augment)
   assert "area=(0.08, 1.0)" in c.view_augment
@@ -103,3 +106,69 @@ def test_batch_must_divide_over_processes():
   c.batch_size = 256
   with pytest.raises(ConfigError, match="3 processes"):
     config_checks.validate(c, num_devices=2, num_processes=3)
+
+
+# Every number of every SimCLR variant (issue 13); sources in the README
+# recipe table. Fields common to all variants first.
+from contrastive_jax import config_defaults  # noqa: E402
+
+_SIMCLR_COMMON = dict(method="simclr", optimizer="lars", momentum=0.9,
+                      lr_schedule="cosine", num_train_steps=-1)
+_HEAD = {  # version -> (num_layers, use_bn, output_bias, kernel_init_stddev)
+    1: (2, True, False, 0.01), 2: (3, True, False, 0.01)}
+_CIFAR = dict(dataset="cifar10", model="resnet18", cifar_stem=True,
+              width_multiplier=1, image_size=32, batch_size=512,
+              temperature=0.5, num_epochs=1000, learning_rate=1.0,
+              lr_scaling="linear", warmup_epochs=10.0,
+              views=dict(image_size=32, jitter_strength=0.5, blur=False))
+_IMAGENET = dict(dataset="imagenet2012", model="resnet50", cifar_stem=False,
+                 width_multiplier=1, image_size=224, batch_size=4096,
+                 temperature=0.1, warmup_epochs=10.0,
+                 views=dict(image_size=224, jitter_strength=1.0, blur=True))
+SIMCLR_RECIPES = {
+    "cifar10": (2, -1, dict(_CIFAR, weight_decay=1e-4)),
+    "cifar10_v1": (1, -1, dict(_CIFAR, weight_decay=1e-6)),
+    "imagenet": (1, -1, dict(_IMAGENET, num_epochs=100, learning_rate=0.3,
+                             lr_scaling="linear", weight_decay=1e-6)),
+    "imagenet1000": (1, -1, dict(_IMAGENET, num_epochs=1000,
+                                 learning_rate=0.075, lr_scaling="sqrt",
+                                 weight_decay=1e-6)),
+    "imagenet_v2": (2, -1, dict(_IMAGENET, num_epochs=800,
+                                learning_rate=0.075, lr_scaling="sqrt",
+                                weight_decay=1e-4)),
+    "digits": (1, 64, dict(
+        dataset="digits", model="tiny_resnet", cifar_stem=True,
+        width_multiplier=2, image_size=16, batch_size=256, temperature=0.5,
+        num_epochs=30, learning_rate=1.0, lr_scaling="linear",
+        weight_decay=1e-4, warmup_epochs=2.0,
+        views=dict(image_size=16, jitter_strength=0.5, blur=False,
+                   crop_area=(0.25, 1.0)))),
+}
+
+
+@pytest.mark.parametrize("variant", sorted(SIMCLR_RECIPES))
+def test_simclr_recipe_numbers(variant):
+  version, hidden_dim, fields = SIMCLR_RECIPES[variant]
+  c = load("simclr", variant)
+  fields = dict(fields)
+  views = dict(fields.pop("views"))
+  for field, value in {**_SIMCLR_COMMON, **fields}.items():
+    assert c[field] == value, (field, c[field], value)
+  # The op spec itself belongs to simclr_views; the recipe is its arguments.
+  size = views.pop("image_size")
+  assert c.view_augment == config_defaults.simclr_views(
+      size, version=version, **views)
+  head = c.head
+  assert (head.num_layers, head.use_bn, head.output_bias,
+          head.kernel_init_stddev) == _HEAD[version]
+  assert (head.hidden_dim, head.output_dim) == (
+      hidden_dim, 32 if variant == "digits" else 128)
+  config_checks.validate(c, num_devices=8, num_processes=1)
+
+
+def test_simclr_variants_are_all_pinned():
+  spec = importlib.util.spec_from_file_location(
+      "simclr_cfg", os.path.join(CONFIG_DIR, "simclr.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  assert set(module.VARIANTS) == set(SIMCLR_RECIPES)

@@ -153,8 +153,10 @@ def test_label_fractions_are_deterministic_and_sized():
     np.testing.assert_array_equal(sub["image"],
                                   full["image"][:len(sub["label"])])
   c = load_config("finetune", "imagenet_1pct")
-  assert c.train_split == "train[:1%]" and c.num_epochs == 60
-  assert load_config("finetune", "cifar10_10pct").train_split == "train[:10%]"
+  assert (c.dataset, c.train_split, c.eval_dataset, c.num_epochs) == (
+      "imagenet2012_subset/1pct", "train", "imagenet2012", 60)
+  c = load_config("finetune", "cifar10_10pct")
+  assert (c.train_split, c.label_percent) == ("train", 10)
 
 
 def test_protocols():

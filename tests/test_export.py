@@ -275,10 +275,15 @@ def test_include_head_adds_the_trained_head(digits_run, tmp_path):
   export.export(digits_run, fmt="torchvision", out=out, include_head=True)
   sd = load_file(out)
   head_keys = {k for k in sd if k.startswith("head.")}
-  # digits: 2 layers, hidden 64, output 32, no BN (SimCLR v1).
-  assert head_keys == {"head.dense1.weight", "head.dense1.bias",
-                       "head.dense2.weight"}
+  # digits: SimCLR v1's head, hidden 64, output 32: Dense -> BN -> ReLU ->
+  # Dense -> BN without centre (written with a zero bias). No Dense bias.
+  bn = ("weight", "bias", "running_mean", "running_var",
+        "num_batches_tracked")
+  assert head_keys == {"head.dense1.weight", "head.dense2.weight",
+                       *(f"head.bn1.{k}" for k in bn),
+                       *(f"head.bn_out.{k}" for k in bn)}
   assert sd["head.dense2.weight"].shape == (32, 64)
+  np.testing.assert_array_equal(sd["head.bn_out.bias"], np.zeros(32))
   assert not any(k.startswith("probe") for k in sd)
   with safe_open(out, "np") as f:
     assert json.loads(f.metadata()["head"])["output_dim"] == 32
@@ -390,3 +395,15 @@ def test_command_line_error_is_one_line_and_exit_code_2(tmp_path):
   assert result.stderr.strip().splitlines() == [
       f"error: pretrained checkpoint path {tmp_path}/missing does not exist"]
   assert not os.listdir(tmp_path)
+
+
+def test_input_metadata_follows_the_config_normalisation():
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  plain = export.input_metadata(ml_collections.ConfigDict(), "npz")
+  assert plain["input_norm"] == "none" and "no mean/std" in plain["input"]
+  moco = ml_collections.ConfigDict(dict(input_norm="imagenet"))
+  torch_meta = export.input_metadata(moco, "torchvision")
+  assert json.loads(torch_meta["input_mean"]) == [0.485, 0.456, 0.406]
+  assert json.loads(torch_meta["input_std"]) == [0.229, 0.224, 0.225]
+  assert "(x - mean) / std" in torch_meta["input"]
+  assert "itself" in export.input_metadata(moco, "saved_model")["input"]

@@ -274,7 +274,9 @@ def test_recipes():
   assert (v1.temperature, v1.head.num_layers) == (0.07, 1)
   assert (v1.lr_schedule, tuple(v1.lr_decay_epochs)) == ("step", (120, 160))
   assert "color_jitter(1.0, p=1.0, brightness=0.4, contrast=0.4, " \
-         "saturation=0.4, hue=0.4)" in v1.view_augment
+         "saturation=0.4, hue=0.4, impl='torchvision')" in v1.view_augment
+  # torchvision's RandomResizedCrop, as main_moco.py.
+  assert "impl='torchvision'" in v1.view_augment.split("|")[0]
   assert "gaussian_blur" not in v1.view_augment
   assert (v2.temperature, v2.head.num_layers, v2.lr_schedule) == (
       0.2, 2, "cosine")

@@ -168,15 +168,16 @@ def test_batch_stats_update_only_in_training(tiny):
              for a, b in zip(old, jax.tree.leaves(eval_state['batch_stats'])))
 
 
-def test_init_zeroes_last_bn_scale_and_uses_he_fan_out(tiny):
+def test_init_zeroes_last_bn_scale_and_uses_simclr_fan_in(tiny):
   _, variables = tiny
   block = variables['params']['stage2_block1']
   np.testing.assert_array_equal(block['bn2']['scale'], 0.0)
   np.testing.assert_array_equal(block['bn1']['scale'], 1.0)
   np.testing.assert_array_equal(block['proj_bn']['scale'], 1.0)
   kernel = np.asarray(block['conv2']['kernel'])  # 3x3, 16 -> 16
-  fan_out = 3 * 3 * kernel.shape[-1]
-  assert kernel.std() == pytest.approx(np.sqrt(2.0 / fan_out), rel=0.1)
+  # The default is SimCLR's (resnet.py:276): std sqrt(1 / fan_in).
+  fan_in = 3 * 3 * kernel.shape[-2]
+  assert kernel.std() == pytest.approx(np.sqrt(1.0 / fan_in), rel=0.1)
   r50 = _abstract_init(create_encoder('resnet50'), 32)['params']
   assert r50['stage1_block1']['bn3']['scale'].shape == (256,)
 
@@ -326,3 +327,59 @@ def test_head_rejects_zero_layers():
   with pytest.raises(ConfigError, match='num_layers'):
     _head_variables(ProjectionHead(num_layers=0))
 
+
+
+# --- Reference-following init and input normalisation (issue 13) ---------
+
+@pytest.mark.parametrize('name, want_std', [
+    # SimCLR: TF variance_scaling_initializer() = scale 1, fan_in, truncated
+    # normal, corrected to std sqrt(1/fan_in); fan_in = 3*3*64.
+    ('simclr', np.sqrt(1.0 / (3 * 3 * 64))),
+    # torchvision: kaiming_normal_(fan_out, relu) = sqrt(2/fan_out),
+    # fan_out = 3*3*256.
+    ('torchvision', np.sqrt(2.0 / (3 * 3 * 256))),
+])
+def test_conv_init_std_follows_its_reference(name, want_std):
+  kernel = resnet.CONV_INITS[name](KEY, (3, 3, 64, 256), jnp.float32)
+  assert np.std(np.asarray(kernel)) == pytest.approx(want_std, rel=0.02)
+  if name == 'simclr':  # truncated at 2 std of the untruncated normal
+    assert np.max(np.abs(kernel)) < 2 * want_std / 0.8796 + 1e-6
+
+
+def test_encoder_uses_the_named_conv_init():
+  for name in ('simclr', 'torchvision'):
+    model = create_encoder('resnet18', conv_init=name)
+    params = model.init(KEY, jnp.zeros((1, 32, 32, 3)), train=False)['params']
+    kernel = np.asarray(params['stage4_block2']['conv2']['kernel'])  # 512x512
+    fan_in, fan_out = 9 * 512, 9 * 512
+    want = (np.sqrt(1 / fan_in) if name == 'simclr' else np.sqrt(2 / fan_out))
+    assert np.std(kernel) == pytest.approx(want, rel=0.02)
+
+
+@pytest.mark.parametrize('zero_init', [True, False])
+def test_zero_init_residual_flag(zero_init):
+  model = create_encoder('tiny_resnet', zero_init_residual=zero_init)
+  params = model.init(KEY, _images(), train=False)['params']
+  gamma = params['stage1_block1']['bn2']['scale']
+  np.testing.assert_array_equal(gamma, 0.0 if zero_init else 1.0)
+  # Only the block's last BN: the others start at one either way.
+  np.testing.assert_array_equal(params['stage1_block1']['bn1']['scale'], 1.0)
+
+
+def test_input_norm_is_the_first_thing_the_encoder_does():
+  x = jax.random.uniform(KEY, (2, 16, 16, 3))
+  mean, std = resnet.INPUT_NORMS['imagenet']
+  plain = create_encoder('tiny_resnet')
+  normed = create_encoder('tiny_resnet', input_norm='imagenet')
+  variables = plain.init(KEY, x, train=False)
+  got = normed.apply(variables, x, train=False)
+  want = plain.apply(variables, (x - np.array(mean)) / np.array(std),
+                     train=False)
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+  assert resnet.INPUT_NORMS['cifar10'] == ((0.4914, 0.4822, 0.4465),
+                                           (0.2023, 0.1994, 0.2010))
+  assert mean == (0.485, 0.456, 0.406) and std == (0.229, 0.224, 0.225)
+  with pytest.raises(ConfigError, match='input_norm'):
+    create_encoder('tiny_resnet', input_norm='bogus')
+  with pytest.raises(ConfigError, match='conv_init'):
+    create_encoder('tiny_resnet', conv_init='bogus')

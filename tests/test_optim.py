@@ -312,3 +312,27 @@ def test_errors_name_the_field(call, field, allowed):
   message = str(error.value)
   assert message.startswith(field) and allowed in message
   assert '\n' not in message
+
+
+# --- weight_decay_mask (issue 13) ---------------------------------------
+
+def test_weight_decay_mask_all_decays_bn_and_biases():
+  params = {'encoder': {'stem_conv': {'kernel': 1.0},
+                        'stem_bn': {'scale': 1.0, 'bias': 1.0}},
+            'head': {'dense1': {'kernel': 1.0, 'bias': 1.0}}}
+  every = optim.weight_decay_mask_fn('all')(params)
+  assert all(jax.tree.leaves(every))
+  some = optim.weight_decay_mask_fn('exclude_bn_bias')(params)
+  assert some == {'encoder': {'stem_conv': {'kernel': True},
+                              'stem_bn': {'scale': False, 'bias': False}},
+                  'head': {'dense1': {'kernel': True, 'bias': False}}}
+  # torch SGD: g + wd * w on every parameter, then lr, no momentum here.
+  tx = optim.create_optimizer(name='sgd', learning_rate=0.1,
+                              weight_decay=0.5, momentum=0.0,
+                              weight_decay_mask='all')
+  grads = jax.tree.map(lambda _: 0.0, params)
+  updates, _ = tx.update(grads, tx.init(params), params)
+  assert all(u == pytest.approx(-0.05) for u in jax.tree.leaves(updates))
+  with pytest.raises(ConfigError, match='weight_decay_mask'):
+    optim.create_optimizer(name='sgd', learning_rate=0.1, weight_decay=0.5,
+                           weight_decay_mask='none')

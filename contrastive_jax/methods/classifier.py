@@ -11,6 +11,8 @@ or checkpoint; 'random' keeps the random initialisation, the baseline any
 comparison needs).
 """
 
+from typing import Any
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -20,6 +22,7 @@ import optax
 
 from contrastive_jax import models, pretrained as pretrained_lib
 from contrastive_jax.errors import ConfigError
+from contrastive_jax.models.norm import batch_norm
 from contrastive_jax.train_state import TrainState
 
 NUM_VIEWS = 1
@@ -28,15 +31,40 @@ NEEDS_LABELS = True
 RANDOM = "random"
 
 
+class FirstHeadLayer(nn.Module):
+  """The first hidden layer of the pretraining `ProjectionHead` (same names,
+  so its pretrained params load as they are): Dense -> (BN) -> ReLU. What
+  SimCLR v2 fine-tunes from (`ft_proj_selector=1`, simclr model_util.py
+  `projection_head`: `hiddens_list[FLAGS.ft_proj_selector]`)."""
+  hidden_dim: int | None
+  use_bn: bool
+  bn_axis_name: str | None = None
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, h, train: bool):
+    x = nn.Dense(self.hidden_dim or h.shape[-1], use_bias=not self.use_bn,
+                 dtype=self.dtype, name="dense1")(h)
+    if self.use_bn:
+      x = batch_norm(train=train, groups=None, axis_name=self.bn_axis_name,
+                     momentum=0.9, epsilon=1e-5, dtype=self.dtype)(
+                         name="bn1")(x)
+    return nn.relu(x).astype(jnp.float32)
+
+
 class EncoderClassifier(nn.Module):
   encoder: nn.Module
   num_classes: int
   bn_axis_name: str | None = None
-  feature_bn: bool = True
+  feature_bn: bool = False
+  # None, or the pretraining head's first layer the classifier reads.
+  head: nn.Module | None = None
 
   @nn.compact
   def __call__(self, images, *, train: bool, encoder_train: bool):
     h = self.encoder(images, train=encoder_train).astype(jnp.float32)
+    if self.head is not None:
+      h = self.head(h, train=encoder_train)
     # Features standardised by a BatchNorm without scale or shift (as MAE's
     # linear probe): at test time a fixed affine map that folds into the
     # linear layer, so the classifier stays linear, while SGD no longer
@@ -80,10 +108,30 @@ def create_model(config: ml_collections.ConfigDict, *,
   encoder = models.create_encoder(
       arch.model, width_multiplier=arch.width_multiplier,
       cifar_stem=arch.cifar_stem, dtype=dtype,
-      bn_axis_name=axis_name if _finetunes(config) else None)
+      bn_axis_name=axis_name if _finetunes(config) else None,
+      **models.encoder_options(arch))
   return EncoderClassifier(encoder=encoder, num_classes=config.num_classes,
                            bn_axis_name=axis_name,
-                           feature_bn=config.feature_bn)
+                           feature_bn=config.feature_bn,
+                           head=_head_layer(config, arch, dtype, axis_name))
+
+
+def _head_layer(config, arch, dtype, axis_name) -> FirstHeadLayer | None:
+  """The head layer `finetune_from_head_layer` asks for (0: none)."""
+  layer = config.get("finetune_from_head_layer", 0)
+  if layer == 0:
+    return None
+  if layer != 1 or not _finetunes(config):
+    raise ConfigError(f"finetune_from_head_layer must be 0 or 1 (1: finetune "
+                      f"only); got {layer!r} for method {config.method!r}")
+  if arch.head.num_layers < 2:
+    raise ConfigError(f"finetune_from_head_layer=1 needs a pretraining head "
+                      f"with a hidden layer; this one has "
+                      f"head.num_layers={arch.head.num_layers}")
+  hidden = arch.head.hidden_dim
+  return FirstHeadLayer(hidden_dim=None if hidden <= 0 else hidden,
+                        use_bn=arch.head.use_bn, bn_axis_name=axis_name,
+                        dtype=dtype)
 
 
 def init_state(rng: jax.Array, *, model: nn.Module,
@@ -129,9 +177,29 @@ def warm_start(state: TrainState, *,
                                               state.params["encoder"]))
     stats = dict(state.batch_stats, encoder=place(
         loaded.variables["batch_stats"], state.batch_stats["encoder"]))
+    if "head" in state.params:
+      params["head"], stats = _place_head(loaded, state, stats, place)
+    # The optimizer state was built for the random params: same shapes, and
+    # momentum SGD/LARS start from zero traces either way.
     return state.replace(params=params, batch_stats=stats, extra=extra)
   extra["encoder"] = place(loaded.variables, state.extra["encoder"])
   return state.replace(extra=extra)
+
+
+def _place_head(loaded, state, stats, place):
+  """(head params, batch_stats) with the pretrained first head layer."""
+  if loaded.head_variables is None:
+    raise ConfigError("finetune_from_head_layer=1: the pretrained checkpoint "
+                      "has no projection head")
+  wanted = state.params["head"]
+  head = place({k: loaded.head_variables["params"][k] for k in wanted},
+               wanted)
+  if "head" in state.batch_stats:
+    wanted_stats = state.batch_stats["head"]
+    stats = dict(stats, head=place(
+        {k: loaded.head_variables["batch_stats"][k] for k in wanted_stats},
+        wanted_stats))
+  return head, stats
 
 
 def _variables(state: TrainState, params, config):

@@ -39,12 +39,16 @@ def create(config: ml_collections.ConfigDict, *, bn_axis_name: str | None,
   encoder = models.create_encoder(
       config.model, width_multiplier=config.width_multiplier,
       cifar_stem=config.cifar_stem, dtype=dtype, bn_axis_name=bn_axis_name,
-      bn_groups=bn_groups)
+      bn_groups=bn_groups, **models.encoder_options(config))
   head_cfg = config.head
   head = models.ProjectionHead(
       num_layers=head_cfg.num_layers,
       hidden_dim=None if head_cfg.hidden_dim <= 0 else head_cfg.hidden_dim,
       output_dim=head_cfg.output_dim, use_bn=head_cfg.use_bn,
+      # .get: configs saved by runs before these fields existed.
+      output_bias=head_cfg.get("output_bias", False),
+      kernel_init_stddev=(None if head_cfg.get("kernel_init_stddev", -1) <= 0
+                          else head_cfg.kernel_init_stddev),
       bn_axis_name=bn_axis_name, bn_groups=bn_groups, dtype=dtype)
   probe = (probe_lib.LinearProbe(config.num_classes)
            if online_probe_enabled(config) else None)

@@ -30,10 +30,14 @@ def create_encoder(
     dtype: Any = jnp.float32,
     bn_axis_name: str | None = None,
     bn_groups: int | None = None,
+    conv_init: str = 'simclr',
+    zero_init_residual: bool = True,
+    input_norm: str = 'none',
 ) -> nn.Module:
   """Builds the encoder called `name`; its `feature_dim` is the size of h.
 
-  `bn_axis_name` and `bn_groups` choose the BatchNorm (see `ResNet`).
+  `bn_axis_name` and `bn_groups` choose the BatchNorm; `conv_init`,
+  `zero_init_residual` and `input_norm` follow a reference (see `ResNet`).
   """
   if name not in ENCODERS:
     raise ConfigError(
@@ -44,9 +48,29 @@ def create_encoder(
     raise ConfigError(
         f'width_multiplier must be one of '
         f'{", ".join(map(str, WIDTH_MULTIPLIERS))}; got {width_multiplier!r}')
+  for field, value, allowed in (('conv_init', conv_init, resnet.CONV_INITS),
+                                ('input_norm', input_norm,
+                                 resnet.INPUT_NORMS)):
+    if value not in allowed:
+      raise ConfigError(f'{field} must be one of {", ".join(allowed)}; '
+                        f'got {value!r}')
   return ENCODERS[name](
       width_multiplier=int(width_multiplier), cifar_stem=cifar_stem,
-      dtype=dtype, bn_axis_name=bn_axis_name, bn_groups=bn_groups)
+      dtype=dtype, bn_axis_name=bn_axis_name, bn_groups=bn_groups,
+      conv_init=conv_init, zero_init_residual=bool(zero_init_residual),
+      input_norm=input_norm)
 
 
-__all__ = ['ENCODERS', 'ProjectionHead', 'create_encoder']
+def encoder_options(config) -> dict:
+  """`create_encoder`'s reference-following keywords from a config.
+
+  Checkpoints written before these fields existed get the values they
+  were trained with (SimCLR-style init, no input normalisation); only
+  `input_norm` matters once trained, and it was always 'none'.
+  """
+  return dict(conv_init=config.get('conv_init', 'simclr'),
+              zero_init_residual=config.get('zero_init_residual', True),
+              input_norm=config.get('input_norm', 'none'))
+
+
+__all__ = ['ENCODERS', 'ProjectionHead', 'create_encoder', 'encoder_options']

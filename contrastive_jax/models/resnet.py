@@ -20,9 +20,31 @@ from contrastive_jax.models.norm import batch_norm
 
 ModuleDef = Any
 
-# He/Kaiming normal with fan_out, untruncated: the init torchvision and the
-# SimCLR/MoCo reference ResNets train from.
-conv_kernel_init = nn.initializers.variance_scaling(2.0, 'fan_out', 'normal')
+# Convolution kernel initialisers, by the reference whose ResNet they follow.
+#  'simclr': TF's `variance_scaling_initializer()` defaults (scale 1, fan_in,
+#    truncated normal; std sqrt(1/fan_in) after flax's and TF's truncation
+#    correction): google-research/simclr resnet.py:276 (tf2/resnet.py:202).
+#  'torchvision': `kaiming_normal_(mode='fan_out', nonlinearity='relu')`,
+#    i.e. std sqrt(2/fan_out), untruncated: torchvision's ResNet, which MoCo
+#    builds its encoders from (facebookresearch/moco moco/builder.py:41).
+CONV_INITS = {
+    'simclr': nn.initializers.variance_scaling(
+        1.0, 'fan_in', 'truncated_normal'),
+    'torchvision': nn.initializers.variance_scaling(2.0, 'fan_out', 'normal'),
+}
+
+# Per-channel RGB (mean, std) the encoder subtracts / divides by first, for
+# images in [0, 1]. Inside the encoder so that every user of it (linear eval,
+# load_encoder, export) feeds what the pretraining pipeline fed.
+#  'none': SimCLR feeds [0, 1] as is (simclr data_util.py ends in a clip).
+#  'imagenet': MoCo main_moco.py:325 (torchvision's ImageNet statistics).
+#  'cifar10': MoCo's CIFAR-10 demo (colab/moco_cifar10_demo.ipynb, the
+#    `transforms.Normalize` of its data cell).
+INPUT_NORMS = {
+    'none': None,
+    'imagenet': ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+    'cifar10': ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)),
+}
 
 # Explicit, symmetric padding for every 3x3 conv, as torchvision's
 # `padding=1`. Flax's 'SAME' pads a stride-2 3x3 conv of an even-sized input
@@ -41,6 +63,7 @@ class BasicBlock(nn.Module):
   strides: int
   conv: ModuleDef
   norm: ModuleDef
+  zero_init_residual: bool = True
 
   @nn.compact
   def __call__(self, x):
@@ -49,9 +72,7 @@ class BasicBlock(nn.Module):
                   name='conv1')(x)
     y = nn.relu(self.norm(name='bn1')(y))
     y = self.conv(out_channels, (3, 3), padding=PAD_3X3, name='conv2')(y)
-    # Zero scale makes each block start as the identity (Goyal et al. 2017),
-    # which is what lets the large-batch LARS runs warm up stably.
-    y = self.norm(scale_init=nn.initializers.zeros, name='bn2')(y)
+    y = self.norm(scale_init=_last_bn_scale_init(self), name='bn2')(y)
     return nn.relu(y + _shortcut(self, x, out_channels))
 
 
@@ -63,6 +84,7 @@ class BottleneckBlock(nn.Module):
   strides: int
   conv: ModuleDef
   norm: ModuleDef
+  zero_init_residual: bool = True
 
   @nn.compact
   def __call__(self, x):
@@ -73,8 +95,17 @@ class BottleneckBlock(nn.Module):
                   name='conv2')(y)
     y = nn.relu(self.norm(name='bn2')(y))
     y = self.conv(out_channels, (1, 1), padding=0, name='conv3')(y)
-    y = self.norm(scale_init=nn.initializers.zeros, name='bn3')(y)
+    y = self.norm(scale_init=_last_bn_scale_init(self), name='bn3')(y)
     return nn.relu(y + _shortcut(self, x, out_channels))
+
+
+def _last_bn_scale_init(block):
+  # Zero scale makes each block start as the identity (Goyal et al. 2017),
+  # as SimCLR does (resnet.py:395 and :480, `init_zero=True`); torchvision,
+  # hence MoCo, keeps gamma = 1 (`zero_init_residual=False` by default).
+  if block.zero_init_residual:
+    return nn.initializers.zeros
+  return nn.initializers.ones
 
 
 def _shortcut(block, x, out_channels):
@@ -109,6 +140,11 @@ class ResNet(nn.Module):
     bn_momentum: flax convention, the decay of the running average (0.9 here
       is torch's momentum=0.1).
     bn_epsilon: BatchNorm epsilon.
+    conv_init: a key of `CONV_INITS`: whose convolution init to follow.
+    zero_init_residual: zero gamma in the last BN of each residual block
+      (SimCLR) or one (torchvision/MoCo).
+    input_norm: a key of `INPUT_NORMS`: the mean/std normalisation applied
+      to the [0, 1] input images first.
   """
   stage_sizes: Sequence[int]
   block_cls: type[nn.Module]
@@ -120,6 +156,9 @@ class ResNet(nn.Module):
   bn_groups: int | None = None
   bn_momentum: float = 0.9
   bn_epsilon: float = 1e-5
+  conv_init: str = 'simclr'
+  zero_init_residual: bool = True
+  input_norm: str = 'none'
 
   @property
   def feature_dim(self) -> int:
@@ -131,7 +170,11 @@ class ResNet(nn.Module):
   def __call__(self, x, train: bool):
     conv = functools.partial(
         nn.Conv, use_bias=False, dtype=self.dtype,
-        kernel_init=conv_kernel_init)
+        kernel_init=CONV_INITS[self.conv_init])
+    mean_std = INPUT_NORMS[self.input_norm]
+    if mean_std is not None:
+      mean, std = (jnp.asarray(v, jnp.float32) for v in mean_std)
+      x = (x - mean) / std
     norm = batch_norm(
         train=train, groups=self.bn_groups, axis_name=self.bn_axis_name,
         momentum=self.bn_momentum, epsilon=self.bn_epsilon, dtype=self.dtype)
@@ -151,6 +194,7 @@ class ResNet(nn.Module):
         strides = 2 if i > 0 and j == 0 else 1
         x = self.block_cls(
             filters=width * 2 ** i, strides=strides, conv=conv, norm=norm,
+            zero_init_residual=self.zero_init_residual,
             name=f'stage{i + 1}_block{j + 1}')(x)
 
     # Pool in float32: a bf16 mean over 49+ positions loses precision that the
