@@ -29,6 +29,7 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import logging  # noqa: E402
 
+from contrastive_jax import cli  # noqa: E402
 from contrastive_jax import export, parallel, pretrained  # noqa: E402
 from contrastive_jax.errors import ConfigError, UserError  # noqa: E402
 
@@ -258,17 +259,14 @@ def embed(checkpoint: str, *, images: str, out: str, split: str = "train",
   return dict(result, computed=todo)
 
 
-def _fail(message):
-  print(f"error: {message}", file=sys.stderr)
-  sys.exit(2)
+_fail = cli.fail
 
 
 def _cli():
   from absl import app, flags  # pylint: disable=g-import-not-at-top
 
   checkpoint = flags.DEFINE_string(
-      "checkpoint", None, "Pretraining workdir, its checkpoints/ directory "
-      "or one checkpoints/<step> directory.")
+      "checkpoint", None, cli.CHECKPOINT_HELP)
   images = flags.DEFINE_string(
       "images", None, "Dataset: digits, a TFDS name or folder:PATH.")
   out = flags.DEFINE_string("out", None, "Directory to write.")
@@ -281,16 +279,9 @@ def _cli():
                                     "Examples per resumable part.")
   flags.mark_flags_as_required(["checkpoint", "images", "out"])
 
-  def parse(argv):
-    try:
-      return flags.FLAGS(argv)
-    except flags.Error as e:
-      _fail(str(e).splitlines()[0])
-
   def run(argv):
     export.quiet_library_logs()
-    if len(argv) > 1:
-      _fail(f"unexpected arguments: {' '.join(argv[1:])}")
+    cli.reject_extra_arguments(argv)
     try:
       result = embed(checkpoint.value, images=images.value, out=out.value,
                      split=split.value, batch_size=batch_size.value,
@@ -301,7 +292,7 @@ def _cli():
           f"{result['feature_dim']}] and {PATHS}; computed "
           f"{len(result['computed'])} of {result['chunks']} chunks")
 
-  app.run(run, flags_parser=parse)
+  app.run(run, flags_parser=cli.parse_flags)
 
 
 if __name__ == "__main__":

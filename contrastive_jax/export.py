@@ -32,6 +32,7 @@ import numpy as np  # noqa: E402
 from absl import logging  # noqa: E402
 from flax import traverse_util  # noqa: E402
 
+from contrastive_jax import cli  # noqa: E402
 from contrastive_jax import checkpointing, pretrained  # noqa: E402
 from contrastive_jax.errors import (CheckpointError, ConfigError,  # noqa: E402
                                     UserError)
@@ -349,17 +350,14 @@ def quiet_library_logs():
   logging.get_absl_handler().addFilter(keep)
 
 
-def _fail(message):
-  print(f"error: {message}", file=sys.stderr)
-  sys.exit(2)
+_fail = cli.fail
 
 
 def _cli():
   from absl import app, flags  # pylint: disable=g-import-not-at-top
 
   checkpoint = flags.DEFINE_string(
-      "checkpoint", None, "Pretraining workdir, its checkpoints/ directory "
-      "or one checkpoints/<step> directory.")
+      "checkpoint", None, cli.CHECKPOINT_HELP)
   fmt = flags.DEFINE_string("format", "torchvision",
                             f"One of: {', '.join(FORMATS)}.")
   out = flags.DEFINE_string("out", None,
@@ -368,23 +366,16 @@ def _cli():
                                    "Also export the projection head.")
   flags.mark_flags_as_required(["checkpoint", "out"])
 
-  def parse(argv):
-    try:
-      return flags.FLAGS(argv)
-    except flags.Error as e:
-      _fail(str(e).splitlines()[0])
-
   def run(argv):
     quiet_library_logs()
-    if len(argv) > 1:
-      _fail(f"unexpected arguments: {' '.join(argv[1:])}")
+    cli.reject_extra_arguments(argv)
     try:
       print(export(checkpoint.value, fmt=fmt.value, out=out.value,
                    include_head=include_head.value))
     except UserError as e:
       _fail(str(e))
 
-  app.run(run, flags_parser=parse)
+  app.run(run, flags_parser=cli.parse_flags)
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 import tensorflow as tf  # noqa: E402
 import tensorflow_datasets as tfds  # noqa: E402
 
+from contrastive_jax import cli  # noqa: E402
 from contrastive_jax.data import sources  # noqa: E402
 from contrastive_jax.data.sources import tfds_common  # noqa: E402
 from contrastive_jax.errors import (  # noqa: E402
@@ -143,9 +144,7 @@ def _first_line(error) -> str:
   return text.splitlines()[0] if text else type(error).__name__
 
 
-def _fail(message):
-  print(f'error: {message}', file=sys.stderr)
-  sys.exit(2)
+_fail = cli.fail
 
 
 def _cli():

@@ -21,6 +21,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from contrastive_jax import cli  # noqa: E402
 from contrastive_jax.data import augment, sources  # noqa: E402
 
 # Pixels between tiles. Tiles are enlarged (nearest neighbour) to at least
@@ -115,9 +116,7 @@ def write_summary(config, writer, *, num_pairs: int = 3, source=None):
 # Flags are defined only when run as a program: the training process imports
 # this module and has its own --config.
 
-def _fail(message):
-  print(f"error: {message}", file=sys.stderr)
-  sys.exit(2)
+_fail = cli.fail
 
 
 def _one_line(error: BaseException) -> str:

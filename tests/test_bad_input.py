@@ -3,6 +3,7 @@ values, impossible augmentations, corrupt checkpoints, unusable workdirs.
 Each ends in one `error:` line naming the field or path, exit status 2, no
 traceback, and the workdir exactly as it was."""
 
+import ast
 import hashlib
 import os
 
@@ -40,35 +41,80 @@ def corrupt_checkpoint(workdir):
   (step / "_CHECKPOINT_METADATA").write_text("garbage")
 
 
+def _in_process_config(extra):
+  """The config main.py builds from TINY + extra (file, variant, dotted
+  overrides), without a subprocess."""
+  from tests.test_evaluation import load_config  # pylint: disable=g-import-not-at-top
+  args = [*TINY, *extra]
+  files = [a for a in args if a.startswith("--config=")]
+  name, _, variant = files[-1][len("--config=configs/"):].partition(":")
+  config = load_config(name[:-3], variant)
+  for arg in args:
+    if arg.startswith("--config."):
+      key, _, text = arg[len("--config."):].partition("=")
+      *parents, leaf = key.split(".")
+      node = config
+      for parent in parents:
+        node = node[parent]
+      try:
+        value = ast.literal_eval(text)
+      except (ValueError, SyntaxError):
+        value = text
+      if isinstance(node[leaf], float) and isinstance(value, int):
+        value = float(value)
+      node[leaf] = value
+  return config
+
+
+# In process: the message each bad value ends in (main.py prints it after
+# "error: "); the subprocess rows below pin the exit code and stderr.
+@pytest.mark.parametrize("extra,expected", [
+    (["--config.optimizer=adam2"], "optimizer"),
+    (["--config.learning_rate=-0.1"], "config.learning_rate=-0.1 is "
+     "invalid: must be a number > 0"),
+    (["--config.temperature=-1.0"], "config.temperature=-1.0"),
+    (["--config.num_train_steps=-1", "--config.num_epochs=0"],
+     "config.num_epochs=0 is invalid: must be a number > 0"),
+    (["--config.num_train_steps=0"], "config.num_train_steps=0 is "
+     "invalid: must be -1"),
+    (["--config.warmup_epochs=100"],
+     "warmup_epochs must be >= 0 and shorter than the run"),
+    (["--config.eval_batch_size=12"], "config.eval_batch_size=12"),
+    (["--config.max_consecutive_nonfinite=-1"],
+     "config.max_consecutive_nonfinite=-1 is invalid"),
+    (["--config.view_augment=gaussian_blur(kernel_fraction=1.5)"],
+     "view_augment: gaussian_blur: kernel_fraction must be in (0, 1)"),
+    # MoCo: the queue must hold a whole number of batches of keys.
+    (["--config=configs/moco_v2.py:digits", "--config.queue_size=1000"],
+     "config.queue_size=1000 is invalid: must be a positive multiple "
+     "of the 16 keys"),
+    (["--config.train_split=validation"],
+     "split: the digits dataset has splits train, test"),
+    (["--config.dataset=no_such_dataset"],
+     "dataset: 'no_such_dataset' is neither 'digits', 'folder:PATH' nor a "
+     "TFDS"),
+])
+def test_bad_input_table_in_process(tmp_path, extra, expected):
+  import jax  # pylint: disable=g-import-not-at-top
+  from contrastive_jax import train  # pylint: disable=g-import-not-at-top
+  from contrastive_jax.errors import UserError  # pylint: disable=g-import-not-at-top
+  workdir = tmp_path / "run"
+  workdir.mkdir()
+  (workdir / "keep.txt").write_text("precious")
+  before = snapshot(workdir)
+  with pytest.raises(UserError) as info:
+    train.train_and_evaluate(_in_process_config(extra), str(workdir),
+                             devices=jax.devices()[:8])
+  assert str(info.value).startswith(expected), str(info.value)
+  assert "\n" not in str(info.value)
+  assert snapshot(workdir) == before
+
+
 @pytest.mark.parametrize("extra,expected", [
     (["--config.method=byol"],
      "error: config.method='byol' is not a known method; choose one of:"),
-    (["--config.dataset=no_such_dataset"],
-     "error: dataset: 'no_such_dataset' is neither 'digits', 'folder:PATH' nor a "
-     "TFDS"),
     (["--config.dataset=folder:/no/such/folder"],
      "error: folder:/no/such/folder: no such directory"),
-    (["--config.optimizer=adam2"], "error: optimizer"),
-    (["--config.learning_rate=-0.1"], "error: config.learning_rate=-0.1 is "
-     "invalid: must be a number > 0"),
-    (["--config.temperature=-1.0"], "error: config.temperature=-1.0"),
-    (["--config.num_train_steps=-1", "--config.num_epochs=0"],
-     "error: config.num_epochs=0 is invalid: must be a number > 0"),
-    (["--config.num_train_steps=0"], "error: config.num_train_steps=0 is "
-     "invalid: must be -1"),
-    (["--config.warmup_epochs=100"],
-     "error: warmup_epochs must be >= 0 and shorter than the run"),
-    (["--config.eval_batch_size=12"], "error: config.eval_batch_size=12"),
-    (["--config.max_consecutive_nonfinite=-1"],
-     "error: config.max_consecutive_nonfinite=-1 is invalid"),
-    (["--config.view_augment=gaussian_blur(kernel_fraction=1.5)"],
-     "error: view_augment: gaussian_blur: kernel_fraction must be in (0, 1)"),
-    # MoCo: the queue must hold a whole number of batches of keys.
-    (["--config=configs/moco_v2.py:digits", "--config.queue_size=1000"],
-     "error: config.queue_size=1000 is invalid: must be a positive multiple "
-     "of the 16 keys"),
-    (["--config.train_split=validation"],
-     "error: split: the digits dataset has splits train, test"),
     (["CORRUPT"], "error: cannot restore checkpoint step 4 from {workdir}"),
 ])
 def test_bad_input_table(tmp_path, extra, expected):
@@ -79,10 +125,7 @@ def test_bad_input_table(tmp_path, extra, expected):
     corrupt_checkpoint(workdir)
     extra = []
   before = snapshot(workdir)
-  args = TINY
-  if extra and extra[0].startswith("--config="):  # another config file
-    args, extra = [extra[0], *TINY[1:]], extra[1:]
-  result = run_main(f"--workdir={workdir}", *args, *extra)
+  result = run_main(f"--workdir={workdir}", *TINY, *extra)
   assert result.returncode == 2, result.stderr[-2000:]
   line = last_line(result.stderr)
   assert line.startswith(expected.format(workdir=workdir)), line

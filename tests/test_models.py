@@ -347,13 +347,21 @@ def test_conv_init_std_follows_its_reference(name, want_std):
 
 
 def test_encoder_uses_the_named_conv_init():
+  # The initializers on a ResNet-18 3x3 512->512 kernel: their std.
+  fan = 9 * 512
+  for name, want in (('simclr', np.sqrt(1 / fan)),
+                     ('torchvision', np.sqrt(2 / fan))):
+    kernel = resnet.CONV_INITS[name](KEY, (3, 3, 512, 512))
+    assert np.std(np.asarray(kernel)) == pytest.approx(want, rel=0.02)
+  # The encoder uses the one it is named: a tiny ResNet's 3x3 16->16 conv
+  # (fan_in = fan_out) has sqrt(2) times the std under torchvision's.
+  stds = {}
   for name in ('simclr', 'torchvision'):
-    model = create_encoder('resnet18', conv_init=name)
-    params = model.init(KEY, jnp.zeros((1, 32, 32, 3)), train=False)['params']
-    kernel = np.asarray(params['stage4_block2']['conv2']['kernel'])  # 512x512
-    fan_in, fan_out = 9 * 512, 9 * 512
-    want = (np.sqrt(1 / fan_in) if name == 'simclr' else np.sqrt(2 / fan_out))
-    assert np.std(kernel) == pytest.approx(want, rel=0.02)
+    model = create_encoder('tiny_resnet', conv_init=name)
+    params = model.init(KEY, _images(), train=False)['params']
+    stds[name] = np.std(np.asarray(params['stage2_block1']['conv2']['kernel']))
+  assert stds['torchvision'] / stds['simclr'] == pytest.approx(np.sqrt(2),
+                                                               rel=0.08)
 
 
 @pytest.mark.parametrize('zero_init', [True, False])

@@ -60,6 +60,9 @@ class SubsetSource(Source):
   def input_metrics(self) -> dict:
     return self._base.input_metrics()
 
+  def commit(self):
+    self._base.commit()
+
 
 def source_labels(source: Source) -> np.ndarray:
   """Every label of `source`, in index order (reads the whole split once)."""

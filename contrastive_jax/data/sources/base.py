@@ -24,6 +24,18 @@ import tensorflow as tf
 READ_GROUP = 64
 
 
+def read_group(read_many, indices: tf.Tensor) -> dict:
+  """{'encoded': string [G], 'label': int64 [G]} from `read_many`, a Python
+  function of int64 [G] NumPy indices returning (encoded bytes, labels):
+  one Python call per group of records (one per example costs more than
+  the read)."""
+  encoded, labels = tf.numpy_function(
+      read_many, [indices], (tf.string, tf.int64), stateful=False)
+  encoded.set_shape(indices.shape)
+  labels.set_shape(indices.shape)
+  return {'encoded': encoded, 'label': labels}
+
+
 class Source(abc.ABC):
   """One split of one dataset, random access by example index."""
 

@@ -34,7 +34,7 @@ import tensorflow as tf
 from contrastive_jax.data.sources import folder_index
 from contrastive_jax.data.sources import folder_listing
 from contrastive_jax.data.sources import image_bytes
-from contrastive_jax.data.sources.base import Source
+from contrastive_jax.data.sources.base import Source, read_group
 from contrastive_jax.errors import ConfigError, DataError
 
 PREFIX = 'folder:'
@@ -98,11 +98,7 @@ class FolderSource(Source):
     return [self.path(i) for i in range(self.num_examples)]
 
   def read(self, indices):
-    encoded, labels = tf.numpy_function(
-        self._read_many, [indices], (tf.string, tf.int64), stateful=False)
-    encoded.set_shape(indices.shape)
-    labels.set_shape(indices.shape)
-    return {'encoded': encoded, 'label': labels}
+    return read_group(self._read_many, indices)
 
   def decode(self, record):
     image = tf.io.decode_image(record['encoded'], channels=3,

@@ -7,8 +7,10 @@ error naming the command that prepares the data
 (`python -m contrastive_jax.prepare`).
 """
 
+import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from contrastive_jax.data.sources.base import Source
 from contrastive_jax.errors import ConfigError, DataError
 
 OFFLINE_HINT = '--config=configs/simclr.py:digits works offline'
@@ -88,6 +90,31 @@ def check_split(builder, name, split):
       detail = 'no such split'
     raise ConfigError(f'split {split!r} of dataset {name!r}: {detail} (it '
                       f'has {splits})') from None
+
+
+class TFDSSource(Source):
+  """What both TFDS formats share: the features' class names, image shape
+  and channels, and decoding an encoded image record."""
+
+  def __init__(self, builder, dataset: str, split: str):
+    features = builder.info.features
+    self.dataset, self.split = dataset, split
+    self.class_names = class_names(features)
+    self.image_shape = image_shape(features)
+    self._channels = features['image'].shape[-1]
+
+  def decode(self, record):
+    return {'image': decode_image(record['encoded'], self._channels),
+            'label': record['label']}
+
+
+def decode_image(encoded, channels):
+  """uint8 [H, W, 3] from JPEG/PNG bytes of a 1- or 3-channel feature."""
+  image = tf.io.decode_image(encoded, channels=channels,
+                             expand_animations=False)
+  if channels == 1:
+    image = tf.image.grayscale_to_rgb(image)
+  return tf.ensure_shape(image, [None, None, 3])
 
 
 def open(dataset, split, *, data_dir=None, workdir=None, options=None):  # pylint: disable=redefined-builtin

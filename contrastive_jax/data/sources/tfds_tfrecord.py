@@ -20,8 +20,6 @@ import tensorflow as tf
 
 from contrastive_jax.data.sources import tfds_common
 from contrastive_jax.data.sources import tfrecord_index
-from contrastive_jax.data.sources.base import Source
-from contrastive_jax.data.sources.tfds_array_record import decode_image
 from contrastive_jax.errors import DataError
 
 # Shards scanned at once when their offsets are not cached yet (the scan
@@ -29,14 +27,11 @@ from contrastive_jax.errors import DataError
 _SCAN_THREADS = 8
 
 
-class TFRecordSource(Source):
+class TFRecordSource(tfds_common.TFDSSource):
 
   def __init__(self, builder, dataset: str, split: str):
+    super().__init__(builder, dataset, split)
     features = builder.info.features
-    self.dataset, self.split = dataset, split
-    self.class_names = tfds_common.class_names(features)
-    self.image_shape = tfds_common.image_shape(features)
-    self._channels = features['image'].shape[-1]
     self._spec = _example_spec(dataset, features, self.labelled)
     instructions = builder.info.splits[split].file_instructions
     self._paths = sorted({i.filename for i in instructions})
@@ -117,10 +112,6 @@ class TFRecordSource(Source):
     else:
       labels = tf.fill(tf.shape(serialized), tf.constant(-1, tf.int64))
     return {'encoded': parsed['image'], 'label': labels}
-
-  def decode(self, record):
-    return {'image': decode_image(record['encoded'], self._channels),
-            'label': record['label']}
 
 
 _HEADER = tfrecord_index.HEADER_BYTES
