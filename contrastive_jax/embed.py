@@ -125,22 +125,13 @@ def check_view(view, spec: str, size: int):
 
 def image_batches(source, view, indices, batch_size):
   """float32 [<=B, S, S, 3] batches of the examples at `indices`, in order,
-  through `view` with the fixed key of `pipeline.make_eval_dataset`."""
+  through `view` as `pipeline.make_eval_dataset` applies it."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  # pylint: disable-next=g-import-not-at-top
-  from contrastive_jax.data import sources
-  fixed_key = tf.zeros([2], tf.int64)
-
-  def prepare(record):
-    image = source.decode(record)["image"]
-    return view(tf.image.convert_image_dtype(image, tf.float32), fixed_key)
-
-  ds = tf.data.Dataset.from_tensor_slices(np.asarray(indices, np.int64))
-  ds = ds.batch(sources.READ_GROUP).map(
-      source.read, num_parallel_calls=tf.data.AUTOTUNE,
-      deterministic=True).unbatch()
-  ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE,
-              deterministic=True)
+  from contrastive_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+  ds = source.examples(tf.data.Dataset.from_tensor_slices(
+      np.asarray(indices, np.int64)))
+  ds = ds.map(lambda example: pipeline.eval_image(view, example["image"]),
+              num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE).as_numpy_iterator()
 
 

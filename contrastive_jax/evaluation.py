@@ -140,17 +140,17 @@ class KnnMonitor:
     return {"knn_accuracy": accuracy}
 
 
-def create_monitor(config, *, method, mesh, bank_source,
-                   query_source) -> KnnMonitor | None:
-  """A kNN monitor for pretraining methods on labelled data, if enabled."""
+def knn_monitor_wanted(config, *, method, source) -> bool:
+  """Whether pretraining runs the kNN monitor: a method with an encoder,
+  knn.every_steps > 0, and labelled data (on unlabelled data it says once
+  that it is off)."""
   if not hasattr(method, "encoder_variables") or config.knn.every_steps <= 0:
-    return None
-  if not (bank_source.labelled and query_source.labelled):
+    return False
+  if not source.labelled:
     logging.info("kNN monitor off: dataset %s has no labels",
-                 config.dataset)
-    return None
-  return KnnMonitor(config, method=method, mesh=mesh,
-                    bank_source=bank_source, query_source=query_source)
+                 source.dataset)
+    return False
+  return True
 
 
 def write_results(workdir: str, results: dict):

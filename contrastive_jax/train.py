@@ -69,15 +69,6 @@ def fit_config_to_data(config: ml_collections.ConfigDict, method,
   return config
 
 
-def _needs_eval_split(config, method, train_source) -> bool:
-  """Whether the run reads config.eval_split: a final evaluation, or the
-  kNN monitor on labelled data."""
-  if hasattr(method, "eval_step"):
-    return True
-  return (hasattr(method, "encoder_variables") and train_source.labelled
-          and config.knn.every_steps > 0)
-
-
 def _view_specs(config, num_views: int) -> tuple[str, ...]:
   specs = (config.view_augment, config.view_augment_2 or config.view_augment)
   return specs[:num_views]
@@ -176,11 +167,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   config = fit_config_to_data(config, method, train_source)
   # An ImageNet label subset (imagenet2012_subset/1pct) is evaluated on
   # imagenet2012's validation split.
+  knn_monitor = evaluation.knn_monitor_wanted(config, method=method,
+                                              source=train_source)
   eval_source = (sources.open_source(
       label_subset.eval_dataset(config), config.eval_split,
       data_dir=config.get("data_dir"), workdir=workdir,
       options=config.get("data"))
-                 if _needs_eval_split(config, method, train_source) else None)
+                 if knn_monitor or hasattr(method, "eval_step") else None)
   steps_per_epoch, total_steps = steps_for(config, train_source.num_examples)
   built = method_steps.build(config, mesh, steps_per_epoch=steps_per_epoch,
                              total_steps=total_steps)
@@ -226,9 +219,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       hooks.write_start_summaries(config, writer, source=train_source)
     step_hooks = hooks.create_hooks(config, workdir=workdir, writer=writer,
                                     total_steps=total_steps)
-    monitor = (evaluation.create_monitor(
+    monitor = (evaluation.KnnMonitor(
         config, method=method, mesh=mesh, bank_source=train_source,
-        query_source=eval_source) if eval_source is not None else None)
+        query_source=eval_source) if knn_monitor else None)
 
     # The stream starts at the resumed step: nothing is replayed.
     batches = pipeline.as_numpy_iterator(make_train_ds(start_step))

@@ -10,7 +10,7 @@ subset is identical on every run and every process.
 import numpy as np
 import tensorflow as tf
 
-from contrastive_jax.data.sources.base import Source
+from contrastive_jax.data.sources.base import READ_GROUP, Source
 
 
 def balanced_indices(labels, percent: float, *, seed: int = 0) -> np.ndarray:
@@ -65,8 +65,11 @@ class SubsetSource(Source):
 
 
 def source_labels(source: Source) -> np.ndarray:
-  """Every label of `source`, in index order (reads the whole split once)."""
-  ds = source.sequential().map(lambda ex: ex["label"]).batch(4096)
+  """Every label of `source`, in index order: the split's records are read
+  once, and no image is decoded (every source's records carry 'label')."""
+  ds = tf.data.Dataset.range(source.num_examples).batch(READ_GROUP)
+  ds = ds.map(lambda i: source.read(i)["label"],
+              num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   return np.concatenate([b.numpy() for b in ds] or [np.zeros(0, np.int64)])
 
 

@@ -130,6 +130,14 @@ def num_eval_batches(source, local_batch_size, process_count) -> int:
   return -(-largest_shard // local_batch_size)
 
 
+def eval_image(view, image):
+  """float32 [0, 1] `view` of a uint8 image, with the fixed key every
+  evaluation read uses (random ops in an eval spec give the same output
+  every time)."""
+  image = tf.image.convert_image_dtype(image, tf.float32)
+  return view(image, tf.zeros([2], tf.int64))
+
+
 def make_eval_dataset(*, source, local_batch_size, view_spec, process_index,
                       process_count):
   """One pass of batches {'image', 'label', 'mask'} over `source`, all of
@@ -146,12 +154,10 @@ def make_eval_dataset(*, source, local_batch_size, view_spec, process_index,
   num_batches = num_eval_batches(source, local_batch_size, process_count)
   ds = source.sequential(process_index=process_index,
                          process_count=process_count)
-  fixed_key = tf.zeros([2], tf.int64)
 
   def prepare(example):
-    image = tf.image.convert_image_dtype(example['image'], tf.float32)
     return {
-        'image': view(image, fixed_key),
+        'image': eval_image(view, example['image']),
         'label': tf.cast(example['label'], tf.int32),
         'mask': tf.constant(1.0, tf.float32),
     }

@@ -9,7 +9,8 @@ registry in `sources/__init__.py` picks the module from the dataset string.
 A source reads examples by index, in two steps so that the pretraining
 stream can read a group of records per Python call and decode each example
 in tf.data's parallel map:
-  * `read(indices)`: int64 [G] -> a dict of [G] tensors (raw records);
+  * `read(indices)`: int64 [G] -> a dict of [G] tensors (raw records),
+    always with 'label' (int64, -1: none), so labels need no decoding;
   * `decode(record)`: one record (a dict of its slices) ->
     {'image': uint8 [H, W, 3], 'label': int64 scalar} (-1: no label).
 Both must be usable inside `tf.data` maps (graph mode).
@@ -103,11 +104,17 @@ class Source(abc.ABC):
     start, stop = self.shard_range(process_index, process_count)
     if limit is not None:
       stop = min(stop, start + limit)
-    ds = tf.data.Dataset.range(start, stop)
-    ds = ds.batch(READ_GROUP).map(self.read, num_parallel_calls=num_parallel,
-                                  deterministic=True).unbatch()
-    return ds.map(self.decode, num_parallel_calls=num_parallel,
-                  deterministic=True)
+    return self.examples(tf.data.Dataset.range(start, stop),
+                         num_parallel=num_parallel)
+
+  def examples(self, indices: tf.data.Dataset,
+               num_parallel=tf.data.AUTOTUNE) -> tf.data.Dataset:
+    """The examples {'image', 'label'} at a stream of int64 indices, in
+    order: read READ_GROUP at a time, decoded one by one."""
+    ds = indices.batch(READ_GROUP).map(
+        self.read, num_parallel_calls=num_parallel, deterministic=True)
+    return ds.unbatch().map(self.decode, num_parallel_calls=num_parallel,
+                            deterministic=True)
 
   def __repr__(self):
     return (f'{type(self).__name__}({self.dataset!r}, {self.split!r}, '
