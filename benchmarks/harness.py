@@ -61,7 +61,7 @@ def load_config(spec: str, **overrides) -> ml_collections.ConfigDict:
 
 
 def num_views(config) -> int:
-  return getattr(methods.get_method(config.method), "NUM_VIEWS", 2)
+  return methods.get_method(config.method).num_views
 
 
 @dataclasses.dataclass

@@ -37,18 +37,14 @@ sys.path[:0] = [_HERE, os.path.dirname(_HERE)]
 import harness  # noqa: E402  pylint: disable=g-import-not-at-top
 
 from contrastive_jax import models, parallel  # noqa: E402
-from contrastive_jax.methods import encoder_with_head  # noqa: E402
 
 TARGETS = {"simclr": 1.05, "moco": 1.10}
 
 
 def _encoder(config, *, bn_groups=None):
   """The encoder as the methods build it."""
-  return models.create_encoder(
-      config.model, width_multiplier=config.width_multiplier,
-      cifar_stem=config.cifar_stem,
-      dtype=encoder_with_head.compute_dtype(config),
-      bn_axis_name=parallel.DATA_AXIS, bn_groups=bn_groups)
+  return models.encoder_from_config(config, bn_axis_name=parallel.DATA_AXIS,
+                                    bn_groups=bn_groups)
 
 
 def _init(encoder, config):

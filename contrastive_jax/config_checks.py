@@ -74,8 +74,6 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int,
            "head.num_layers", head.num_layers, "must be an integer >= 1")
   _require(isinstance(head.output_dim, int) and head.output_dim >= 1,
            "head.output_dim", head.output_dim, "must be an integer >= 1")
-  # The method's own fields (MoCo: queue size, BN groups), if it has any.
-  method_checks = getattr(methods.get_method(config.method),
-                          "validate_config", None)
-  if method_checks is not None:
-    method_checks(config, num_devices=num_devices)
+  # The method's own fields (MoCo: queue size, BN groups).
+  methods.get_method(config.method).validate_config(config,
+                                                    num_devices=num_devices)

@@ -144,7 +144,7 @@ def knn_monitor_wanted(config, *, method, source) -> bool:
   """Whether pretraining runs the kNN monitor: a method with an encoder,
   knn.every_steps > 0, and labelled data (on unlabelled data it says once
   that it is off)."""
-  if not hasattr(method, "encoder_variables") or config.knn.every_steps <= 0:
+  if not method.pretrains_encoder or config.knn.every_steps <= 0:
     return False
   if not source.labelled:
     logging.info("kNN monitor off: dataset %s has no labels",

@@ -15,7 +15,7 @@ from contrastive_jax import guards, methods, optim, parallel
 
 @dataclasses.dataclass(frozen=True)
 class MethodSteps:
-  method: Any                        # the method module (methods/*.py)
+  method: methods.Method
   model: Any
   tx: optax.GradientTransformation
   learning_rate_fn: Callable
@@ -42,7 +42,8 @@ def build(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, *,
   guard."""
   method = methods.get_method(config.method)
   tx, learning_rate_fn = optim.create_optimizer_from_config(
-      config, steps_per_epoch=steps_per_epoch, total_steps=total_steps)
+      config, steps_per_epoch=steps_per_epoch, total_steps=total_steps,
+      ema=method.ema, frozen=method.frozen)
   model = method.create_model(config, axis_name=parallel.DATA_AXIS)
   init = jax.jit(
       functools.partial(method.init_state, model=model, tx=tx, config=config),

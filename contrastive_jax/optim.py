@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from contrastive_jax import ema
+from contrastive_jax import ema as ema_lib
 from contrastive_jax.errors import ConfigError
 
 Schedule = Callable[[Any], Any]
@@ -258,7 +258,8 @@ def create_optimizer(
 
 
 def create_optimizer_from_config(
-    config, *, steps_per_epoch: int, total_steps: int
+    config, *, steps_per_epoch: int, total_steps: int, ema: bool = False,
+    frozen: Callable[[Any], Any] | None = None,
 ) -> tuple[optax.GradientTransformation, Schedule]:
   """(optimizer, schedule) from the training config.
 
@@ -267,10 +268,14 @@ def create_optimizer_from_config(
   and, for 'step', `lr_decay_epochs` and `lr_decay_factor`. Epochs may be
   fractional; they are rounded to whole steps.
 
-  With `ema_momentum` set (MoCo), `ema.ema_params` is chained last, so the
-  optimizer state also carries the EMA target (read it with
-  `ema.target_params`); `ema_momentum_schedule` is 'constant' or 'cosine'
-  (from `ema_momentum` up to 1 at the last step).
+  A method's own requests (`methods.base.Method`):
+  `frozen(params)`: a mask of parameters whose updates are zeroed after
+    everything else (weight decay included, also AdamW's decoupled decay),
+    so they never change.
+  `ema`: `ema.ema_params` is chained last, so the optimizer state also
+    carries the EMA target (read it with `ema.target_params`), with momentum
+    `ema_momentum` and `ema_momentum_schedule` ('constant', or 'cosine' from
+    `ema_momentum` up to 1 at the last step).
   """
   if steps_per_epoch <= 0:
     raise ConfigError(
@@ -300,8 +305,10 @@ def create_optimizer_from_config(
       momentum=config.momentum,
       nesterov=config.get('nesterov', False),
       weight_decay_mask=config.get('weight_decay_mask', 'exclude_bn_bias'))
-  if config.get('ema_momentum') is not None:
-    tx = optax.chain(tx, ema.ema_params(ema.momentum_schedule(
+  if frozen is not None:
+    tx = optax.chain(tx, optax.masked(optax.set_to_zero(), frozen))
+  if ema:
+    tx = optax.chain(tx, ema_lib.ema_params(ema_lib.momentum_schedule(
         config.ema_momentum, config.get('ema_momentum_schedule', 'constant'),
         total_steps)))
   return tx, schedule

@@ -12,7 +12,6 @@ import os
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from etils import epath
@@ -60,11 +59,7 @@ def locate(path: str) -> tuple[str, int]:
 
 def encoder_module(config: ml_collections.ConfigDict):
   """The encoder architecture named by a (pretraining or eval) config."""
-  dtype = jnp.bfloat16 if config.half_precision else jnp.float32
-  return models.create_encoder(
-      config.model, width_multiplier=config.width_multiplier,
-      cifar_stem=config.cifar_stem, dtype=dtype, bn_axis_name=None,
-      **models.encoder_options(config))
+  return models.encoder_from_config(config, bn_axis_name=None)
 
 
 def load(path: str, sharding=None) -> Pretrained:
@@ -82,7 +77,7 @@ def load(path: str, sharding=None) -> Pretrained:
     raise CheckpointError(
         f"checkpoint {ckpt.directory}/{step} has no readable config: "
         f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from e
-  if not hasattr(method, "encoder_variables"):
+  if not method.pretrains_encoder:
     raise CheckpointError(
         f"checkpoint {ckpt.directory}/{step} was written by method "
         f"{config.method!r}, which pretrains no encoder; give a pretraining "

@@ -57,7 +57,7 @@ def fit_config_to_data(config: ml_collections.ConfigDict, method,
           f"{source.dataset!r} has {source.num_classes} classes; set "
           "--config.num_classes=-1 to take the dataset's")
     return config
-  if getattr(method, "NEEDS_LABELS", False):
+  if method.needs_labels:
     raise DataError(f"{config.method} needs labels, and dataset "
                     f"{source.dataset!r} (split {source.split!r}) has none: "
                     "give a labelled dataset, e.g. a folder laid out as "
@@ -173,7 +173,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       label_subset.eval_dataset(config), config.eval_split,
       data_dir=config.get("data_dir"), workdir=workdir,
       options=config.get("data"))
-                 if knn_monitor or hasattr(method, "eval_step") else None)
+                 if knn_monitor or method.evaluates else None)
   steps_per_epoch, total_steps = steps_for(config, train_source.num_examples)
   built = method_steps.build(config, mesh, steps_per_epoch=steps_per_epoch,
                              total_steps=total_steps)
@@ -181,7 +181,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   make_train_ds = pipeline.pretrain_stream(
       source=train_source,
       local_batch_size=config.batch_size // jax.process_count(),
-      view_specs=_view_specs(config, getattr(method, "NUM_VIEWS", 2)),
+      view_specs=_view_specs(config, method.num_views),
       seed=config.seed,
       process_index=jax.process_index(), process_count=jax.process_count())
   _prepare_workdir(workdir)
@@ -205,7 +205,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     else:
       # Created directly into its (replicated) sharding.
       state = built.init(rng)
-      if hasattr(method, "warm_start"):  # e.g. a pretrained encoder
+      if method.warm_start is not None:  # e.g. a pretrained encoder
         state = method.warm_start(state, config=config)
     start_step = int(jax.device_get(state.step))
     if start_step >= total_steps:
@@ -235,7 +235,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       writer.close()
       ckpt.close()
       return state
-    if hasattr(method, "eval_step"):
+    if method.evaluates:
       _final_evaluation(state, method=method, model=model, config=config,
                         mesh=mesh, writer=writer, workdir=workdir,
                         source=eval_source)

@@ -115,7 +115,7 @@ def _config(**overrides):
 
 def test_optimizer_factory_chains_the_ema_last():
   tx, _ = optim.create_optimizer_from_config(
-      _config(), steps_per_epoch=10, total_steps=100)
+      _config(), steps_per_epoch=10, total_steps=100, ema=True)
   state = tx.init(PARAMS)
   assert ema.has_ema_state(state)
   # The target is read out of the masked-decay + SGD chain.
@@ -130,10 +130,11 @@ def test_optimizer_factory_chains_the_ema_last():
         rtol=1e-6)
   cosine, _ = optim.create_optimizer_from_config(
       _config(ema_momentum_schedule="cosine"), steps_per_epoch=10,
-      total_steps=100)
+      total_steps=100, ema=True)
   assert ema.has_ema_state(cosine.init(PARAMS))
+  # The method asks for the EMA; a config field alone does not add one.
   without, _ = optim.create_optimizer_from_config(
-      _config(ema_momentum=None), steps_per_epoch=10, total_steps=100)
+      _config(), steps_per_epoch=10, total_steps=100)
   assert not ema.has_ema_state(without.init(PARAMS))
   with pytest.raises(ValueError, match="found 0"):
     ema.target_params(without.init(PARAMS))
@@ -145,9 +146,31 @@ def test_optimizer_factory_chains_the_ema_last():
 def test_bad_momentum_config_names_the_field(field, value):
   with pytest.raises(ConfigError, match=f"config.{field}="):
     optim.create_optimizer_from_config(
-        _config(**{field: value}), steps_per_epoch=10, total_steps=100)
+        _config(**{field: value}), steps_per_epoch=10, total_steps=100,
+        ema=True)
 
 
 def test_a_bool_is_not_a_momentum():
   with pytest.raises(ConfigError, match="config.ema_momentum=True"):
     ema.momentum_schedule(True, "constant", total_steps=100)
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "sgd", "lars"])
+def test_frozen_parameters_never_change(optimizer):
+  """A method's `frozen` mask holds under every optimizer, decoupled AdamW
+  decay included (a stop-gradient alone would still let decay shrink
+  them); the EMA target of a frozen leaf stays put too."""
+  tx, _ = optim.create_optimizer_from_config(
+      _config(optimizer=optimizer, weight_decay=0.1,
+              weight_decay_mask="all"),
+      steps_per_epoch=10, total_steps=100, ema=True,
+      frozen=lambda p: {"w": True, "b": False})
+  params, state = PARAMS, tx.init(PARAMS)
+  for grads in GRADS:
+    updates, state = tx.update(grads, state, params)
+    params = optax.apply_updates(params, updates)
+  np.testing.assert_array_equal(np.asarray(params["w"]),
+                                np.asarray(PARAMS["w"]))
+  np.testing.assert_array_equal(np.asarray(ema.target_params(state)["w"]),
+                                np.asarray(PARAMS["w"]))
+  assert float(params["b"]) != float(PARAMS["b"])

@@ -229,7 +229,7 @@ def test_knn_matches_numpy_reference_on_random_features():
 
 def test_online_probe_gradient_never_reaches_the_encoder():
   config = tiny_config()
-  model, state = unsharded_model_and_state(simclr, config)
+  model, state = unsharded_model_and_state(simclr.METHOD, config)
   batch = fixed_batch(8, config.image_size)
   images = jnp.concatenate([batch["view1"], batch["view2"]])
   labels = jnp.arange(8) % 10

@@ -207,7 +207,7 @@ def test_sync_key_bn_step_enqueues_its_keys_and_learns():
 
 def test_key_encoder_gets_zero_gradient():
   config = tiny_config()
-  model, state = unsharded_model_and_state(moco, config)
+  model, state = unsharded_model_and_state(moco.METHOD, config)
   batch = {k: jnp.asarray(v) for k, v in fixed_batch(32, 8, seed=3).items()}
   (g_query, g_key), _ = jax.jit(jax.grad(
       functools.partial(moco.loss_fn, model=model, config=config,

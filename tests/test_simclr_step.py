@@ -49,11 +49,12 @@ def build_unguarded(config, num_devices):
 
 
 def unsharded_model_and_state(method, config):
-  """`method`'s model (BatchNorm over the local batch, no mesh axis) and
-  its initial state, for tests that call the model or loss directly."""
+  """The model of `method` (a `methods.Method`; BatchNorm over the local
+  batch, no mesh axis) and its initial state, for tests that call the model
+  or loss directly."""
   model = method.create_model(config, axis_name=None)
   tx, _ = optim.create_optimizer_from_config(config, steps_per_epoch=10,
-                                             total_steps=100)
+                                             total_steps=100, ema=method.ema)
   return model, method.init_state(jax.random.PRNGKey(0), model=model, tx=tx,
                                   config=config)
 

@@ -1,30 +1,46 @@
-"""Methods by name: each is one module with the same three functions (see
-methods/simclr.py) - contrastive pretraining, and the supervised classifiers
-that evaluate or finetune its encoder."""
+"""Methods by name. Each is a `base.Method` that its module exports:
+contrastive pretraining, and the supervised classifiers that evaluate or
+finetune its encoder.
 
-import types
+Modules are imported when a method is asked for, so that importing the
+registry imports no method (the classifiers import `pretrained`, which uses
+the registry to read any checkpoint).
+"""
+
+import importlib
 
 from contrastive_jax.errors import ConfigError
-from contrastive_jax.methods import classifier, moco, simclr
+from contrastive_jax.methods.base import Method
 
-METHODS: dict[str, types.ModuleType] = {
-    "moco": moco,
-    "simclr": simclr,
+# config.method -> "module:attribute" of its Method. A new method adds a
+# line here and nothing anywhere else.
+_REGISTRY = {
+    "moco": "contrastive_jax.methods.moco:METHOD",
+    "simclr": "contrastive_jax.methods.simclr:METHOD",
     # Supervised training on a pretrained encoder (one module, two modes).
-    "linear_eval": classifier,
-    "finetune": classifier,
+    "linear_eval": "contrastive_jax.methods.classifier:LINEAR_EVAL",
+    "finetune": "contrastive_jax.methods.classifier:FINETUNE",
 }
+
+
+def names() -> list[str]:
+  return sorted(_REGISTRY)
+
+
+def get_method(name: str) -> Method:
+  if name not in _REGISTRY:
+    raise ConfigError(
+        f"config.method={name!r} is not a known method; "
+        f"choose one of: {', '.join(names())}")
+  module, attribute = _REGISTRY[name].split(":")
+  method = getattr(importlib.import_module(module), attribute)
+  assert method.name == name, (method.name, name)
+  return method
 
 
 def pretraining_methods() -> list[str]:
   """Methods whose checkpoints hold an encoder to evaluate or finetune."""
-  return sorted(n for n, m in METHODS.items()
-                if hasattr(m, "encoder_variables"))
+  return [n for n in names() if get_method(n).pretrains_encoder]
 
 
-def get_method(name: str) -> types.ModuleType:
-  if name not in METHODS:
-    raise ConfigError(
-        f"config.method={name!r} is not a known method; "
-        f"choose one of: {', '.join(sorted(METHODS))}")
-  return METHODS[name]
+__all__ = ["Method", "get_method", "names", "pretraining_methods"]

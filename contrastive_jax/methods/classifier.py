@@ -17,17 +17,14 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 import optax
 
 from contrastive_jax import models, pretrained as pretrained_lib
 from contrastive_jax.errors import ConfigError
+from contrastive_jax.methods import base
 from contrastive_jax.models.norm import batch_norm
 from contrastive_jax.train_state import TrainState
 
-NUM_VIEWS = 1
-# Trains on labels: the loop stops with one line on unlabelled data.
-NEEDS_LABELS = True
 RANDOM = "random"
 
 
@@ -104,12 +101,11 @@ def create_model(config: ml_collections.ConfigDict, *,
     raise ConfigError(f"config.num_classes={config.num_classes!r} is invalid: "
                       "must be an integer >= 2")
   arch = architecture_config(config)
-  dtype = jnp.bfloat16 if config.half_precision else jnp.float32
-  encoder = models.create_encoder(
-      arch.model, width_multiplier=arch.width_multiplier,
-      cifar_stem=arch.cifar_stem, dtype=dtype,
-      bn_axis_name=axis_name if _finetunes(config) else None,
-      **models.encoder_options(arch))
+  # The pretraining run's architecture at this config's precision.
+  dtype = models.compute_dtype(config)
+  encoder = models.encoder_from_config(
+      arch, bn_axis_name=axis_name if _finetunes(config) else None,
+      dtype=dtype)
   return EncoderClassifier(encoder=encoder, num_classes=config.num_classes,
                            bn_axis_name=axis_name,
                            feature_bn=config.feature_bn,
@@ -270,7 +266,13 @@ def eval_step(state: TrainState, batch, *, model: nn.Module, config,
   return counts if axis_name is None else jax.lax.psum(counts, axis_name)
 
 
-def summarize_eval(counts: np.ndarray) -> dict[str, float]:
-  hit1, hit5, n = (float(c) for c in counts)
-  return {"top1": hit1 / max(n, 1), "top5": hit5 / max(n, 1),
-          "num_examples": int(n)}
+def _method(name: str) -> base.Method:
+  # One view, labels, and a final evaluation on the eval split.
+  return base.Method(
+      name=name, create_model=create_model, init_state=init_state,
+      train_step=train_step, num_views=1, warm_start=warm_start,
+      eval_step=eval_step, needs_labels=True)
+
+
+LINEAR_EVAL = _method("linear_eval")
+FINETUNE = _method("finetune")

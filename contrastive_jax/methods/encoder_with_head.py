@@ -3,7 +3,6 @@ h, the part evaluated downstream), projection head g (z, what the loss
 sees) and, optionally, an online linear probe on stop-gradient(h)."""
 
 import flax.linen as nn
-import jax.numpy as jnp
 import ml_collections
 
 from contrastive_jax import models
@@ -22,10 +21,6 @@ class EncoderWithHead(nn.Module):
     return h, self.head(h, train=train), logits
 
 
-def compute_dtype(config: ml_collections.ConfigDict):
-  return jnp.bfloat16 if config.half_precision else jnp.float32
-
-
 def online_probe_enabled(config) -> bool:
   return bool(config.online_probe) and config.num_classes > 0
 
@@ -35,11 +30,9 @@ def create(config: ml_collections.ConfigDict, *, bn_axis_name: str | None,
   """The config's encoder, head and probe. BatchNorm statistics are
   averaged over `bn_axis_name` (global BN), or per group of `bn_groups`
   (see `models.resnet.ResNet.bn_groups`)."""
-  dtype = compute_dtype(config)
-  encoder = models.create_encoder(
-      config.model, width_multiplier=config.width_multiplier,
-      cifar_stem=config.cifar_stem, dtype=dtype, bn_axis_name=bn_axis_name,
-      bn_groups=bn_groups, **models.encoder_options(config))
+  dtype = models.compute_dtype(config)
+  encoder = models.encoder_from_config(config, bn_axis_name=bn_axis_name,
+                                       bn_groups=bn_groups)
   head_cfg = config.head
   head = models.ProjectionHead(
       num_layers=head_cfg.num_layers,
@@ -53,3 +46,11 @@ def create(config: ml_collections.ConfigDict, *, bn_axis_name: str | None,
   probe = (probe_lib.LinearProbe(config.num_classes)
            if online_probe_enabled(config) else None)
   return EncoderWithHead(encoder=encoder, head=head, probe=probe)
+
+
+def encoder_variables(state: dict) -> dict:
+  """The encoder's variables out of a checkpointed state (nested dicts) of a
+  method whose `state.params` is an EncoderWithHead's (SimCLR; MoCo's query
+  network)."""
+  return {"params": state["params"]["encoder"],
+          "batch_stats": state["batch_stats"]["encoder"]}

@@ -5,8 +5,8 @@ keys from earlier batches.
 Where each part of the method lives:
 - `state.params`, `state.batch_stats`: the query encoder + head.
 - the key encoder's parameters: the EMA target inside `state.opt_state`
-  (`ema.ema_params`, chained last by the optimizer factory when
-  `config.ema_momentum` is set); it never gets a gradient.
+  (`ema.ema_params`, which the optimizer factory chains last because the
+  method asks for it, `Method.ema`); it never gets a gradient.
 - `state.extra`: the key encoder's own BN statistics (`key_batch_stats`), the
   queue of L2-normalised keys [K, d] and its pointer (`queue_ptr`).
 
@@ -32,14 +32,12 @@ import ml_collections
 import optax
 
 from contrastive_jax import ema, losses, shuffle_bn
-from contrastive_jax import probe as probe_lib
 from contrastive_jax.errors import ConfigError
 # The same network as SimCLR's: encoder, head, optional online probe.
-from contrastive_jax.methods import encoder_with_head
+from contrastive_jax.methods import base, encoder_with_head
 from contrastive_jax.methods.encoder_with_head import EncoderWithHead
 from contrastive_jax.train_state import TrainState
 
-NUM_VIEWS = 2
 KEY_BN_MODES = ("shuffle", "sync")
 
 
@@ -118,10 +116,7 @@ def init_state(rng: jax.Array, *, model: MoCoModel,
       init_rng, jnp.zeros((2, size, size, 3), jnp.float32), train=False)
   params = variables["params"]
   batch_stats = variables.get("batch_stats", {})
-  opt_state = tx.init(params)
-  if not ema.has_ema_state(opt_state):
-    raise ConfigError("config.ema_momentum is not set: MoCo's key encoder is "
-                      "the EMA of the query encoder (e.g. 0.999)")
+  opt_state = tx.init(params)  # holds the key encoder: Method.ema
   # Random unit vectors until real keys replace them (as the reference).
   queue = losses.l2_normalize(jax.random.normal(
       queue_rng, (config.queue_size, config.head.output_dim), jnp.float32))
@@ -211,14 +206,10 @@ def loss_fn(params, key_params, batch, *, batch_stats, extra, rng,
     out = losses.info_nce_with_accuracy(
         q1, k2, queue, temperature=config.temperature, axis_name=axis_name)
     new_keys = k2_all
-  total, probe_metrics = out.loss, {}
-  if logits is not None:
-    # The probe sees the first view of each image.
-    probe_loss, probe_acc = probe_lib.loss_and_accuracy(
-        logits, batch["label"], axis_name=axis_name)
-    total = total + probe_loss
-    probe_metrics = {"probe_loss": probe_loss, "probe_accuracy": probe_acc}
-  return total, Aux(out=out, probe_metrics=probe_metrics, batch_stats=stats,
+  # The probe sees the first view of each image.
+  probe_loss, probe_metrics = base.probe_loss(logits, batch["label"],
+                                              axis_name=axis_name)
+  return out.loss + probe_loss, Aux(out=out, probe_metrics=probe_metrics, batch_stats=stats,
                     key_batch_stats=key_bs, new_keys=new_keys)
 
 
@@ -237,28 +228,24 @@ def train_step(state: TrainState, batch, *, model: MoCoModel,
       config=config, axis_name=axis_name)
   # The EMA at the end of the chain moves the key encoder towards the
   # updated query encoder, ready for the next step.
-  updates, opt_state = tx.update(grads, state.opt_state, state.params)
-  params = optax.apply_updates(state.params, updates)
   queue, ptr = enqueue(state.extra["queue"], state.extra["queue_ptr"],
                        aux.new_keys)
   extra = {**state.extra, "queue": queue, "queue_ptr": ptr,
            "key_batch_stats": aux.key_batch_stats}
-  new_state = state.replace(step=state.step + 1, params=params,
-                            batch_stats=aux.batch_stats, opt_state=opt_state,
-                            extra=extra)
-  metrics = {
-      "loss": aux.out.loss,
-      "contrastive_accuracy": aux.out.accuracy,
-      **probe_lib.grad_norms(grads),
-      "learning_rate": learning_rate_fn(state.step),
-      "ema_momentum": ema.ema_state(opt_state).momentum,
-      **aux.probe_metrics,
-  }
+  new_state = base.apply_gradients(state, grads, tx=tx,
+                                   batch_stats=aux.batch_stats, extra=extra)
+  metrics = base.step_metrics(
+      loss=aux.out.loss, grads=grads,
+      learning_rate=learning_rate_fn(state.step),
+      probe_metrics=aux.probe_metrics,
+      contrastive_accuracy=aux.out.accuracy,
+      ema_momentum=ema.ema_state(new_state.opt_state).momentum)
   return new_state, metrics
 
 
-def encoder_variables(state: dict) -> dict:
-  """The query encoder's variables out of a checkpointed state (nested
-  dicts): the network MoCo evaluates downstream."""
-  return {"params": state["params"]["encoder"],
-          "batch_stats": state["batch_stats"]["encoder"]}
+METHOD = base.Method(
+    name="moco", create_model=create_model, init_state=init_state,
+    train_step=train_step, num_views=2,
+    # The query encoder: the network MoCo evaluates downstream.
+    encoder_variables=encoder_with_head.encoder_variables,
+    validate_config=validate_config, ema=True)

@@ -1,12 +1,6 @@
 """SimCLR (Chen et al., 2020): two views, one encoder, NT-Xent.
 
-A method module exposes `create_model(config, *, axis_name)`,
-`init_state(rng, *, model, tx, config)` and the per-device
-`train_step(state, batch, *, model, tx, config, learning_rate_fn, axis_name)`;
-the training loop knows nothing else about it. Optional parts the loop and
-the evaluation code look for: `NUM_VIEWS` (augmented views per image, default
-2), `encoder_variables(state)` (pretraining methods: the encoder to evaluate),
-`warm_start(state, *, config)` and `evaluate(...)` (classifiers).
+The module's `METHOD` (methods/base.py) is all the loop knows of it.
 """
 
 import flax.linen as nn
@@ -16,12 +10,9 @@ import ml_collections
 import optax
 
 from contrastive_jax import losses
-from contrastive_jax import probe as probe_lib
-from contrastive_jax.methods import encoder_with_head
+from contrastive_jax.methods import base, encoder_with_head
 from contrastive_jax.methods.encoder_with_head import EncoderWithHead
 from contrastive_jax.train_state import TrainState
-
-NUM_VIEWS = 2
 
 # The official code optimises loss_a + loss_b, each view's cross-entropy
 # averaged over its N anchors (objective.py `add_contrastive_loss` at the
@@ -76,39 +67,29 @@ def train_step(state: TrainState, batch, *, model: nn.Module,
     z_a, z_b = jnp.split(z, 2, axis=0)
     objective, out = contrastive_objective(
         z_a, z_b, temperature=config.temperature, axis_name=axis_name)
-    probe_metrics = {}
-    total = objective
-    if logits is not None:
-      # The probe sees the first view of each image.
-      probe_loss, probe_acc = probe_lib.loss_and_accuracy(
-          logits[:batch["label"].shape[0]], batch["label"],
-          axis_name=axis_name)
-      total = total + probe_loss
-      probe_metrics = {"probe_loss": probe_loss, "probe_accuracy": probe_acc}
-    return total, (objective, out, probe_metrics, new_vars["batch_stats"])
+    # The probe sees the first view of each image.
+    probe_loss, probe_metrics = base.probe_loss(
+        None if logits is None else logits[:batch["label"].shape[0]],
+        batch["label"], axis_name=axis_name)
+    return objective + probe_loss, (objective, out, probe_metrics,
+                                    new_vars["batch_stats"])
 
   # `loss` is already the global-batch loss, so these gradients are the
   # global gradients (see losses.py): no extra pmean.
   grads, (objective, out, probe_metrics, batch_stats) = jax.grad(
       loss_fn, has_aux=True)(state.params)
-  updates, opt_state = tx.update(grads, state.opt_state, state.params)
-  params = optax.apply_updates(state.params, updates)
-  new_state = state.replace(step=state.step + 1, params=params,
-                            batch_stats=batch_stats, opt_state=opt_state)
-  metrics = {
-      # What the step optimises (the guard checks it); `nt_xent` is the
-      # paper's mean over 2N, comparable with other implementations' logs.
-      "loss": objective,
-      "nt_xent": out.loss,
-      "contrastive_accuracy": out.accuracy,
-      **probe_lib.grad_norms(grads),
-      "learning_rate": learning_rate_fn(state.step),
-      **probe_metrics,
-  }
+  new_state = base.apply_gradients(state, grads, tx=tx,
+                                   batch_stats=batch_stats)
+  # `loss` is what the step optimises; `nt_xent` is the paper's mean over
+  # 2N, comparable with other implementations' logs.
+  metrics = base.step_metrics(
+      loss=objective, grads=grads,
+      learning_rate=learning_rate_fn(state.step),
+      probe_metrics=probe_metrics, nt_xent=out.loss,
+      contrastive_accuracy=out.accuracy)
   return new_state, metrics
 
 
-def encoder_variables(state: dict) -> dict:
-  """The encoder's variables out of a checkpointed state (nested dicts)."""
-  return {"params": state["params"]["encoder"],
-          "batch_stats": state["batch_stats"]["encoder"]}
+METHOD = base.Method(
+    name="simclr", create_model=create_model, init_state=init_state,
+    train_step=train_step, num_views=2, encoder_variables=encoder_with_head.encoder_variables)

@@ -73,4 +73,25 @@ def encoder_options(config) -> dict:
               input_norm=config.get('input_norm', 'none'))
 
 
-__all__ = ['ENCODERS', 'ProjectionHead', 'create_encoder', 'encoder_options']
+def compute_dtype(config) -> Any:
+  """bfloat16 with `half_precision` (params, BN statistics and the loss stay
+  float32), else float32."""
+  return jnp.bfloat16 if config.half_precision else jnp.float32
+
+
+def encoder_from_config(config, *, bn_axis_name: str | None,
+                        bn_groups: int | None = None,
+                        dtype: Any = None) -> nn.Module:
+  """The encoder a (pretraining or evaluation) config names: the one place
+  every method, the classifiers and `load_encoder` build it. `dtype`
+  defaults to the config's `compute_dtype`."""
+  return create_encoder(
+      config.model, width_multiplier=config.width_multiplier,
+      cifar_stem=config.cifar_stem,
+      dtype=compute_dtype(config) if dtype is None else dtype,
+      bn_axis_name=bn_axis_name, bn_groups=bn_groups,
+      **encoder_options(config))
+
+
+__all__ = ['ENCODERS', 'ProjectionHead', 'compute_dtype', 'create_encoder',
+           'encoder_from_config', 'encoder_options']

@@ -1,0 +1,109 @@
+"""What a method is: the `Method` record every method module exports as
+`METHOD`, and the step pieces methods share.
+
+The loop (train.py), the step builder (method_steps.py), evaluation, kNN and
+`load_encoder` call a method only through these fields; none of them asks
+which method it is. A new method is one module that builds a `Method`, one
+config, and its tests: no edit to the loop.
+"""
+
+import dataclasses
+from typing import Any, Callable
+
+import jax
+import optax
+
+from contrastive_jax import probe as probe_lib
+
+# The step metrics every train step returns. `guards.skip_nonfinite` reads
+# both to decide whether a step is applied: `loss` is what the step optimises
+# (global batch), `grad_norm` the norm of the method's own gradients (the
+# online probe's is `probe_grad_norm`).
+REQUIRED_METRICS = ("loss", "grad_norm")
+
+
+def _no_checks(config, *, num_devices: int):
+  del config, num_devices
+
+
+@dataclasses.dataclass(frozen=True)
+class Method:
+  """A method as the loop sees it. Functions, not a class hierarchy: each
+  module writes its own and binds them here.
+
+  Required:
+    create_model(config, *, axis_name) -> model (any pytree of modules).
+    init_state(rng, *, model, tx, config) -> TrainState.
+    train_step(state, batch, *, model, tx, config, learning_rate_fn,
+      axis_name) -> (state, metrics): one update on this device's share of
+      the global batch (run under shard_map over `axis_name`); metrics hold
+      at least REQUIRED_METRICS, as global-batch values.
+  Optional:
+    num_views: augmented views per image the batch holds ('view1', ...).
+    encoder_variables(state_dict) -> {'params', 'batch_stats'}: the encoder
+      out of a checkpointed state (nested dicts). Methods that have it
+      pretrain an encoder: kNN monitor, load_encoder, export, evaluation.
+    warm_start(state, *, config) -> state: applied to a fresh state only
+      (not on resume), e.g. a classifier loading its pretrained encoder.
+    eval_step(state, batch, *, model, config, axis_name) -> [hits@1, hits@5,
+      count]: the final evaluation of a classifier on the eval split.
+    validate_config(config, *, num_devices): raises ConfigError for the
+      method's own fields; runs before anything touches the workdir.
+    needs_labels: the method trains on labels (stops on unlabelled data).
+    ema: the optimizer carries an EMA of the parameters, chained last
+      (`ema.ema_params`, momentum from config.ema_momentum[_schedule]); read
+      it with `ema.target_params(state.opt_state)`.
+    frozen(params) -> bool pytree: parameters no update ever changes, weight
+      decay included (the optimizer zeroes their updates last).
+  """
+  name: str
+  create_model: Callable[..., Any]
+  init_state: Callable[..., Any]
+  train_step: Callable[..., Any]
+  num_views: int = 2
+  encoder_variables: Callable[[dict], dict] | None = None
+  warm_start: Callable[..., Any] | None = None
+  eval_step: Callable[..., Any] | None = None
+  validate_config: Callable[..., None] = _no_checks
+  needs_labels: bool = False
+  ema: bool = False
+  frozen: Callable[[Any], Any] | None = None
+
+  @property
+  def pretrains_encoder(self) -> bool:
+    return self.encoder_variables is not None
+
+  @property
+  def evaluates(self) -> bool:
+    return self.eval_step is not None
+
+
+def apply_gradients(state, grads, *, tx: optax.GradientTransformation,
+                    **fields):
+  """`state` one step on: the optimizer's update applied to the params, the
+  step counter advanced, and any other `fields` (batch_stats, extra)
+  replaced."""
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  return state.replace(step=state.step + 1, params=params,
+                       opt_state=opt_state, **fields)
+
+
+def probe_loss(logits, labels, *, axis_name) -> tuple[jax.Array, dict]:
+  """(the online probe's loss to add to the method's, its metrics); zero and
+  no metrics when the model has no probe (`logits` None)."""
+  if logits is None:
+    return 0.0, {}
+  loss, accuracy = probe_lib.loss_and_accuracy(logits, labels,
+                                               axis_name=axis_name)
+  return loss, {"probe_loss": loss, "probe_accuracy": accuracy}
+
+
+def step_metrics(*, loss, grads, learning_rate, probe_metrics=None,
+                 **method_metrics) -> dict:
+  """The metrics dict of a pretraining step: REQUIRED_METRICS (the probe's
+  gradient norm apart), the learning rate, the probe's and the method's
+  own."""
+  return {"loss": loss, **probe_lib.grad_norms(grads),
+          "learning_rate": learning_rate, **(probe_metrics or {}),
+          **method_metrics}
