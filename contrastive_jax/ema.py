@@ -37,9 +37,18 @@ class EmaParamsState(NamedTuple):
   target: Any          # the EMA of the parameters
 
 
-def ema_params(momentum: Momentum) -> optax.GradientTransformation:
+def everything(params):
+  """The EMA selector of the whole parameter tree (MoCo's key encoder)."""
+  return params
+
+
+def ema_params(momentum: Momentum,
+               select: Callable[[Any], Any] = everything
+               ) -> optax.GradientTransformation:
   """EMA of the post-update parameters; `momentum` is m in [0, 1] or a
   schedule step -> m (the step counts this transformation's updates, from 0).
+  `select(params)` is the part of the parameters the EMA follows (BYOL's
+  target: the encoder and projector, not the predictor); by default all.
 
   The target starts as a copy of the parameters (MoCo initialises its key
   encoder from the query encoder).
@@ -51,14 +60,14 @@ def ema_params(momentum: Momentum) -> optax.GradientTransformation:
         count=jnp.zeros((), jnp.int32),
         momentum=jnp.asarray(schedule(0), jnp.float32),
         # A copy, not an alias: the params buffers may be donated.
-        target=jax.tree.map(jnp.copy, params))
+        target=jax.tree.map(jnp.copy, select(params)))
 
   def update_fn(updates, state, params=None):
     if params is None:
       raise ValueError("ema_params needs the params: call "
                        "tx.update(updates, opt_state, params)")
     m = jnp.asarray(schedule(state.count), jnp.float32)
-    new_params = optax.apply_updates(params, updates)
+    new_params = select(optax.apply_updates(params, updates))
     target = optax.incremental_update(new_params, state.target,
                                       step_size=1.0 - m)
     return updates, EmaParamsState(

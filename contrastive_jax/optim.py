@@ -165,6 +165,15 @@ def weight_decay_mask_fn(name: str) -> Callable[[Any], Any]:
                     f'{", ".join(WEIGHT_DECAY_MASKS)}; got {name!r}')
 
 
+def _without(mask_fn: Callable[[Any], Any],
+             excluded: Callable[[Any], Any] | None) -> Callable[[Any], Any]:
+  """`mask_fn` with the leaves `excluded` marks set to False."""
+  if excluded is None:
+    return mask_fn
+  return lambda params: jax.tree.map(lambda keep, out: keep and not out,
+                                     mask_fn(params), excluded(params))
+
+
 def scale_by_trust_ratio(
     trust_coefficient: float = 0.001) -> optax.GradientTransformation:
   """`optax.scale_by_trust_ratio` (eps=0, no minimum norm), one reduction
@@ -198,15 +207,16 @@ def scale_by_trust_ratio(
 
 def lars(learning_rate: float | Schedule, *, weight_decay: float,
          trust_coefficient: float, momentum: float,
-         nesterov: bool, wd_mask=decay_mask) -> optax.GradientTransformation:
+         nesterov: bool, wd_mask=decay_mask,
+         adapt_mask=decay_mask) -> optax.GradientTransformation:
   """`optax.lars` with both masks `decay_mask` and our `scale_by_trust_ratio`:
   the same chain, so the same updates and the same state structure.
-  `wd_mask` changes the decay's mask only; the trust ratio always skips BN
-  and biases, as SimCLR's LARS (its layer-adaptation exclusions default to
-  the weight-decay ones)."""
+  `wd_mask` is the decay's mask, `adapt_mask` the trust ratio's; by default
+  both skip BN and biases, as SimCLR's LARS (its layer-adaptation
+  exclusions default to the weight-decay ones)."""
   return optax.chain(
       optax.add_decayed_weights(weight_decay, mask=wd_mask),
-      optax.masked(scale_by_trust_ratio(trust_coefficient), decay_mask),
+      optax.masked(scale_by_trust_ratio(trust_coefficient), adapt_mask),
       optax.scale_by_learning_rate(learning_rate),
       optax.trace(decay=momentum, nesterov=nesterov))
 
@@ -222,6 +232,7 @@ def create_optimizer(
     b1: float = 0.9,
     b2: float = 0.999,
     weight_decay_mask: str = 'exclude_bn_bias',
+    no_decay: Callable[[Any], Any] | None = None,
 ) -> optax.GradientTransformation:
   """Builds 'lars', 'sgd' or 'adamw', with decay masked by the mask named
   `weight_decay_mask` (see `weight_decay_mask_fn`; the default: `decay_mask`).
@@ -232,6 +243,8 @@ def create_optimizer(
   'sgd': torch-style SGD (MoCo): L2 decay added to the gradient before
     momentum, on masked leaves only.
   'adamw': decoupled decay on masked leaves; `momentum` is unused (b1 is).
+  `no_decay(params)`, a bool pytree, takes leaves out of weight decay and
+  out of LARS's trust ratio (a method's request, `Method.no_decay`).
   """
   if name not in OPTIMIZERS:
     raise ConfigError(
@@ -242,12 +255,13 @@ def create_optimizer(
     raise ConfigError(f'weight_decay must be >= 0; got {weight_decay}')
   if not 0 <= momentum < 1:
     raise ConfigError(f'momentum must be in [0, 1); got {momentum}')
-  wd_mask = weight_decay_mask_fn(weight_decay_mask)
+  wd_mask = _without(weight_decay_mask_fn(weight_decay_mask), no_decay)
 
   if name == 'lars':
     return lars(learning_rate, weight_decay=weight_decay,
                 trust_coefficient=trust_coefficient, momentum=momentum,
-                nesterov=nesterov, wd_mask=wd_mask)
+                nesterov=nesterov, wd_mask=wd_mask,
+                adapt_mask=_without(decay_mask, no_decay))
   if name == 'sgd':
     return optax.chain(
         optax.add_decayed_weights(weight_decay, mask=wd_mask),
@@ -258,8 +272,10 @@ def create_optimizer(
 
 
 def create_optimizer_from_config(
-    config, *, steps_per_epoch: int, total_steps: int, ema: bool = False,
+    config, *, steps_per_epoch: int, total_steps: int,
+    ema: Callable[[Any], Any] | None = None,
     frozen: Callable[[Any], Any] | None = None,
+    no_decay: Callable[[Any], Any] | None = None,
 ) -> tuple[optax.GradientTransformation, Schedule]:
   """(optimizer, schedule) from the training config.
 
@@ -269,11 +285,12 @@ def create_optimizer_from_config(
   fractional; they are rounded to whole steps.
 
   A method's own requests (`methods.base.Method`):
+  `no_decay(params)`: leaves with neither weight decay nor LARS adaptation.
   `frozen(params)`: a mask of parameters whose updates are zeroed after
     everything else (weight decay included, also AdamW's decoupled decay),
     so they never change.
-  `ema`: `ema.ema_params` is chained last, so the optimizer state also
-    carries the EMA target (read it with `ema.target_params`), with momentum
+  `ema(params)`: the parameters an EMA follows; `ema.ema_params` is then
+    chained last, so the optimizer state also carries the EMA target (read it with `ema.target_params`), with momentum
     `ema_momentum` and `ema_momentum_schedule` ('constant', or 'cosine' from
     `ema_momentum` up to 1 at the last step).
   """
@@ -304,11 +321,12 @@ def create_optimizer_from_config(
       weight_decay=config.weight_decay,
       momentum=config.momentum,
       nesterov=config.get('nesterov', False),
-      weight_decay_mask=config.get('weight_decay_mask', 'exclude_bn_bias'))
+      weight_decay_mask=config.get('weight_decay_mask', 'exclude_bn_bias'),
+      no_decay=no_decay)
   if frozen is not None:
     tx = optax.chain(tx, optax.masked(optax.set_to_zero(), frozen))
-  if ema:
+  if ema is not None:
     tx = optax.chain(tx, ema_lib.ema_params(ema_lib.momentum_schedule(
         config.ema_momentum, config.get('ema_momentum_schedule', 'constant'),
-        total_steps)))
+        total_steps), select=ema))
   return tx, schedule

@@ -115,7 +115,7 @@ def _config(**overrides):
 
 def test_optimizer_factory_chains_the_ema_last():
   tx, _ = optim.create_optimizer_from_config(
-      _config(), steps_per_epoch=10, total_steps=100, ema=True)
+      _config(), steps_per_epoch=10, total_steps=100, ema=ema.everything)
   state = tx.init(PARAMS)
   assert ema.has_ema_state(state)
   # The target is read out of the masked-decay + SGD chain.
@@ -130,7 +130,7 @@ def test_optimizer_factory_chains_the_ema_last():
         rtol=1e-6)
   cosine, _ = optim.create_optimizer_from_config(
       _config(ema_momentum_schedule="cosine"), steps_per_epoch=10,
-      total_steps=100, ema=True)
+      total_steps=100, ema=ema.everything)
   assert ema.has_ema_state(cosine.init(PARAMS))
   # The method asks for the EMA; a config field alone does not add one.
   without, _ = optim.create_optimizer_from_config(
@@ -147,7 +147,7 @@ def test_bad_momentum_config_names_the_field(field, value):
   with pytest.raises(ConfigError, match=f"config.{field}="):
     optim.create_optimizer_from_config(
         _config(**{field: value}), steps_per_epoch=10, total_steps=100,
-        ema=True)
+        ema=ema.everything)
 
 
 def test_a_bool_is_not_a_momentum():
@@ -163,7 +163,7 @@ def test_frozen_parameters_never_change(optimizer):
   tx, _ = optim.create_optimizer_from_config(
       _config(optimizer=optimizer, weight_decay=0.1,
               weight_decay_mask="all"),
-      steps_per_epoch=10, total_steps=100, ema=True,
+      steps_per_epoch=10, total_steps=100, ema=ema.everything,
       frozen=lambda p: {"w": True, "b": False})
   params, state = PARAMS, tx.init(PARAMS)
   for grads in GRADS:
@@ -174,3 +174,18 @@ def test_frozen_parameters_never_change(optimizer):
   np.testing.assert_array_equal(np.asarray(ema.target_params(state)["w"]),
                                 np.asarray(PARAMS["w"]))
   assert float(params["b"]) != float(PARAMS["b"])
+
+
+def test_a_selected_ema_follows_only_its_subtrees():
+  """BYOL's target: the encoder and projector, never the predictor."""
+  params = {"encoder": jnp.ones(3), "head": jnp.ones(2),
+            "predictor": jnp.ones(4)}
+  tx = optax.chain(optax.sgd(1.0), ema.ema_params(
+      0.5, select=lambda p: {k: p[k] for k in ("encoder", "head")}))
+  state = tx.init(params)
+  assert set(ema.target_params(state)) == {"encoder", "head"}
+  grads = jax.tree.map(jnp.ones_like, params)
+  _, state = tx.update(grads, state, params)
+  # target <- 0.5 * 1 + 0.5 * (1 - 1) = 0.5
+  _assert_tree_close(ema.target_params(state),
+                     {"encoder": np.full(3, 0.5), "head": np.full(2, 0.5)})

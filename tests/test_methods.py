@@ -7,7 +7,7 @@ import jax
 import numpy as np
 import pytest
 
-from contrastive_jax import method_steps, methods, parallel
+from contrastive_jax import ema, method_steps, methods, parallel
 from contrastive_jax.errors import ConfigError
 from contrastive_jax.methods import base, simclr
 from tests.test_simclr_step import fixed_batch, tiny_config
@@ -27,8 +27,8 @@ def test_registry_names_every_method_once():
 def test_what_each_method_asks_of_the_loop():
   moco, simclr_ = methods.get_method("moco"), methods.get_method("simclr")
   lin, ft = methods.get_method("linear_eval"), methods.get_method("finetune")
-  assert [m.ema for m in (moco, simclr_, lin, ft)] == [True, False, False,
-                                                        False]
+  assert moco.ema is ema.everything
+  assert [m.ema for m in (simclr_, lin, ft)] == [None, None, None]
   assert [m.num_views for m in (moco, simclr_, lin, ft)] == [2, 2, 1, 1]
   assert [m.needs_labels for m in (moco, simclr_, lin, ft)] == [
       False, False, True, True]
@@ -37,6 +37,14 @@ def test_what_each_method_asks_of_the_loop():
   assert [m.pretrains_encoder for m in (moco, simclr_, lin, ft)] == [
       True, True, False, False]
   assert all(m.frozen is None for m in (moco, simclr_, lin, ft))
+  params = {"encoder": {"conv": {"kernel": 1}}, "head": {"d": {"kernel": 1}},
+            "probe": {"linear": {"kernel": 1}}, "linear": {"kernel": 1}}
+  # The online probe and the classifier are SimCLR's `head_supervised`: no
+  # weight decay, no LARS trust ratio.
+  for method, excluded in ((moco, "probe"), (simclr_, "probe"),
+                           (lin, "linear"), (ft, "linear")):
+    mask = method.no_decay(params)
+    assert [k for k in params if jax.tree.leaves(mask[k])[0]] == [excluded]
 
 
 # A method defined outside the package: SimCLR's pieces under another name,

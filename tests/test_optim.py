@@ -336,3 +336,21 @@ def test_weight_decay_mask_all_decays_bn_and_biases():
   with pytest.raises(ConfigError, match='weight_decay_mask'):
     optim.create_optimizer(name='sgd', learning_rate=0.1, weight_decay=0.5,
                            weight_decay_mask='none')
+
+
+def test_no_decay_leaves_get_plain_momentum_sgd_under_lars():
+  """SimCLR's exclude_from_weight_decay: a `no_decay` leaf (the supervised
+  head) gets neither decay nor the trust ratio, so its first update is
+  -lr * g; the others keep both."""
+  params = {"linear": {"kernel": jnp.full((2, 2), 3.0)},
+            "encoder": {"kernel": jnp.full((2, 2), 3.0)}}
+  grads = jax.tree.map(lambda p: jnp.full_like(p, 0.5), params)
+  tx = optim.create_optimizer(
+      name="lars", learning_rate=0.1, weight_decay=0.01, momentum=0.9,
+      no_decay=lambda p: {"linear": {"kernel": True},
+                          "encoder": {"kernel": False}})
+  updates, _ = tx.update(grads, tx.init(params), params)
+  np.testing.assert_allclose(updates["linear"]["kernel"], -0.1 * 0.5)
+  g = 0.5 + 0.01 * 3.0  # decay added, then the trust ratio |w| / |g|
+  np.testing.assert_allclose(updates["encoder"]["kernel"],
+                             -0.1 * g * 0.001 * 3.0 / g, rtol=1e-6)

@@ -54,7 +54,8 @@ def unsharded_model_and_state(method, config):
   or loss directly."""
   model = method.create_model(config, axis_name=None)
   tx, _ = optim.create_optimizer_from_config(config, steps_per_epoch=10,
-                                             total_steps=100, ema=method.ema)
+                                             total_steps=100, ema=method.ema,
+                                             no_decay=method.no_decay)
   return model, method.init_state(jax.random.PRNGKey(0), model=model, tx=tx,
                                   config=config)
 

@@ -50,11 +50,18 @@ class Method:
     validate_config(config, *, num_devices): raises ConfigError for the
       method's own fields; runs before anything touches the workdir.
     needs_labels: the method trains on labels (stops on unlabelled data).
-    ema: the optimizer carries an EMA of the parameters, chained last
+    ema(params) -> the part of the parameters an EMA follows (e.g.
+      `ema.everything`, or `base.select("encoder", "head")`), or None for no
+      EMA. The optimizer then carries the EMA, chained last
       (`ema.ema_params`, momentum from config.ema_momentum[_schedule]); read
       it with `ema.target_params(state.opt_state)`.
     frozen(params) -> bool pytree: parameters no update ever changes, weight
       decay included (the optimizer zeroes their updates last).
+    no_decay(params) -> bool pytree: parameters that get neither weight decay
+      nor LARS's trust ratio, only the optimizer's momentum step: SimCLR's
+      `exclude_from_weight_decay` of its supervised head (google-research/
+      simclr HEAD model_util.py:94-100; LARS's adaptation exclusions default
+      to the decay ones, lars_optimizer.py:76-81).
   """
   name: str
   create_model: Callable[..., Any]
@@ -66,8 +73,9 @@ class Method:
   eval_step: Callable[..., Any] | None = None
   validate_config: Callable[..., None] = _no_checks
   needs_labels: bool = False
-  ema: bool = False
+  ema: Callable[[Any], Any] | None = None
   frozen: Callable[[Any], Any] | None = None
+  no_decay: Callable[[Any], Any] | None = None
 
   @property
   def pretrains_encoder(self) -> bool:
@@ -76,6 +84,22 @@ class Method:
   @property
   def evaluates(self) -> bool:
     return self.eval_step is not None
+
+
+def mask_of(*names: str) -> Callable[[Any], Any]:
+  """A mask function: True for every leaf under the top-level `names` of a
+  params dict (e.g. mask_of('probe') for `no_decay`)."""
+
+  def mask(params):
+    return {k: jax.tree.map(lambda _, k=k: k in names, v)
+            for k, v in params.items()}
+
+  return mask
+
+
+def select(*names: str) -> Callable[[Any], Any]:
+  """An EMA selector: the top-level `names` of a params dict."""
+  return lambda params: {k: params[k] for k in names}
 
 
 def apply_gradients(state, grads, *, tx: optax.GradientTransformation,

@@ -271,7 +271,9 @@ def _method(name: str) -> base.Method:
   return base.Method(
       name=name, create_model=create_model, init_state=init_state,
       train_step=train_step, num_views=1, warm_start=warm_start,
-      eval_step=eval_step, needs_labels=True)
+      eval_step=eval_step, needs_labels=True,
+      # The linear classifier is SimCLR's `head_supervised`.
+      no_decay=base.mask_of("linear"))
 
 
 LINEAR_EVAL = _method("linear_eval")

@@ -92,4 +92,7 @@ def train_step(state: TrainState, batch, *, model: nn.Module,
 
 METHOD = base.Method(
     name="simclr", create_model=create_model, init_state=init_state,
-    train_step=train_step, num_views=2, encoder_variables=encoder_with_head.encoder_variables)
+    train_step=train_step, num_views=2,
+    encoder_variables=encoder_with_head.encoder_variables,
+    # The online probe, as the tf2 code's `head_supervised`.
+    no_decay=base.mask_of("probe"))
