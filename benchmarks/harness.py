@@ -8,7 +8,6 @@ imported; the step comes from `method_steps.build`, as in train.py.
 """
 
 import dataclasses
-import importlib.util
 import os
 import statistics
 import time
@@ -19,7 +18,8 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from contrastive_jax import config_checks, method_steps, methods, parallel
+from contrastive_jax import (config_checks, config_lib, method_steps, methods,
+                             parallel)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG_DIR = os.path.join(REPO, "configs")
@@ -28,18 +28,9 @@ CONFIG_DIR = os.path.join(REPO, "configs")
 STEPS_PER_EPOCH = 100
 
 
-def _config_module(name: str):
-  path = os.path.join(CONFIG_DIR, f"{name}.py")
-  spec = importlib.util.spec_from_file_location(f"configs_{name}", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
 def config_files() -> list[str]:
   """Every configs/*.py, by name (no extension)."""
-  return sorted(f[:-3] for f in os.listdir(CONFIG_DIR)
-                if f.endswith(".py") and not f.startswith("_"))
+  return config_lib.config_names(CONFIG_DIR)
 
 
 def load_config(spec: str, **overrides) -> ml_collections.ConfigDict:
@@ -47,7 +38,8 @@ def load_config(spec: str, **overrides) -> ml_collections.ConfigDict:
   or 'configs/simclr.py:cifar10'. Dotted overrides: head__output_dim=64."""
   name, _, variant = spec.partition(":")
   name = os.path.splitext(os.path.basename(name))[0]
-  config = _config_module(name).get_config(variant or None)
+  config = config_lib.load(f"{name}:{variant}" if variant else name,
+                           CONFIG_DIR)
   for key, value in overrides.items():
     *parents, leaf = key.split("__")
     node = config

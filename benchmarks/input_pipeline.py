@@ -29,7 +29,6 @@ batch of one, as before batching; reads are grouped either way).
 """
 
 import argparse
-import importlib.util
 import json
 import os
 import statistics
@@ -47,11 +46,9 @@ BATCH = {'imagenet': 64, 'cifar10': 256}
 
 def view_spec(variant):
   """The view spec of `configs/simclr.py:variant`."""
-  spec = importlib.util.spec_from_file_location(
-      'simclr_config', os.path.join(REPO, 'configs', 'simclr.py'))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(variant).view_augment
+  from contrastive_jax import config_lib  # pylint: disable=g-import-not-at-top
+  return config_lib.load(f'simclr:{variant}',
+                         os.path.join(REPO, 'configs')).view_augment
 
 
 def measure(setting, cores, data_dir, dataset, seconds, batch_augment):

@@ -38,10 +38,6 @@ class Preemption:
                     "stopping")
     self._requested.set()
 
-  def request(self):
-    """As if SIGTERM had arrived (single process)."""
-    self._requested.set()
-
   def reached(self, step: int) -> bool:
     if self._sync_manager:
       return multihost_utils.reached_preemption_sync_point(step)

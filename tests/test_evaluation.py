@@ -1,7 +1,6 @@
 """Evaluation: the encoder API, linear evaluation and finetuning, kNN, the
 online probe, and the errors a wrong checkpoint gives."""
 
-import importlib.util
 import json
 import os
 
@@ -12,22 +11,15 @@ import numpy as np
 import pytest
 
 import contrastive_jax
-from contrastive_jax import knn, optim, pretrained, train
+from contrastive_jax import config_lib, knn, optim, pretrained, train
 from contrastive_jax.data import digits
 from contrastive_jax.errors import CheckpointError, ConfigError
 from contrastive_jax.methods import simclr
 from tests.test_simclr_step import (fixed_batch, tiny_config,
                                     unsharded_model_and_state)
 
-CONFIGS = os.path.join(os.path.dirname(__file__), "..", "configs")
-
-
 def load_config(name, variant):
-  spec = importlib.util.spec_from_file_location(
-      name, os.path.join(CONFIGS, f"{name}.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(variant)
+  return config_lib.load(f"{name}:{variant}")
 
 
 def tiny_eval_config(method, pretrained_path, num_steps=3):

@@ -1,8 +1,6 @@
 """MoCo: shuffle-BN, the queue, the step on 1 and 8 devices, config checks."""
 
 import functools
-import importlib.util
-import os
 
 import jax
 import jax.numpy as jnp
@@ -10,7 +8,7 @@ import numpy as np
 import pytest
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from contrastive_jax import config_checks, ema, parallel, shuffle_bn
+from contrastive_jax import config_checks, config_lib, ema, parallel, shuffle_bn
 from contrastive_jax.errors import ConfigError
 from contrastive_jax.methods import moco
 from tests.test_simclr_step import (build_unguarded, fixed_batch, run_steps,
@@ -18,12 +16,7 @@ from tests.test_simclr_step import (build_unguarded, fixed_batch, run_steps,
 
 
 def load_config(name="moco_v2", variant="digits"):
-  spec = importlib.util.spec_from_file_location(
-      name, os.path.join(os.path.dirname(__file__), "..", "configs",
-                         f"{name}.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(variant)
+  return config_lib.load(f"{name}:{variant}")
 
 
 def tiny_config(**overrides):

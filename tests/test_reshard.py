@@ -3,7 +3,6 @@
 run (loss curve, final parameters) while each process reads only its own
 columns of every global batch."""
 
-import importlib.util
 import json
 import os
 import shutil
@@ -14,7 +13,7 @@ import jax
 import numpy as np
 import pytest
 
-from contrastive_jax import checkpointing, train
+from contrastive_jax import checkpointing, config_lib, train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIRST, TOTAL = 2, 6
@@ -25,11 +24,7 @@ OVERRIDES = dict(image_size=8, batch_size=16, warmup_epochs=0.0,
 
 
 def digits_config(num_steps):
-  spec = importlib.util.spec_from_file_location(
-      "simclr_config", os.path.join(REPO, "configs", "simclr.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  c = module.get_config("digits")
+  c = config_lib.load("simclr:digits")
   c.update(OVERRIDES)
   c.knn.every_steps = 0
   c.num_train_steps = num_steps

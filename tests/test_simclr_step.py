@@ -1,22 +1,14 @@
 """The SimCLR train step alone: sharded equals unsharded, and it learns."""
 
-import importlib.util
-import os
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from contrastive_jax import method_steps, optim, parallel
+from contrastive_jax import config_lib, method_steps, optim, parallel
 
 
 def tiny_config():
-  spec = importlib.util.spec_from_file_location(
-      "simclr_config",
-      os.path.join(os.path.dirname(__file__), "..", "configs", "simclr.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  c = module.get_config("digits")
+  c = config_lib.load("simclr:digits")
   c.image_size = 8
   c.batch_size = 16
   c.optimizer = "sgd"
