@@ -9,11 +9,12 @@ encoder can be rebuilt without the user knowing that config:
 
 import dataclasses
 import os
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import ml_collections
 import numpy as np
+from absl import logging
 from etils import epath
 
 from contrastive_jax import checkpointing, methods, models
@@ -32,7 +33,15 @@ class Pretrained:
 
 
 def locate(path: str) -> tuple[str, int]:
-  """(workdir, step) for a workdir, its checkpoints/ dir, or one step dir."""
+  """(workdir, step) for a workdir, its checkpoints/ dir, or one step dir;
+  a workdir's newest step, whether it reads back or not."""
+  workdir, steps, _ = candidates(path)
+  return workdir, steps[0]
+
+
+def candidates(path: str) -> tuple[str, list[int], bool]:
+  """(workdir, steps newest first, whether `path` names one step) for a
+  workdir, its checkpoints/ dir, or one step dir."""
   p = epath.Path(path)
   if not p.exists():
     raise CheckpointError(f"pretrained checkpoint path {path} does not exist")
@@ -51,10 +60,39 @@ def locate(path: str) -> tuple[str, int]:
   if step is None:
     if not steps:
       raise CheckpointError(f"no checkpoint in {path}")
-    step = max(steps)
-  elif step not in steps:
+    return os.fspath(p), sorted(steps, reverse=True), False
+  if step not in steps:
     raise CheckpointError(f"{path} is not a complete checkpoint")
-  return os.fspath(p), step
+  return os.fspath(p), [step], True
+
+
+def _newest_readable(ckpt: checkpointing.Checkpointer, steps: list[int],
+                     named: bool, read: Callable[[int], Any]) -> Any:
+  """`read(step)` of the first of `steps` that reads back. A damaged step
+  is skipped with a warning, unless the path named it."""
+  damaged = []
+  for step in steps:
+    try:
+      return read(step)
+    except checkpointing.DamagedCheckpoint as e:
+      if named:
+        raise
+      logging.warning("Skipping damaged checkpoint step %d in %s: %s", step,
+                      ckpt.directory, e.why)
+      damaged.append(e)
+  raise checkpointing.none_reads_back(ckpt.directory, damaged)
+
+
+def read_config(path: str) -> ml_collections.ConfigDict:
+  """The config of a workdir's newest step whose config reads back, or of
+  the step `path` names. (`load` goes back further if that step's arrays
+  are damaged: a run's steps share one architecture.)"""
+  workdir, steps, named = candidates(path)
+  ckpt = checkpointing.Checkpointer(workdir, save_every_steps=1, keep=1,
+                                    read_only=True)
+  return _newest_readable(
+      ckpt, steps, named,
+      lambda step: ml_collections.ConfigDict(ckpt.restore_config(step)))
 
 
 def encoder_module(config: ml_collections.ConfigDict):
@@ -66,12 +104,21 @@ def load(path: str, sharding=None) -> Pretrained:
   """Restores the encoder of the pretraining checkpoint at `path`.
 
   Arrays are placed with `sharding` (default: this process's first device).
+  A workdir gives its newest step that reads back (a damaged newer one is
+  skipped with a warning); a step directory gives that step or an error.
   """
-  workdir, step = locate(path)
+  workdir, steps, named = candidates(path)
   ckpt = checkpointing.Checkpointer(workdir, save_every_steps=1, keep=1,
                                     read_only=True)
+  return _newest_readable(
+      ckpt, steps, named,
+      lambda step: _load_step(ckpt, step, sharding=sharding))
+
+
+def _load_step(ckpt: checkpointing.Checkpointer, step: int, *,
+               sharding) -> Pretrained:
+  config = ml_collections.ConfigDict(ckpt.restore_config(step))
   try:
-    config = ml_collections.ConfigDict(ckpt.restore_config(step))
     method = methods.get_method(config.method)
   except (ValueError, KeyError, OSError, ConfigError) as e:
     raise CheckpointError(

@@ -198,8 +198,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         workdir, save_every_steps=config.checkpoint_every_steps,
         keep=config.keep_checkpoints,
         asynchronous=config.async_checkpointing)
-    if ckpt.latest_step() is not None:
-      state = ckpt.restore(built.abstract_state())
+    # The newest step that reads back, once this config is checked to
+    # continue the stored one; None in a new workdir.
+    abstract_state = built.abstract_state()
+    state = ckpt.resume(abstract_state, config)
+    if state is None or int(jax.device_get(state.step)) < total_steps:
+      ckpt.check_free_space(abstract_state)  # A full disk: one line, now.
+    if state is not None:
       logging.info("Resumed from %s at step %d", ckpt.directory,
                    int(state.step))
     else:

@@ -88,11 +88,7 @@ def architecture_config(config: ml_collections.ConfigDict):
                       "workdir or checkpoint path, or 'random'")
   if config.pretrained == RANDOM:
     return config
-  workdir, step = pretrained_lib.locate(config.pretrained)
-  from contrastive_jax import checkpointing  # pylint: disable=g-import-not-at-top
-  ckpt = checkpointing.Checkpointer(workdir, save_every_steps=1, keep=1,
-                                    read_only=True)
-  return ml_collections.ConfigDict(ckpt.restore_config(step))
+  return pretrained_lib.read_config(config.pretrained)
 
 
 def create_model(config: ml_collections.ConfigDict, *,
