@@ -43,7 +43,7 @@ VARIANTS = {
                     "imagenet_moco", "digits_moco", "imagenet_1pct",
                     "imagenet_10pct"],
     "finetune": ["cifar10", "imagenet", "digits", "imagenet_1pct",
-                 "imagenet_10pct", "imagenet_moco"],
+                 "imagenet_10pct", "cifar10_10pct"],
 }
 
 

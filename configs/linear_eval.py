@@ -4,11 +4,17 @@ in inference mode) and a linear classifier is trained on its features.
   --config=configs/linear_eval.py:VARIANT --config.pretrained=WORKDIR
 
 Variants: cifar10 (default), imagenet, digits - each with the SimCLR protocol
-(paper appendix B.6: SGD with Nesterov momentum, lr 0.1*B/256, no weight
-decay, 90 epochs, cosine decay; random crop + flip for training, centre crop
-for testing) or, with the suffix `_moco` (e.g. `imagenet_moco`), the MoCo
-protocol (SGD lr 30, no weight decay, 100 epochs, x0.1 at 60 and 80, batch
-256). `--config.pretrained=random` evaluates a randomly initialised encoder
+(its official linear-eval commands: SGD with Nesterov momentum, lr
+0.1*B/256, no warmup, cosine decay, zero-initialised classifier; CIFAR-10
+100 epochs, B=512, no weight decay; ImageNet 90 epochs, B=4096, weight decay
+1e-6 as the command has it (the paper says none); SimCLR's random crop +
+flip for training, centre crop for testing) or, with the suffix `_moco`
+(e.g. `imagenet_moco`), the MoCo protocol (main_lincls.py: SGD lr 30, no
+weight decay, 100 epochs, x0.1 at 60 and 80, batch 256, classifier kernel
+N(0, 0.01^2); torchvision's RandomResizedCrop + flip for training, Resize(256)
++ CenterCrop(224), bilinear, for testing). The digits demo keeps its own
+crop and 30 epochs (with `_moco`: x0.1 at 18 and 24).
+`--config.pretrained=random` evaluates a randomly initialised encoder
 of the same architecture: the baseline every comparison needs. The encoder
 architecture (and its input normalisation) comes from the pretraining
 checkpoint's stored config. `feature_bn` (standardised features before the

@@ -5,22 +5,26 @@ and finetuning. Variant names: DATASET[_moco][_Npct], e.g. `imagenet_moco`
 
 import ml_collections
 
-from contrastive_jax.config_defaults import base_config
+from contrastive_jax.config_defaults import (base_config, moco_crop,
+                                             simclr_crop)
 
 # Per dataset: data, the architecture used for `pretrained=random`, the
-# augmentation of the training images and of the test images.
+# augmentation of the test images (and, for the digits demo, of the
+# training images; the others take their protocol's, `_views`).
 _DATASETS = {
     "cifar10": dict(
         dataset="cifar10", train_split="train", eval_split="test",
         num_classes=10, image_size=32, model="resnet18", cifar_stem=True,
         width_multiplier=1,
-        view_augment="random_resized_crop(32)|flip_lr(p=0.5)",
+        # The image as it is: SimCLR has no test crop at <= 32 px (HEAD
+        # data.py:154-158), MoCo's CIFAR-10 demo none either.
         eval_augment="resize(32)", batch_size=512, eval_batch_size=1000),
     "imagenet": dict(
         dataset="imagenet2012", train_split="train", eval_split="validation",
         num_classes=1000, image_size=224, model="resnet50", cifar_stem=False,
         width_multiplier=1,
-        view_augment="random_resized_crop(224)|flip_lr(p=0.5)",
+        # SimCLR's: the central 0.875 of the shorter side, bicubic (HEAD
+        # data_util.py:29, :225-249); `_views` sets MoCo's.
         eval_augment="center_crop(224, crop_fraction=0.875)",
         batch_size=4096, eval_batch_size=1024),
     "digits": dict(
@@ -32,21 +36,57 @@ _DATASETS = {
 }
 
 
-def _linear_protocol(c, protocol: str):
+def _views(c, name: str, protocol: str):
+  """The training view of each protocol: its crop + flip, no colour. The
+  digits demo keeps its own (`_DATASETS`)."""
+  if name == "digits":
+    return
   if protocol == "moco":
-    # MoCo v1 paper section 4.1: SGD lr 30, no weight decay, 100 epochs,
-    # x0.1 at 60 and 80, batch 256.
+    # main_lincls.py:251-252 @90e244a: RandomResizedCrop(224) (torchvision's
+    # scale 0.08-1) + RandomHorizontalFlip.
+    c.view_augment = f"{moco_crop(c.image_size)}|flip_lr(p=0.5)"
+    if name == "imagenet":
+      # main_lincls.py:268-269 @90e244a: Resize(256) + CenterCrop(224) is
+      # the central 224/256 = 0.875 of the shorter side, resized by PIL's
+      # bilinear filter (antialiased).
+      c.eval_augment = ("center_crop(224, crop_fraction=0.875, "
+                        "method='bilinear', antialias=True)")
+  else:
+    # SimCLR HEAD data.py:164 `color_distort=is_pretrain`:
+    # preprocess_for_train (data_util.py:447-477) is the pretraining crop
+    # (crop_and_resize, :304-325) + flip, without colour.
+    c.view_augment = f"{simclr_crop(c.image_size)}|flip_lr(p=0.5)"
+
+
+def _linear_protocol(c, name: str, protocol: str):
+  if protocol == "moco":
+    # MoCo's main_lincls.py defaults @90e244a (MoCo v1 paper section 4.1):
+    # SGD lr 30 (:47-48), momentum 0.9 (:51-52), no weight decay (:53-55),
+    # 100 epochs (:38-39), x0.1 at 60 and 80 (:49-50), batch 256 (:42-46).
     c.optimizer, c.learning_rate, c.lr_scaling = "sgd", 30.0, "none"
     c.nesterov = False
     c.num_epochs, c.lr_schedule, c.lr_decay_epochs = 100, "step", (60, 80)
     # lr 30 was chosen for MoCo's raw (unnormalised) features.
     c.feature_bn = False
+    # main_lincls.py:152-153 @90e244a: fc weight N(0, 0.01^2), bias zero.
+    c.classifier_init_stddev = 0.01
   else:
-    # SimCLR appendix B.6: Nesterov momentum, lr 0.1*B/256, no weight
-    # decay, 90 epochs, cosine decay.
+    # SimCLR's linear-eval commands (HEAD README.md:115-123 CIFAR-10,
+    # :135-144 ImageNet): momentum optimizer, which is Nesterov
+    # (model_util.py:88-90), lr 0.1*B/256, no warmup, cosine decay,
+    # --zero_init_logits_layer=True. Epochs: 100 for CIFAR-10 (:120), 90
+    # for ImageNet (:140). Weight decay: 1e-6 in the ImageNet command
+    # (:139), 0 in CIFAR-10's; the v1 paper (appendix B.5, followed by B.6)
+    # says no regularisation: we follow the code.
     c.optimizer, c.learning_rate, c.lr_scaling = "sgd", 0.1, "linear"
     c.nesterov = True
-    c.num_epochs, c.lr_schedule = 90, "cosine"
+    c.num_epochs = 100 if name == "cifar10" else 90
+    c.lr_schedule = "cosine"
+    c.weight_decay = 1e-6 if name == "imagenet" else 0.0
+  # Decay every trained parameter, the bias included: SimCLR's momentum
+  # path adds an L2 loss on every non-BN trainable variable (HEAD
+  # model_util.py:46-50), MoCo's torch SGD decays fc weight and bias.
+  c.weight_decay_mask = "all"
 
 
 def _finetune_recipe(c, percent: int):
@@ -77,6 +117,10 @@ def classifier_config(method: str, variant: str) -> ml_collections.ConfigDict:
                      f"with one of {', '.join(_DATASETS)}")
   protocol, percent = "simclr", 100
   for option in options:
+    if option == "moco" and method == "finetune":
+      raise ValueError(f"unknown option 'moco' in finetune config variant "
+                       f"{variant!r}: finetuning has one recipe, SimCLR's "
+                       "semi-supervised command; use _<N>pct")
     if option == "moco":
       protocol = "moco"
     elif option.endswith("pct") and option[:-3].isdigit():
@@ -95,6 +139,9 @@ def classifier_config(method: str, variant: str) -> ml_collections.ConfigDict:
   c.warmup_epochs = 0.0
   c.online_probe = False
   c.knn.every_steps = 0
+  # The linear layer's kernel init: 0: zeros (SimCLR's
+  # --zero_init_logits_layer=True); > 0: N(0, stddev^2). Bias: zero.
+  c.classifier_init_stddev = 0.0
   # Standardise features (BatchNorm without scale/shift) before the linear
   # layer: still a linear classifier, but SGD no longer depends on each
   # encoder's feature scale. Neither paper's protocol has it (off); the
@@ -119,10 +166,11 @@ def classifier_config(method: str, variant: str) -> ml_collections.ConfigDict:
       c.eval_dataset = "imagenet2012"
     else:
       c.label_percent = percent
+  _views(c, name, protocol)
   if method == "finetune":
     _finetune_recipe(c, percent)
   else:
-    _linear_protocol(c, protocol)
+    _linear_protocol(c, name, protocol)
     if protocol == "moco":
       c.batch_size = 256
   if name == "digits":
@@ -131,6 +179,10 @@ def classifier_config(method: str, variant: str) -> ml_collections.ConfigDict:
     c.feature_bn = True
     c.batch_size = _DATASETS["digits"]["batch_size"]  # 1,438 images
     c.num_epochs = 30
+    if protocol == "moco":
+      # MoCo's decays at 60% and 80% of the run (60, 80 of 100 epochs),
+      # at the same fractions of the demo's 30 epochs.
+      c.lr_decay_epochs = (18, 24)
     c.log_every_steps = 10
     c.checkpoint_every_steps = 50
   return c

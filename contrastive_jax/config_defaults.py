@@ -8,20 +8,36 @@ module, call `base_config()` and change what their recipe changes.
 import ml_collections
 
 
+def simclr_crop(image_size: int, crop_area=(0.08, 1.0)) -> str:
+  """SimCLR's random crop as an op spec: the reference's TF sampler with its
+  arguments (v1 and v2 data_util.py crop_and_resize: min_object_covered
+  0.1, aspect 3/4-4/3, 100 attempts, bicubic resize). Pretraining and the
+  linear-eval / finetuning training view use the same crop."""
+  return (f"random_resized_crop({image_size}, area={tuple(crop_area)}, "
+          "min_object_covered=0.1, max_attempts=100)")
+
+
+def moco_crop(image_size: int, crop_area=(0.08, 1.0)) -> str:
+  """torchvision's RandomResizedCrop as MoCo runs it, as an op spec: area
+  uniform, log-uniform aspect 3/4-4/3, 10 attempts, then PIL's bilinear
+  resize, which is antialiased. `crop_area` defaults to torchvision's
+  scale=(0.08, 1.0) (MoCo's linear eval); pretraining passes (0.2, 1.0)."""
+  return (f"random_resized_crop({image_size}, area={tuple(crop_area)}, "
+          "impl='torchvision', method='bilinear', antialias=True)")
+
+
 def simclr_views(image_size: int, *, jitter_strength: float, blur: bool,
                  crop_area=(0.08, 1.0), version: int = 1) -> str:
   """SimCLR's augmentation (paper appendix A) as an op spec string.
 
-  The crop is the reference's TF sampler with its arguments (v1 and v2
-  data_util.py crop_and_resize: min_object_covered 0.1, aspect 3/4-4/3, 100
-  attempts, bicubic). The colour jitter is v1's (additive brightness) or
-  v2's (multiplicative), with TF's contrast and saturation either way.
+  The crop is `simclr_crop`. The colour jitter is v1's (additive
+  brightness) or v2's (multiplicative), with TF's contrast and saturation
+  either way.
   """
   if version not in (1, 2):
     raise ValueError(f"SimCLR version must be 1 or 2; got {version!r}")
   ops = [
-      f"random_resized_crop({image_size}, area={tuple(crop_area)}, "
-      "min_object_covered=0.1, max_attempts=100)",
+      simclr_crop(image_size, crop_area),
       "flip_lr(p=0.5)",
       f"color_jitter({jitter_strength}, p=0.8, impl='simclr_v{version}')",
       "grayscale(p=0.2)",
@@ -38,15 +54,14 @@ def moco_views(image_size: int, *, version: int, blur: bool | None = None,
   v1 (MoCo paper): crop, grayscale 0.2, colour jitter 0.4/0.4/0.4/0.4 always,
   flip. v2 (MoCo v2 note, "aug+"): crop, jitter 0.4/0.4/0.4/0.1 with p=0.8,
   grayscale 0.2, blur sigma 0.1-2 with p=0.5, flip. `blur` defaults to v2's.
-  The crop and the jitter are torchvision's (RandomResizedCrop: area uniform,
-  log-uniform aspect, antialiased bilinear resize as PIL's; ColorJitter).
+  The crop (`moco_crop`) and the jitter are torchvision's (RandomResizedCrop,
+  ColorJitter).
   """
   if version not in (1, 2):
     raise ValueError(f"MoCo version must be 1 or 2; got {version!r}")
   if blur is None:
     blur = version == 2
-  crop = (f"random_resized_crop({image_size}, area={tuple(crop_area)}, "
-          "impl='torchvision', method='bilinear', antialias=True)")
+  crop = moco_crop(image_size, crop_area)
   if version == 1:
     ops = [crop, "grayscale(p=0.2)",
            "color_jitter(1.0, p=1.0, brightness=0.4, contrast=0.4, "
@@ -109,7 +124,10 @@ def base_config() -> ml_collections.ConfigDict:
       output_dim=128,
       use_bn=False,             # BN after every Dense (SimCLR's heads)
       output_bias=False,        # bias on the last Dense (torchvision fc)
-      kernel_init_stddev=-1.0,  # -1: flax's LeCun normal; SimCLR: 0.01
+      # Dense init: 'flax' (LeCun normal kernels, zero biases) |
+      # 'torch_linear' (PyTorch's nn.Linear default, MoCo's heads).
+      dense_init="flax",
+      kernel_init_stddev=-1.0,  # 'flax' only; -1: LeCun normal; SimCLR: 0.01
   ))
   c.half_precision = False      # bfloat16 compute; params and loss in float32
   # Encoder details that follow the method's reference (defaults: SimCLR's;
@@ -221,12 +239,18 @@ def moco_base_config() -> ml_collections.ConfigDict:
   c.num_epochs = 200
   c.batch_size = 256
   # torch SGD decays every parameter, BN and biases included
-  # (main_moco.py:293-298: `SGD(model.parameters(), ..., weight_decay=)`).
+  # (main_moco.py:195-197 @90e244a: `SGD(model.parameters(), ...,
+  # weight_decay=)`).
   c.weight_decay_mask = "all"
-  # torchvision's ResNet (moco/builder.py:41): kaiming normal fan_out convs,
-  # `zero_init_residual=False`; inputs normalised by ImageNet's mean/std
-  # (main_moco.py:325-327).
+  # torchvision's ResNet (moco/builder.py:26-27 @90e244a): kaiming normal
+  # fan_out convs, `zero_init_residual=False`; inputs normalised by
+  # ImageNet's mean/std (main_moco.py:221-222 @90e244a).
   c.conv_init = "torchvision"
   c.zero_init_residual = False
   c.input_norm = "imagenet"
+  # The head's nn.Linear layers keep PyTorch's default init, U(+-1/sqrt(
+  # fan_in)) for weight and bias: torchvision's init loop touches only
+  # Conv2d and BN (resnet.py:148-153 @054e54c), and the v2 MLP is added
+  # after it (moco/builder.py:29-32 @90e244a).
+  c.head.dense_init = "torch_linear"
   return c

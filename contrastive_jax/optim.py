@@ -154,7 +154,7 @@ def weight_decay_mask_fn(name: str) -> Callable[[Any], Any]:
   'exclude_bn_bias': `decay_mask` (SimCLR's LARS excludes 'batch_
     normalization' and 'bias' variables, simclr model_util.py get_optimizer).
   'all': every parameter, BN and biases included, as torch's
-    `SGD(model.parameters(), weight_decay=...)` in MoCo (main_moco.py:293-298
+    `SGD(model.parameters(), weight_decay=...)` in MoCo (main_moco.py:195-197 @90e244a
     and the CIFAR-10 demo's optimizer cell).
   """
   if name == 'exclude_bn_bias':

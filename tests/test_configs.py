@@ -161,6 +161,7 @@ def test_simclr_recipe_numbers(variant):
   head = c.head
   assert (head.num_layers, head.use_bn, head.output_bias,
           head.kernel_init_stddev) == _HEAD[version]
+  assert head.dense_init == "flax"  # N(0, 0.01^2), not torch's init
   assert (head.hidden_dim, head.output_dim) == (
       hidden_dim, 32 if variant == "digits" else 128)
   config_checks.validate(c, num_devices=8, num_processes=1)

@@ -155,7 +155,7 @@ def test_protocols():
   simclr_le = load_config("linear_eval", "imagenet")
   assert (simclr_le.optimizer, simclr_le.nesterov) == ("sgd", True)
   assert (simclr_le.learning_rate, simclr_le.lr_scaling) == (0.1, "linear")
-  assert (simclr_le.weight_decay, simclr_le.num_epochs) == (0.0, 90)
+  assert (simclr_le.weight_decay, simclr_le.num_epochs) == (1e-6, 90)
   assert "center_crop(224, crop_fraction=0.875)" == simclr_le.eval_augment
   moco_le = load_config("linear_eval", "imagenet_moco")
   assert (moco_le.learning_rate, moco_le.lr_scaling) == (30.0, "none")

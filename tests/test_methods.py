@@ -41,8 +41,9 @@ def test_what_each_method_asks_of_the_loop():
             "probe": {"linear": {"kernel": 1}}, "linear": {"kernel": 1}}
   # The online probe and the classifier are SimCLR's `head_supervised`: no
   # weight decay, no LARS trust ratio.
+  assert lin.no_decay is None  # SimCLR and MoCo decay the linear layer.
   for method, excluded in ((moco, "probe"), (simclr_, "probe"),
-                           (lin, "linear"), (ft, "linear")):
+                           (ft, "linear")):
     mask = method.no_decay(params)
     assert [k for k in params if jax.tree.leaves(mask[k])[0]] == [excluded]
 

@@ -172,9 +172,11 @@ def resize(size, method='bicubic'):
   return lambda image, seed: _resize(image, height, width, method)
 
 
-def center_crop(size, crop_fraction=0.875, method='bicubic'):
+def center_crop(size, crop_fraction=0.875, method='bicubic', antialias=False):
   """Crops the central square of side `crop_fraction` * the shorter side, then
-  resizes to `size`: the usual eval view (0.875 = 224/256)."""
+  resizes to `size`: the usual eval view (0.875 = 224/256). torchvision's
+  Resize(256) + CenterCrop(224) on PIL images (MoCo) is crop_fraction=0.875,
+  method='bilinear', antialias=True."""
   height, width = op_args.check_size('center_crop', size)
   if (isinstance(crop_fraction, bool) or
       not isinstance(crop_fraction, (int, float)) or
@@ -182,6 +184,9 @@ def center_crop(size, crop_fraction=0.875, method='bicubic'):
     raise ConfigError(
         f'center_crop: crop_fraction must be in (0, 1], got {crop_fraction!r}')
   op_args.check_method('center_crop', method)
+  if not isinstance(antialias, bool):
+    raise ConfigError(f'center_crop: antialias must be True or False, got '
+                      f'{antialias!r}')
 
   def op(image, seed):
     del seed
@@ -191,7 +196,7 @@ def center_crop(size, crop_fraction=0.875, method='bicubic'):
     top = (shape[0] - side + 1) // 2
     left = (shape[1] - side + 1) // 2
     crop = image[top:top + side, left:left + side]
-    return _resize(crop, height, width, method)
+    return _resize(crop, height, width, method, antialias)
   return op
 
 

@@ -56,6 +56,11 @@ class EncoderClassifier(nn.Module):
   feature_bn: bool = False
   # None, or the pretraining head's first layer the classifier reads.
   head: nn.Module | None = None
+  # The linear layer's kernel init: 0: zeros, the classifier starts at
+  # chance whatever the features (SimCLR's --zero_init_logits_layer=True);
+  # > 0: N(0, stddev^2) (MoCo's 0.01, main_lincls.py:152-153 @90e244a).
+  # The bias starts at zero either way.
+  init_stddev: float = 0.0
 
   @nn.compact
   def __call__(self, images, *, train: bool, encoder_train: bool):
@@ -71,8 +76,9 @@ class EncoderClassifier(nn.Module):
       h = nn.BatchNorm(use_running_average=not train, momentum=0.9,
                        use_scale=False, use_bias=False,
                        axis_name=self.bn_axis_name, name="feature_bn")(h)
-    # Zero init: the classifier starts at chance, whatever the features.
-    return nn.Dense(self.num_classes, kernel_init=nn.initializers.zeros,
+    kernel_init = (nn.initializers.normal(self.init_stddev)
+                   if self.init_stddev > 0 else nn.initializers.zeros)
+    return nn.Dense(self.num_classes, kernel_init=kernel_init,
                     name="linear")(h)
 
 
@@ -96,6 +102,12 @@ def create_model(config: ml_collections.ConfigDict, *,
   if not (isinstance(config.num_classes, int) and config.num_classes >= 2):
     raise ConfigError(f"config.num_classes={config.num_classes!r} is invalid: "
                       "must be an integer >= 2")
+  # .get: configs of runs from before the field existed had zero init.
+  init_stddev = config.get("classifier_init_stddev", 0.0)
+  if (isinstance(init_stddev, bool) or
+      not isinstance(init_stddev, (int, float)) or init_stddev < 0):
+    raise ConfigError(f"config.classifier_init_stddev={init_stddev!r} is "
+                      "invalid: must be a number >= 0 (0: zero init)")
   arch = architecture_config(config)
   # The pretraining run's architecture at this config's precision.
   dtype = models.compute_dtype(config)
@@ -105,7 +117,8 @@ def create_model(config: ml_collections.ConfigDict, *,
   return EncoderClassifier(encoder=encoder, num_classes=config.num_classes,
                            bn_axis_name=axis_name,
                            feature_bn=config.feature_bn,
-                           head=_head_layer(config, arch, dtype, axis_name))
+                           head=_head_layer(config, arch, dtype, axis_name),
+                           init_stddev=float(init_stddev))
 
 
 def _head_layer(config, arch, dtype, axis_name) -> FirstHeadLayer | None:
@@ -262,15 +275,18 @@ def eval_step(state: TrainState, batch, *, model: nn.Module, config,
   return counts if axis_name is None else jax.lax.psum(counts, axis_name)
 
 
-def _method(name: str) -> base.Method:
+def _method(name: str, no_decay=None) -> base.Method:
   # One view, labels, and a final evaluation on the eval split.
   return base.Method(
       name=name, create_model=create_model, init_state=init_state,
       train_step=train_step, num_views=1, warm_start=warm_start,
-      eval_step=eval_step, needs_labels=True,
-      # The linear classifier is SimCLR's `head_supervised`.
-      no_decay=base.mask_of("linear"))
+      eval_step=eval_step, needs_labels=True, no_decay=no_decay)
 
 
+# Linear evaluation decays the classifier, kernel and bias (SimCLR's momentum
+# path adds an L2 loss on every trainable non-BN variable, simclr HEAD
+# model_util.py:46-50; MoCo's SGD weight_decay covers the fc).
 LINEAR_EVAL = _method("linear_eval")
-FINETUNE = _method("finetune")
+# Finetuning's LARS leaves the classifier, SimCLR's `head_supervised`, out of
+# decay and of the trust ratio (model_util.py:94-100).
+FINETUNE = _method("finetune", no_decay=base.mask_of("linear"))

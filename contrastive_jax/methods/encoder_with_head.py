@@ -40,6 +40,7 @@ def create(config: ml_collections.ConfigDict, *, bn_axis_name: str | None,
       output_dim=head_cfg.output_dim, use_bn=head_cfg.use_bn,
       # .get: configs saved by runs before these fields existed.
       output_bias=head_cfg.get("output_bias", False),
+      dense_init=head_cfg.get("dense_init", "flax"),
       kernel_init_stddev=(None if head_cfg.get("kernel_init_stddev", -1) <= 0
                           else head_cfg.kernel_init_stddev),
       bn_axis_name=bn_axis_name, bn_groups=bn_groups, dtype=dtype)

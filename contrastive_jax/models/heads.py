@@ -4,13 +4,30 @@ Module names follow the same rule as the ResNet (BatchNorm names start with
 `bn`), so `contrastive_jax.optim.decay_mask` recognises them by path.
 """
 
+import math
 from typing import Any
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from contrastive_jax.errors import ConfigError
 from contrastive_jax.models.norm import batch_norm
+
+DENSE_INITS = ('flax', 'torch_linear')
+
+
+def torch_linear_init(fan_in: int):
+  """PyTorch's default `nn.Linear` init of a layer with `fan_in` inputs, as
+  a flax initializer for both the kernel and the bias: U(-b, b) with b =
+  1/sqrt(fan_in). `Linear.reset_parameters`: `kaiming_uniform_(weight,
+  a=sqrt(5))`, whose bound gain*sqrt(3/fan_in) with gain sqrt(2/(1+5)) is
+  1/sqrt(fan_in), and the bias uniform within the same 1/sqrt(fan_in)."""
+  bound = 1.0 / math.sqrt(fan_in)
+
+  def init(key, shape, dtype=jnp.float32):
+    return jax.random.uniform(key, shape, dtype, -bound, bound)
+  return init
 
 
 class ProjectionHead(nn.Module):
@@ -37,8 +54,16 @@ class ProjectionHead(nn.Module):
     use_bn: BatchNorm after every Dense (the SimCLR reference head).
     output_bias: a bias on the last Dense (torchvision's `fc` has one). Not
       with use_bn: the output BN's mean subtraction would cancel it.
-    kernel_init_stddev: None: flax's default (LeCun normal); else Dense
-      kernels drawn from N(0, stddev^2) (the SimCLR reference: 0.01).
+    output_bn: with use_bn, whether the last Dense is followed by a BN too
+      (`bn_out`; SimCLR's heads). BYOL's projector and predictor have BN on
+      the hidden layer only (deepmind-research byol/utils/networks.py:40-45
+      @4822a45).
+    dense_init: 'flax': flax's Dense defaults, LeCun normal kernels and
+      zero biases (or `kernel_init_stddev`); 'torch_linear': PyTorch's
+      default `nn.Linear` init, kernel and bias U(+-1/sqrt(fan_in))
+      (`torch_linear_init`; the MoCo references' torchvision heads).
+    kernel_init_stddev: with dense_init='flax': None: LeCun normal; else
+      Dense kernels drawn from N(0, stddev^2) (the SimCLR reference: 0.01).
     bn_axis_name: mapped axis to average BN statistics over (global BN).
     bn_groups: None, or per-group BN as in `ResNet.bn_groups`.
     bn_momentum: flax convention (decay of the running average).
@@ -50,6 +75,8 @@ class ProjectionHead(nn.Module):
   output_dim: int = 128
   use_bn: bool = False
   output_bias: bool = False
+  output_bn: bool = True
+  dense_init: str = 'flax'
   kernel_init_stddev: float | None = None
   bn_axis_name: str | None = None
   bn_groups: int | None = None
@@ -62,15 +89,27 @@ class ProjectionHead(nn.Module):
     if self.num_layers < 1:
       raise ConfigError(
           f'head.num_layers must be an integer >= 1; got {self.num_layers}')
-    if self.output_bias and self.use_bn:
+    if self.output_bias and self.use_bn and self.output_bn:
       raise ConfigError(
           'head.output_bias must be False with head.use_bn: the output '
           'BatchNorm subtracts the batch mean, which cancels the bias')
+    if self.dense_init not in DENSE_INITS:
+      raise ConfigError(f'head.dense_init must be one of '
+                        f'{", ".join(DENSE_INITS)}; got {self.dense_init!r}')
+    if (self.dense_init == 'torch_linear' and
+        self.kernel_init_stddev is not None):
+      raise ConfigError("head.kernel_init_stddev is for head.dense_init="
+                        "'flax'; 'torch_linear' fixes the kernel init")
     hidden_dim = self.hidden_dim or h.shape[-1]
-    dense_kwargs = {}
-    if self.kernel_init_stddev is not None:
-      dense_kwargs['kernel_init'] = nn.initializers.normal(
-          self.kernel_init_stddev)
+
+    def dense_kwargs(fan_in):
+      if self.dense_init == 'torch_linear':
+        init = torch_linear_init(fan_in)
+        return dict(kernel_init=init, bias_init=init)
+      if self.kernel_init_stddev is not None:
+        return dict(kernel_init=nn.initializers.normal(
+            self.kernel_init_stddev))
+      return {}
     norm = batch_norm(
         train=train, groups=self.bn_groups, axis_name=self.bn_axis_name,
         momentum=self.bn_momentum, epsilon=self.bn_epsilon, dtype=self.dtype)
@@ -78,14 +117,15 @@ class ProjectionHead(nn.Module):
     x = h
     for i in range(1, self.num_layers):
       x = nn.Dense(hidden_dim, use_bias=not self.use_bn, dtype=self.dtype,
-                   name=f'dense{i}', **dense_kwargs)(x)
+                   name=f'dense{i}', **dense_kwargs(x.shape[-1]))(x)
       if self.use_bn:
         x = norm(name=f'bn{i}')(x)
       x = nn.relu(x)
     # No bias on the output by default: the loss normalises z, and in the BN
     # variant the batch mean would cancel it.
     x = nn.Dense(self.output_dim, use_bias=self.output_bias, dtype=self.dtype,
-                 name=f'dense{self.num_layers}', **dense_kwargs)(x)
-    if self.use_bn:
+                 name=f'dense{self.num_layers}',
+                 **dense_kwargs(x.shape[-1]))(x)
+    if self.use_bn and self.output_bn:
       x = norm(use_bias=False, name='bn_out')(x)
     return x.astype(jnp.float32)

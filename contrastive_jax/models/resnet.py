@@ -26,7 +26,8 @@ ModuleDef = Any
 #    correction): google-research/simclr resnet.py:276 (tf2/resnet.py:202).
 #  'torchvision': `kaiming_normal_(mode='fan_out', nonlinearity='relu')`,
 #    i.e. std sqrt(2/fan_out), untruncated: torchvision's ResNet, which MoCo
-#    builds its encoders from (facebookresearch/moco moco/builder.py:41).
+#    builds its encoders from (facebookresearch/moco moco/builder.py:26-27
+#    @90e244a).
 CONV_INITS = {
     'simclr': nn.initializers.variance_scaling(
         1.0, 'fan_in', 'truncated_normal'),
@@ -37,7 +38,8 @@ CONV_INITS = {
 # images in [0, 1]. Inside the encoder so that every user of it (linear eval,
 # load_encoder, export) feeds what the pretraining pipeline fed.
 #  'none': SimCLR feeds [0, 1] as is (simclr data_util.py ends in a clip).
-#  'imagenet': MoCo main_moco.py:325 (torchvision's ImageNet statistics).
+#  'imagenet': MoCo main_moco.py:221-222 @90e244a (torchvision's ImageNet
+#    statistics).
 #  'cifar10': MoCo's CIFAR-10 demo (colab/moco_cifar10_demo.ipynb, the
 #    `transforms.Normalize` of its data cell).
 INPUT_NORMS = {
