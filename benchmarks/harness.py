@@ -46,6 +46,15 @@ def load_config(spec: str, **overrides) -> ml_collections.ConfigDict:
     for p in parents:
       node = node[p]
     node[leaf] = value
+  if "image_size" in overrides:
+    # Synthetic batches of that size: views of it keep the config valid
+    # (config_checks holds image_size to the views' output size).
+    size = config.image_size
+    for field in ("view_augment", "eval_augment"):
+      if field not in overrides:
+        config[field] = f"resize({size})"
+    if config.get("view_augment_2") and "view_augment_2" not in overrides:
+      config.view_augment_2 = ""
   if config.method in ("linear_eval", "finetune") and not config.pretrained:
     # A random encoder of the config's own architecture: no checkpoint.
     config.pretrained = "random"

@@ -51,6 +51,11 @@ def checkpoint_dir(workdir: str) -> str:
   return os.path.join(workdir, "checkpoints")
 
 
+def has_checkpoint_dir(workdir: str) -> bool:
+  """Whether `<workdir>/checkpoints` exists (read only; any file system)."""
+  return epath.Path(checkpoint_dir(workdir)).exists()
+
+
 def abstract_like(tree: Any) -> Any:
   """Shapes, dtypes and shardings of `tree`, for restoring into its layout."""
   return jax.tree.map(

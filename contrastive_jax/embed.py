@@ -132,7 +132,9 @@ def image_batches(source, view, indices, batch_size):
       np.asarray(indices, np.int64)))
   ds = ds.map(lambda example: pipeline.eval_image(view, example["image"]),
               num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-  return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE).as_numpy_iterator()
+  # Through the pipeline's iterator: a damaged record is one DataError line.
+  return pipeline.as_numpy_iterator(
+      ds.batch(batch_size).prefetch(tf.data.AUTOTUNE))
 
 
 class Embedder:

@@ -22,7 +22,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from contrastive_jax import cli  # noqa: E402
-from contrastive_jax.data import augment, sources  # noqa: E402
+from contrastive_jax.data import augment, pipeline, sources  # noqa: E402
 
 # Pixels between tiles. Tiles are enlarged (nearest neighbour) to at least
 # MIN_TILE pixels: 16-px digit views are unreadable at their own size.
@@ -69,7 +69,8 @@ def view_rows(config, *, num_images: int, num_pairs: int,
   # Keys from (seed, image, pair) only, so a config always previews alike.
   base_key = tf.constant([config.seed, 1], tf.int64)
   rows = []
-  for i, example in enumerate(ds):
+  # Through the pipeline's iterator: a damaged record is one DataError line.
+  for i, example in enumerate(pipeline.as_numpy_iterator(ds)):
     image = tf.image.convert_image_dtype(example["image"], tf.float32)
     row = [_fit(image.numpy(), config.image_size)]
     image_key = tf.random.experimental.stateless_fold_in(base_key, i)

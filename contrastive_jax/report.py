@@ -10,6 +10,29 @@ import sys
 # Written by evaluation.write_results; kept here so this command stays free
 # of TensorFlow and JAX imports.
 RESULTS_FILE = "eval_results.json"
+# What each results file must hold for its row.
+_NUMBERS = ("top1", "top5", "num_examples")
+
+
+def _problem(results) -> str | None:
+  """What makes `results` (a parsed results file) unusable, or None."""
+  if not isinstance(results, dict):
+    return (f"expected a JSON object with {', '.join(_NUMBERS)}, got "
+            f"{type(results).__name__}")
+  missing = [k for k in _NUMBERS if k not in results]
+  if missing:
+    return f"no {', '.join(missing)} in it"
+  for key in _NUMBERS:
+    value = results[key]
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+      return f"{key} is {value!r}, not a number"
+  step = results.get("checkpoint_step", -1)
+  if isinstance(step, bool) or not isinstance(step, (int, float)):
+    return f"checkpoint_step is {step!r}, not a number"
+  pretrained = results.get("pretrained")
+  if pretrained is not None and not isinstance(pretrained, str):
+    return f"pretrained is {pretrained!r}, not a path"
+  return None
 
 
 def main(argv: list[str]) -> int:
@@ -32,6 +55,11 @@ def main(argv: list[str]) -> int:
       return 2
     except (OSError, ValueError) as e:
       print(f"error: cannot read {path}: {e}", file=sys.stderr)
+      return 2
+    problem = _problem(rows[-1][1])
+    if problem is not None:
+      print(f"error: {path} is not an evaluation results file: {problem}",
+            file=sys.stderr)
       return 2
   print(f"{'run':<40} {'encoder':<28} {'top-1':>7} {'top-5':>7} {'n':>7}")
   for workdir, r in rows:

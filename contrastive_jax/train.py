@@ -17,6 +17,7 @@ from contrastive_jax import preemption as preemption_lib
 from contrastive_jax.data import label_subset, order, pipeline, sources
 from contrastive_jax.errors import ConfigError, DataError, UserError
 from contrastive_jax.train_state import TrainState
+from contrastive_jax import workdir_lock  # pylint: disable=g-bad-import-order
 
 
 def steps_for(config: ml_collections.ConfigDict,
@@ -30,12 +31,40 @@ def steps_for(config: ml_collections.ConfigDict,
 
 
 def _prepare_workdir(workdir: str):
+  """Makes the workdir and takes its lock (process 0; workdir_lock.py): a
+  second run on the same workdir stops here, before writing anything. The
+  lock is released when `train_and_evaluate` returns or raises."""
+  # pylint: disable=g-import-not-at-top
+  import numpy as np
+  import tensorflow as tf
+  from jax.experimental import multihost_utils
+  # pylint: enable=g-import-not-at-top
+  workdir = os.fspath(workdir)
+  remote = "://" in workdir
   try:
-    os.makedirs(workdir, exist_ok=True)
-  except OSError as e:
-    raise UserError(f"cannot create workdir {workdir}: {e.strerror}") from e
-  if not os.access(workdir, os.W_OK | os.X_OK):
+    if remote:
+      tf.io.gfile.makedirs(workdir)
+    else:
+      os.makedirs(workdir, exist_ok=True)
+  except (OSError, tf.errors.OpError) as e:
+    why = getattr(e, "strerror", None) or getattr(e, "message", None) or e
+    raise UserError(f"cannot create workdir {workdir}: {why}") from e
+  if not remote and not os.access(workdir, os.W_OK | os.X_OK):
     raise UserError(f"workdir {workdir} is not writable")
+  error = None
+  if jax.process_index() == 0:
+    try:
+      workdir_lock.acquire(workdir)
+    except UserError as e:
+      error = e
+  if jax.process_count() > 1:
+    # The others stop too, rather than wait for process 0 in a collective.
+    if not int(multihost_utils.broadcast_one_to_all(np.int32(error is None))):
+      error = error or UserError(
+          f"process 0 could not take the lock of workdir {workdir}; its log "
+          "says why")
+  if error is not None:
+    raise error
 
 
 def fit_config_to_data(config: ml_collections.ConfigDict, method,
@@ -67,6 +96,15 @@ def fit_config_to_data(config: ml_collections.ConfigDict, method,
                  source.dataset)
   config.num_classes = 0  # No probe, no kNN: nothing to classify.
   return config
+
+
+def _fresh_state(built, method, config):
+  """The initial state, created directly into its (replicated) sharding,
+  and warm-started if the method does (e.g. a pretrained encoder)."""
+  state = built.init(jax.random.PRNGKey(config.seed))
+  if method.warm_start is not None:
+    state = method.warm_start(state, config=config)
+  return state
 
 
 def _view_specs(config, num_views: int) -> tuple[str, ...]:
@@ -142,6 +180,7 @@ def _train_loop(state, batches, *, train_step, mesh, start_step, total_steps,
   return state, False
 
 
+@workdir_lock.releases_lock
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                        devices=None) -> TrainState:
   """Pretrains `config.method`; resumes from the latest checkpoint in workdir.
@@ -175,6 +214,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       options=config.get("data"))
                  if knn_monitor or method.evaluates else None)
   steps_per_epoch, total_steps = steps_for(config, train_source.num_examples)
+  config_checks.validate_schedule(
+      config, num_examples=train_source.num_examples,
+      steps_per_epoch=steps_per_epoch, total_steps=total_steps)
   built = method_steps.build(config, mesh, steps_per_epoch=steps_per_epoch,
                              total_steps=total_steps)
   model = built.model
@@ -184,6 +226,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       view_specs=_view_specs(config, method.num_views),
       seed=config.seed,
       process_index=jax.process_index(), process_count=jax.process_count())
+  pipeline.eval_view(config.eval_augment)  # Its op arguments, checked now.
+  # A new run's state, warm-started (e.g. from config.pretrained, which may
+  # be rejected) before the workdir is touched.
+  fresh_state = None
+  if not checkpointing.has_checkpoint_dir(workdir):
+    with jax.set_mesh(mesh):
+      fresh_state = _fresh_state(built, method, config)
   _prepare_workdir(workdir)
   for source in (train_source, eval_source):
     if source is not None:
@@ -193,7 +242,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                mesh.size, jax.process_count(), total_steps,
                steps_per_epoch)
   with jax.set_mesh(mesh):
-    rng = jax.random.PRNGKey(config.seed)
     ckpt = checkpointing.Checkpointer(
         workdir, save_every_steps=config.checkpoint_every_steps,
         keep=config.keep_checkpoints,
@@ -208,10 +256,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       logging.info("Resumed from %s at step %d", ckpt.directory,
                    int(state.step))
     else:
-      # Created directly into its (replicated) sharding.
-      state = built.init(rng)
-      if method.warm_start is not None:  # e.g. a pretrained encoder
-        state = method.warm_start(state, config=config)
+      state = (fresh_state if fresh_state is not None
+               else _fresh_state(built, method, config))
     start_step = int(jax.device_get(state.step))
     if start_step >= total_steps:
       logging.info("Training is done: the checkpoint is at step %d of %d.",

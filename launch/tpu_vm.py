@@ -298,7 +298,23 @@ def parse_args(argv):
   if getattr(args, "source", None) and not getattr(args, "git", None) and (
       not os.path.isdir(args.source)):
     raise UsageError(f"--source={args.source} is not a directory")
+  if getattr(args, "config", None) is not None:
+    check_config_file(args.config, getattr(args, "source", None) or REPO_ROOT)
   return args
+
+
+def check_config_file(config, root):
+  """A UsageError unless the file of --config=FILE[:VARIANT] is in `root`
+  (the project tree the workers get), so that a typo stops here and not on
+  every worker after the VM has started."""
+  path = config.split(":", 1)[0]
+  if not path:
+    raise UsageError(f"--config={config}: expected FILE[:VARIANT], e.g. "
+                     "configs/simclr.py:imagenet")
+  if not os.path.isfile(os.path.join(root, path)):
+    raise UsageError(f"--config={config}: no such file {path} in {root} "
+                     "(paths are relative to the project root the workers "
+                     "run in)")
 
 
 # --- Running -------------------------------------------------------------------

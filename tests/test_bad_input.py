@@ -5,6 +5,7 @@ traceback, and the workdir exactly as it was."""
 
 import ast
 import hashlib
+import inspect
 import os
 
 import pytest
@@ -12,6 +13,8 @@ import pytest
 from tests.test_main import last_line, run_main
 
 TINY = ["--config=configs/simclr.py:digits", "--config.image_size=8",
+        "--config.view_augment=random_resized_crop(8)|flip_lr",
+        "--config.eval_augment=resize(8)",
         "--config.batch_size=16", "--config.num_train_steps=2",
         "--config.warmup_epochs=0",
         "--config.knn.every_steps=0", "--config.preview_images=0",
@@ -60,8 +63,8 @@ def _in_process_config(extra):
         value = ast.literal_eval(text)
       except (ValueError, SyntaxError):
         value = text
-      if isinstance(node[leaf], float) and isinstance(value, int):
-        value = float(value)
+      if isinstance(node[leaf], float) and isinstance(value, (int, str)):
+        value = float(value)  # As the flag parser reads 'inf', 'nan', 2.
       node[leaf] = value
   return config
 
@@ -71,14 +74,19 @@ def _in_process_config(extra):
 @pytest.mark.parametrize("extra,expected", [
     (["--config.optimizer=adam2"], "optimizer"),
     (["--config.learning_rate=-0.1"], "config.learning_rate=-0.1 is "
-     "invalid: must be a number > 0"),
+     "invalid: must be a finite number > 0"),
+    # Accepted until the non-finite guard stopped the run, 12 steps on.
+    (["--config.learning_rate=inf"], "config.learning_rate=inf is "
+     "invalid: must be a finite number > 0"),
     (["--config.temperature=-1.0"], "config.temperature=-1.0"),
     (["--config.num_train_steps=-1", "--config.num_epochs=0"],
-     "config.num_epochs=0 is invalid: must be a number > 0"),
+     "config.num_epochs=0 is invalid: must be a finite number > 0"),
     (["--config.num_train_steps=0"], "config.num_train_steps=0 is "
      "invalid: must be -1"),
+    # The warmup in steps depends on the batch: the message says so.
     (["--config.warmup_epochs=100"],
-     "warmup_epochs must be >= 0 and shorter than the run"),
+     "config.warmup_epochs=100.0 is invalid: it is 8900 steps (89 per "
+     "epoch: 1438 examples / batch_size=16), not shorter than the run's 2"),
     (["--config.eval_batch_size=12"], "config.eval_batch_size=12"),
     (["--config.max_consecutive_nonfinite=-1"],
      "config.max_consecutive_nonfinite=-1 is invalid"),
@@ -93,6 +101,39 @@ def _in_process_config(extra):
     (["--config.dataset=no_such_dataset"],
      "dataset: 'no_such_dataset' is neither 'digits', 'folder:PATH' nor a "
      "TFDS"),
+    # Strings TFDS rejects with a traceback of its own.
+    (["--config.dataset=/data/my_images"],
+     "dataset: '/data/my_images' is a path, not a dataset name: for a "
+     "directory of images use folder:/data/my_images; a dataset is 'digits'"),
+    (["--config.dataset=cifar10:9.9.9"],
+     "dataset: 'cifar10:9.9.9': Dataset cifar10 cannot be loaded at version "
+     "9.9.9, only: 3.0.2; a dataset is 'digits', 'folder:PATH'"),
+    (["--config.dataset=cifar10:1.0"],
+     "dataset: 'cifar10:1.0' is not a dataset name (VERSION is x.y.z)"),
+    # Found after training (before the final save) until they were checked
+    # up front.
+    (["--config.knn.every_steps=1", "--config.eval_split=nope"],
+     "split: the digits dataset has splits train, test"),
+    (["--config.eval_augment=nonsense(1)"],
+     "eval_augment: unknown op 'nonsense' in 'nonsense(1)'"),
+    # An argument only the op itself checks (TensorFlow): before the
+    # workdir too.
+    (["--config.eval_augment=resize(8)|gaussian_blur(kernel_fraction=2.0)"],
+     "eval_augment: gaussian_blur: kernel_fraction must be in (0, 1)"),
+    (["--config.eval_augment=flip_lr"],
+     "config.eval_augment='flip_lr' is invalid: must give a fixed image "
+     "size"),
+    # Accepted silently before.
+    (["--config.image_size=7"],
+     "config.image_size=7 but config.view_augment='random_resized_crop(8)|"
+     "flip_lr' makes 8x8 images"),
+    (["--config.eval_augment=resize(16)"],
+     "config.image_size=8 but config.eval_augment='resize(16)' makes 16x16"),
+    (["--config.knn.k=0"], "config.knn.k=0 is invalid: must be an integer "
+     ">= 1"),
+    (["--config.knn.temperature=0.0"], "config.knn.temperature=0.0 is "
+     "invalid"),
+    (["--config.weight_decay=nan"], "config.weight_decay=nan is invalid"),
 ])
 def test_bad_input_table_in_process(tmp_path, extra, expected):
   import jax  # pylint: disable=g-import-not-at-top
@@ -111,8 +152,8 @@ def test_bad_input_table_in_process(tmp_path, extra, expected):
 
 
 @pytest.mark.parametrize("extra,expected", [
-    (["--config.method=byol"],
-     "error: config.method='byol' is not a known method; choose one of:"),
+    (["--config.method=dino"],
+     "error: config.method='dino' is not a known method; choose one of:"),
     (["--config.dataset=folder:/no/such/folder"],
      "error: folder:/no/such/folder: no such directory"),
     (["CORRUPT"], "error: cannot restore checkpoint step 4 from {workdir}"),
@@ -141,3 +182,13 @@ def test_workdir_that_is_a_file(tmp_path):
   assert last_line(result.stderr).startswith(
       f"error: cannot create workdir {workdir}")
   assert workdir.read_text() == "precious"
+
+
+def test_the_spec_checks_know_every_op():
+  """config_checks reads specs without TensorFlow (data/view_spec.py); its
+  list of ops is augment's."""
+  from contrastive_jax.data import augment, view_spec  # pylint: disable=g-import-not-at-top
+  assert set(view_spec.OP_NAMES) == set(augment.OPS)
+  for name, op in augment.OPS.items():
+    takes_size = "size" in inspect.signature(op).parameters
+    assert (name in view_spec.SIZE_OPS) == takes_size, name

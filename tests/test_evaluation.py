@@ -178,6 +178,12 @@ def test_wrong_checkpoints_are_clear_errors(pretrained_run, tmp_path):
                            devices=jax.devices()[:1])
   with pytest.raises(CheckpointError, match="pretrains no encoder"):
     pretrained.load(str(tmp_path / "le"))
+  # ... and as `pretrained=` it is rejected before the workdir is touched.
+  config = tiny_eval_config("linear_eval", str(tmp_path / "le"), num_steps=1)
+  with pytest.raises(CheckpointError, match="pretrains no encoder"):
+    train.train_and_evaluate(config, str(tmp_path / "le2"),
+                             devices=jax.devices()[:1])
+  assert not (tmp_path / "le2").exists()
   with pytest.raises(ConfigError, match="config.pretrained is empty"):
     config = tiny_eval_config("linear_eval", "", num_steps=1)
     train.train_and_evaluate(config, str(tmp_path / "x"),

@@ -211,6 +211,12 @@ def test_all_deletes_the_vm_when_the_run_fails(stub_gcloud, tmp_path):
     # not start a real run.
     (["run", "--name=x", "--zone=z", "--config=c.py", "--workdir=gs://b/r",
       "--", "--dry-run"], "--dry-run after --"),
+    # Checked here: a dry run used to say nothing, a real one to fail on
+    # every worker once the VM was up.
+    (["run", "--name=x", "--zone=z", "--config=configs/nothere.py:imagenet",
+      "--workdir=gs://b/r", "--dry-run"],
+     "--config=configs/nothere.py:imagenet: no such file configs/nothere.py "
+     "in "),
 ])
 def test_bad_input_is_one_clear_line(args, message, no_gcloud):
   result = launch(*args, path=no_gcloud)

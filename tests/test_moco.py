@@ -9,6 +9,7 @@ import pytest
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from contrastive_jax import config_checks, config_lib, ema, parallel, shuffle_bn
+from contrastive_jax import config_defaults
 from contrastive_jax.errors import ConfigError
 from contrastive_jax.methods import moco
 from tests.test_simclr_step import (build_unguarded, fixed_batch, run_steps,
@@ -16,7 +17,7 @@ from tests.test_simclr_step import (build_unguarded, fixed_batch, run_steps,
 
 
 def load_config(name="moco_v2", variant="digits"):
-  return config_lib.load(f"{name}:{variant}")
+  return config_lib.load(name if variant is None else f"{name}:{variant}")
 
 
 def tiny_config(**overrides):
@@ -29,6 +30,12 @@ def tiny_config(**overrides):
   c.lr_scaling = "none"
   c.lr_schedule = "constant"
   c.update(overrides)
+  # The digits recipe's views at image_size (its output size, checked).
+  if "view_augment" not in overrides:
+    c.view_augment = config_defaults.moco_views(
+        c.image_size, version=2, blur=False, crop_area=(0.25, 1.0))
+  if "eval_augment" not in overrides:
+    c.eval_augment = f"resize({c.image_size})"
   return c
 
 

@@ -17,7 +17,8 @@ from contrastive_jax import checkpointing, config_lib, train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIRST, TOTAL = 2, 6
-OVERRIDES = dict(image_size=8, batch_size=16, warmup_epochs=0.0,
+OVERRIDES = dict(image_size=8, view_augment="random_resized_crop(8)|flip_lr",
+                 eval_augment="resize(8)", batch_size=16, warmup_epochs=0.0,
                  preview_images=0, model="tiny_resnet", width_multiplier=1,
                  checkpoint_every_steps=2, log_every_steps=1,
                  async_checkpointing=False)

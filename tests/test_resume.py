@@ -23,6 +23,8 @@ from contrastive_jax import checkpointing
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NUM_STEPS = 40
 TINY = ["--config=configs/simclr.py:digits", "--config.image_size=8",
+        "--config.view_augment=random_resized_crop(8, area=(0.25, 1.0))"
+        "|flip_lr|color_jitter(0.5, p=0.8)", "--config.eval_augment=resize(8)",
         "--config.batch_size=16", f"--config.num_train_steps={NUM_STEPS}",
         "--config.warmup_epochs=0", "--config.knn.every_steps=0",
         "--config.preview_images=0", "--config.model=tiny_resnet",

@@ -9,7 +9,11 @@ from contrastive_jax import config_lib, method_steps, optim, parallel
 
 def tiny_config():
   c = config_lib.load("simclr:digits")
+  # The digits recipe's views at 8 px: image_size is their output size.
   c.image_size = 8
+  c.view_augment = ("random_resized_crop(8, area=(0.25, 1.0))|flip_lr"
+                    "|color_jitter(0.5, p=0.8)|grayscale(p=0.2)")
+  c.eval_augment = "resize(8)"
   c.batch_size = 16
   c.optimizer = "sgd"
   c.learning_rate = 0.05

@@ -18,7 +18,6 @@ the ops after the last of them keep the size and also run on whole batches
 view of an image is the same function of (image, seed) either way.
 """
 
-import ast
 import inspect
 import math
 
@@ -27,6 +26,7 @@ import tensorflow as tf
 from contrastive_jax.data import batched_ops
 from contrastive_jax.data import color_jitter as color_jitter_lib
 from contrastive_jax.data import op_args
+from contrastive_jax.data import view_spec
 from contrastive_jax.errors import ConfigError
 
 
@@ -223,42 +223,12 @@ OPS = {
 
 
 def _known_ops():
-  return 'known ops: ' + ', '.join(sorted(OPS))
+  return view_spec.known_ops()
 
 
-def parse_spec(spec, field='view_augment'):
-  """Parses 'op1(args)|op2|...' into [(name, args tuple, kwargs dict)].
-
-  `field` is the config field holding the spec, named in errors. Does not
-  check op names or arguments against the ops; `build_view` does.
-  """
-  if not isinstance(spec, str):
-    raise ConfigError(f'{field}: expected an op spec string, got {spec!r}')
-  if not spec.strip():
-    return []
-  ops = []
-  for part in spec.split('|'):
-    text = part.strip()
-    try:
-      node = ast.parse(text, mode='eval').body
-    except SyntaxError:
-      node = None
-    if isinstance(node, ast.Name):
-      ops.append((node.id, (), {}))
-      continue
-    if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)):
-      raise ConfigError(f'{field}: cannot parse op {text!r} in {spec!r}; write '
-                        "'name' or 'name(literal args)' joined by '|'")
-    try:
-      if any(kw.arg is None for kw in node.keywords):
-        raise ValueError('** arguments')
-      args = tuple(ast.literal_eval(arg) for arg in node.args)
-      kwargs = {kw.arg: ast.literal_eval(kw.value) for kw in node.keywords}
-    except ValueError:
-      raise ConfigError(f'{field}: arguments of {node.func.id!r} must be '
-                        f'Python literals, got {text!r}') from None
-    ops.append((node.func.id, args, kwargs))
-  return ops
+# Specs are parsed without TensorFlow (the config checks use them too);
+# view_spec.OP_NAMES lists OPS (tests/test_bad_input.py checks it).
+parse_spec = view_spec.parse
 
 
 class View:

@@ -10,6 +10,7 @@ subset is identical on every run and every process.
 import numpy as np
 import tensorflow as tf
 
+from contrastive_jax.data import pipeline
 from contrastive_jax.data.sources.base import READ_GROUP, Source
 
 
@@ -70,7 +71,8 @@ def source_labels(source: Source) -> np.ndarray:
   ds = tf.data.Dataset.range(source.num_examples).batch(READ_GROUP)
   ds = ds.map(lambda i: source.read(i)["label"],
               num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-  return np.concatenate([b.numpy() for b in ds] or [np.zeros(0, np.int64)])
+  return np.concatenate(list(pipeline.as_numpy_iterator(ds)) or
+                        [np.zeros(0, np.int64)])
 
 
 def apply_label_subset(source: Source, config) -> Source:

@@ -28,6 +28,7 @@ import tensorflow_datasets as tfds
 
 from contrastive_jax.data import augment
 from contrastive_jax.data import order
+from contrastive_jax.data import sources
 from contrastive_jax.data.sources import READ_GROUP
 from contrastive_jax.errors import ConfigError
 
@@ -138,6 +139,13 @@ def eval_image(view, image):
   return view(image, tf.zeros([2], tf.int64))
 
 
+def eval_view(spec):
+  """The `augment.View` of config.eval_augment (a ConfigError for a bad
+  spec): the loop builds it before the workdir is touched, so that a bad
+  spec stops the run then and not after training."""
+  return augment.build_view(spec, 'eval_augment')
+
+
 def make_eval_dataset(*, source, local_batch_size, view_spec, process_index,
                       process_count):
   """One pass of batches {'image', 'label', 'mask'} over `source`, all of
@@ -150,7 +158,7 @@ def make_eval_dataset(*, source, local_batch_size, view_spec, process_index,
   multi-process eval steps stay in lockstep; its mask sums to its shard size.
   """
   _check_batch_size(local_batch_size)
-  view = augment.build_view(view_spec, 'eval view_spec')
+  view = eval_view(view_spec)
   num_batches = num_eval_batches(source, local_batch_size, process_count)
   ds = source.sequential(process_index=process_index,
                          process_count=process_count)
@@ -179,8 +187,28 @@ def make_eval_dataset(*, source, local_batch_size, view_spec, process_index,
 
 
 def as_numpy_iterator(ds):
-  """Iterates `ds` as nested dicts of NumPy arrays (for feeding JAX)."""
-  return iter(tfds.as_numpy(ds))
+  """Iterates `ds` as nested dicts of NumPy arrays (for feeding JAX).
+
+  A DataError a source raised while reading (a record that cannot be read,
+  naming its file and example) comes out as itself, not as the TensorFlow
+  error tf.data wraps it in."""
+  batches = iter(tfds.as_numpy(ds))
+  while True:
+    try:
+      batch = next(batches)
+    except StopIteration:
+      return
+    except tf.errors.OpError:
+      error = sources.pending_error()
+      if error is None:
+        raise
+    else:
+      yield batch
+      continue
+    # The iterator goes first: a traceback keeping it (and its threads)
+    # alive until the interpreter exits makes that exit abort.
+    del batches
+    raise error.with_traceback(None) from None
 
 
 def _check_batch_size(local_batch_size):

@@ -10,6 +10,7 @@ import ml_collections
 import optax
 
 from contrastive_jax import losses
+from contrastive_jax.errors import ConfigError
 from contrastive_jax.methods import base, encoder_with_head
 from contrastive_jax.methods.encoder_with_head import EncoderWithHead
 from contrastive_jax.train_state import TrainState
@@ -90,9 +91,20 @@ def train_step(state: TrainState, batch, *, model: nn.Module,
   return new_state, metrics
 
 
+def validate_config(config: ml_collections.ConfigDict, *, num_devices: int):
+  """SimCLR's negatives are the other images of the global batch: with one
+  image there are none, the loss is 0 and nothing is learned."""
+  del num_devices
+  if config.batch_size < 2:
+    raise ConfigError(
+        f"config.batch_size={config.batch_size!r} is invalid: SimCLR "
+        "contrasts each image with the other images of the global batch: "
+        "must be >= 2")
+
+
 METHOD = base.Method(
     name="simclr", create_model=create_model, init_state=init_state,
-    train_step=train_step, num_views=2,
+    train_step=train_step, num_views=2, validate_config=validate_config,
     encoder_variables=encoder_with_head.encoder_variables,
     # The online probe, as the tf2 code's `head_supervised`.
     no_decay=base.mask_of("probe"))

@@ -13,7 +13,8 @@ nothing downstream branches on the dataset's name or kind.
 import importlib
 from typing import Any, Mapping
 
-from contrastive_jax.data.sources.base import READ_GROUP, Source
+from contrastive_jax.data.sources.base import (READ_GROUP, Source,
+                                               pending_error)
 from contrastive_jax.errors import ConfigError
 
 # Kind -> module; each module has `open(dataset, split, *, data_dir,
@@ -59,4 +60,5 @@ def from_config(config, split: str, *, workdir: str | None = None) -> Source:
                      workdir=workdir, options=config.get('data'))
 
 
-__all__ = ['READ_GROUP', 'Source', 'from_config', 'kind_of', 'open_source']
+__all__ = ['READ_GROUP', 'Source', 'from_config', 'kind_of', 'open_source',
+           'pending_error']

@@ -17,12 +17,24 @@ Both must be usable inside `tf.data` maps (graph mode).
 """
 
 import abc
-from typing import Sequence
+import sys
+import threading
+from typing import Callable, Sequence
 
+from absl import logging
 import tensorflow as tf
+
+from contrastive_jax.data.sources import image_bytes
+from contrastive_jax.errors import ConfigError, DataError
 
 # Records per Python call of a source's reader.
 READ_GROUP = 64
+DEFAULT_MAX_BAD_FRACTION = 0.001
+# Bad images named in the DataError.
+_NAMED = 3
+# What a split whose every image is bad reads: one black pixel (unless
+# max_bad_fraction is 1, the run stops at the next log step).
+BLACK = image_bytes.png_via_pil(b'P6 1 1 255\n\0\0\0')  # A 1x1 PPM.
 
 
 def read_group(read_many, indices: tf.Tensor) -> dict:
@@ -35,6 +47,139 @@ def read_group(read_many, indices: tf.Tensor) -> dict:
   encoded.set_shape(indices.shape)
   labels.set_shape(indices.shape)
   return {'encoded': encoded, 'label': labels}
+
+
+# A DataError raised in a reader (inside `tf.numpy_function`) reaches the
+# code iterating the dataset as a TensorFlow error whose text is the whole
+# Python traceback. Readers record it here before raising;
+# `pipeline.as_numpy_iterator` raises the recorded error instead.
+_pending_lock = threading.Lock()
+_pending: list[DataError] = []
+
+
+def fail_in_pipeline(error: DataError) -> DataError:
+  """Records `error` for `pending_error`; returns it, to be raised."""
+  with _pending_lock:
+    _pending.append(error)
+  return error
+
+
+def pending_error() -> DataError | None:
+  """The first DataError a reader raised since the last call (None if
+  none), forgetting the others."""
+  with _pending_lock:
+    first = _pending[0] if _pending else None
+    _pending.clear()
+  return first
+
+
+def max_bad_fraction(options) -> float:
+  """config.data.max_bad_fraction, checked (a number in [0, 1])."""
+  value = dict(options or {}).get('max_bad_fraction',
+                                  DEFAULT_MAX_BAD_FRACTION)
+  if (isinstance(value, bool) or not isinstance(value, (int, float)) or
+      not 0 <= value <= 1):
+    raise ConfigError(f'config.data.max_bad_fraction={value!r} is invalid: '
+                      'must be a number in [0, 1]')
+  return float(value)
+
+
+def process() -> tuple[int, int]:
+  """(process index, process count). A multi-process run has started JAX
+  before it opens its data; a tool that never imported JAX is one process."""
+  jax = sys.modules.get('jax')
+  return (jax.process_index(), jax.process_count()) if jax else (0, 1)
+
+
+class BadImages:
+  """What every source of encoded images does with an image that cannot be
+  decoded (image folders, TFDS datasets).
+
+  A decode that fails inside tf.data kills the run, and tf.data cannot skip
+  the example without shifting every later position of the stream (the
+  order and resume rest on positions). So each image's bytes are checked in
+  the Python read step (`check`: image_bytes.py), and example i of a bad
+  image reads the next good one after it instead (`stand_in`, wrapping
+  around), with its label: every batch keeps its shape and the stream stays
+  a pure function of the data, the same on a resume or another process.
+  Each bad image is logged once; `metrics()` counts the distinct bad images
+  this process met so far and raises a DataError once they exceed
+  `max_fraction` of the examples it reads (its 1/P of the split in a run of
+  P processes; the loop calls it at every log step).
+  """
+
+  def __init__(self, *, dataset: str, split: str, num_examples: int,
+               name: Callable[[int], str], unit: str, remedy: str,
+               max_fraction: float = DEFAULT_MAX_BAD_FRACTION,
+               process_count: int = 1):
+    """`name(i)` names example i in messages (a path, a shard and record);
+    `unit` is what one example is ('file', 'record'); `remedy` says what to
+    do when there are too many."""
+    self.dataset, self.split = dataset, split
+    self.num_examples = num_examples
+    self.max_fraction = max_fraction
+    self._name, self._unit, self._remedy = name, unit, remedy
+    self._process_count = process_count
+    # Index -> why it is bad. tf.data reads groups in parallel threads.
+    self._bad = {}
+    self._lock = threading.Lock()
+
+  def is_bad(self, i: int) -> bool:
+    return i in self._bad
+
+  def mark(self, i: int, why: str):
+    with self._lock:
+      if i in self._bad:
+        return
+      self._bad[i] = why
+      count = len(self._bad)
+    logging.warning('%s: %s; example %d of split %r reads the next good %s '
+                    'instead (%d bad so far)', self._name(i), why, i,
+                    self.split, self._unit, count)
+
+  def check(self, i: int, data: bytes) -> bytes | None:
+    """Example i's bytes ready for `tf.io.decode_image`, or None (and i
+    marked bad) when no decoder reads them."""
+    if self.is_bad(i):
+      return None
+    data, why = image_bytes.for_tensorflow(data)
+    if data is None:
+      self.mark(i, why)
+    return data
+
+  def stand_in(self, i: int, label: int,
+               read: Callable[[int], tuple]) -> tuple:
+    """(bytes, label) of the first good example after example i (whose
+    label is `label`), wrapping around; `read(j)` gives (checked bytes, or
+    None when j is bad, label) of example j. A split with no good example
+    reads a black pixel, with i's label."""
+    for step in range(1, self.num_examples):
+      data, found = read((i + step) % self.num_examples)
+      if data is not None:
+        return data, found
+    return BLACK, label
+
+  def reasons(self) -> dict:
+    """{example index: why} of the bad images met so far."""
+    with self._lock:
+      return dict(sorted(self._bad.items()))
+
+  def metrics(self) -> dict:
+    """{'bad_images': count}, or a DataError above `max_fraction`."""
+    bad = self.reasons()
+    # Each process meets the bad images of the examples it reads: 1/P.
+    share = self.num_examples / self._process_count
+    if len(bad) > self.max_fraction * share:
+      named = ', '.join(self._name(i) for i in list(bad)[:_NAMED])
+      of = (f'the {self.num_examples} images' if self._process_count == 1
+            else f'the ~{share:.0f} images this process reads')
+      raise DataError(
+          f'{len(bad)} of {of} of split {self.split!r} of {self.dataset} are '
+          'unreadable or damaged, more than '
+          f'config.data.max_bad_fraction={self.max_fraction} (e.g. '
+          f'{named}{", ..." if len(bad) > _NAMED else ""}); {self._remedy}, '
+          'or raise max_bad_fraction')
+    return {'bad_images': len(bad)}
 
 
 class Source(abc.ABC):

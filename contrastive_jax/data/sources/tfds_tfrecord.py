@@ -5,9 +5,11 @@ exactly without preparing hundreds of GB again.
 Example i of the split is record j of one shard, through the split's file
 instructions (which also resolve slices such as 'train[:10%]'); each shard's
 record offsets come from a one-time scan of its headers, cached
-(tfrecord_index.py). `read` fetches a group of serialized tf.train.Examples
-per Python call and parses them in the graph, leaving the image encoded;
-`decode` decodes one image, as the ArrayRecord reader does.
+(tfrecord_index.py). A group of serialized tf.train.Examples is read and
+parsed per Python call (~10-25 us an example), leaving the image encoded,
+so that each image's bytes are checked and a record that cannot be read is
+named (tfds_common.TFDSSource); `decode` decodes one image, as the
+ArrayRecord reader does.
 """
 
 import concurrent.futures
@@ -15,6 +17,7 @@ import os
 import struct
 import threading
 
+from google.protobuf import message
 import numpy as np
 import tensorflow as tf
 
@@ -29,10 +32,9 @@ _SCAN_THREADS = 8
 
 class TFRecordSource(tfds_common.TFDSSource):
 
-  def __init__(self, builder, dataset: str, split: str):
-    super().__init__(builder, dataset, split)
-    features = builder.info.features
-    self._spec = _example_spec(dataset, features, self.labelled)
+  def __init__(self, builder, dataset: str, split: str, options=None):
+    super().__init__(builder, dataset, split, options)
+    _check_encoded_image(dataset, builder.info.features)
     instructions = builder.info.splits[split].file_instructions
     self._paths = sorted({i.filename for i in instructions})
     shard_offsets = self._index(dataset, builder, instructions)
@@ -62,18 +64,32 @@ class TFRecordSource(tfds_common.TFDSSource):
       try:
         return tfrecord_index.offsets(path, lengths[path])
       except (tfrecord_index.CorruptFile, OSError, tf.errors.OpError) as e:
-        how = tfds_common.prepare_command(dataset, builder.data_dir_root)
         detail = getattr(e, 'message', None) or str(e)
         raise DataError(
             f'dataset {dataset!r}: TFRecord shard {path} is unreadable or '
-            f'damaged: {detail.splitlines()[0]}; delete {builder.data_dir} '
-            f'and prepare it again (`{how}`)') from None
+            f'damaged: {detail.splitlines()[0]}; '
+            f'{tfds_common.prepare_again(builder, dataset)}') from None
 
     with concurrent.futures.ThreadPoolExecutor(
         max(1, min(_SCAN_THREADS, len(lengths)))) as pool:
       return dict(zip(lengths, pool.map(one, lengths)))
 
-  def _read_many(self, indices):
+  def _fetch(self, indices):
+    encoded, labels = [], []
+    for index, record in zip(indices, self._serialized(np.asarray(indices))):
+      try:
+        feature = tf.train.Example.FromString(record).features.feature
+        encoded.append(feature['image'].bytes_list.value[0])
+        labels.append(feature['label'].int64_list.value[0]
+                      if self.labelled else -1)
+      except (message.DecodeError, IndexError) as e:
+        what = 'an image and a label' if self.labelled else 'an image'
+        raise self.unreadable(
+            index, f'not a tf.train.Example holding {what} '
+            f'({tfds_common.first_line(e)})') from None
+    return encoded, labels
+
+  def _serialized(self, indices):
     """Serialized examples of int64 [G] indices, as a [G] object array."""
     out = np.empty(len(indices), object)
     files = self._files[indices]
@@ -81,17 +97,23 @@ class TFRecordSource(tfds_common.TFDSSource):
     for file_id in np.unique(files):
       path = self._paths[file_id]
       positions = np.flatnonzero(files == file_id)
-      with self._opened(path) as read_at:
-        for k in positions:
-          start, length = self._starts[indices[k]], self._lengths[indices[k]]
-          record = read_at(int(start), int(length) + _HEADER)
-          if (len(record) != length + _HEADER or
-              _LENGTH.unpack_from(record)[0] != length):
-            raise DataError(
-                f'dataset {self.dataset!r}: {path} changed since its record '
-                f'offsets were computed (record at byte {start}); restart '
-                'to index it again')
-          out[k] = record[_HEADER:]
+      k = positions[0]
+      try:
+        with self._opened(path) as read_at:
+          for k in positions:
+            start = self._starts[indices[k]]
+            length = self._lengths[indices[k]]
+            record = read_at(int(start), int(length) + _HEADER)
+            if (len(record) != length + _HEADER or
+                _LENGTH.unpack_from(record)[0] != length):
+              raise self.unreadable(
+                  int(indices[k]), f'{path} is damaged or changed since its '
+                  f'record offsets were computed (record at byte {start}; a '
+                  'restart indexes it again)')
+            out[k] = record[_HEADER:]
+      except (OSError, tf.errors.OpError) as e:  # Local, or tf.io.gfile.
+        raise self.unreadable(int(indices[k]),
+                              tfds_common.first_line(e)) from None
     return out
 
   def _opened(self, path):
@@ -101,17 +123,6 @@ class TFRecordSource(tfds_common.TFDSSource):
     if path not in handles:
       handles[path] = tf.io.gfile.GFile(path, 'rb')
     return _RemoteFile(handles[path])
-
-  def read(self, indices):
-    serialized = tf.numpy_function(self._read_many, [indices], tf.string,
-                                   stateful=False)
-    serialized.set_shape(indices.shape)
-    parsed = tf.io.parse_example(serialized, self._spec)
-    if self.labelled:
-      labels = parsed['label']
-    else:
-      labels = tf.fill(tf.shape(serialized), tf.constant(-1, tf.int64))
-    return {'encoded': parsed['image'], 'label': labels}
 
 
 _HEADER = tfrecord_index.HEADER_BYTES
@@ -149,14 +160,9 @@ class _RemoteFile:
     pass
 
 
-def _example_spec(dataset, features, labelled):
-  """The parse spec of the image bytes (and label) of a TFDS example."""
-  serialized = features.get_serialized_info()
-  image = serialized['image']
+def _check_encoded_image(dataset, features):
+  """A DataError unless the examples hold the image as encoded bytes."""
+  image = features.get_serialized_info()['image']
   if image.dtype != tf.string or tuple(image.shape) != ():
     raise DataError(f"dataset {dataset!r}: its 'image' feature is not stored "
                     'as encoded image bytes; only encoded images are read')
-  spec = {'image': tf.io.FixedLenFeature([], tf.string)}
-  if labelled:
-    spec['label'] = tf.io.FixedLenFeature([], tf.int64)
-  return spec

@@ -1,0 +1,75 @@
+"""Augmentation spec strings without TensorFlow: parsing, op names, the
+size of the images a spec makes.
+
+The config checks run here before anything is built (and in the
+benchmarks, which never import TensorFlow); `augment.build_view` builds
+the ops themselves and checks their arguments.
+"""
+
+import ast
+
+from contrastive_jax.data import op_args
+from contrastive_jax.errors import ConfigError
+
+# Every op `augment.build_view` knows (augment.OPS; checked to agree).
+OP_NAMES = ('center_crop', 'color_jitter', 'flip_lr', 'gaussian_blur',
+            'grayscale', 'random_resized_crop', 'resize', 'solarize')
+# The ops that set the image size, from their first argument `size`; every
+# other op keeps it.
+SIZE_OPS = ('center_crop', 'random_resized_crop', 'resize')
+
+
+def known_ops() -> str:
+  return 'known ops: ' + ', '.join(OP_NAMES)
+
+
+def parse(spec, field='view_augment'):
+  """Parses 'op1(args)|op2|...' into [(name, args tuple, kwargs dict)].
+
+  `field` is the config field holding the spec, named in errors. Does not
+  check op names or arguments against the ops; `augment.build_view` does.
+  """
+  if not isinstance(spec, str):
+    raise ConfigError(f'{field}: expected an op spec string, got {spec!r}')
+  if not spec.strip():
+    return []
+  ops = []
+  for part in spec.split('|'):
+    text = part.strip()
+    try:
+      node = ast.parse(text, mode='eval').body
+    except SyntaxError:
+      node = None
+    if isinstance(node, ast.Name):
+      ops.append((node.id, (), {}))
+      continue
+    if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)):
+      raise ConfigError(f'{field}: cannot parse op {text!r} in {spec!r}; write '
+                        "'name' or 'name(literal args)' joined by '|'")
+    try:
+      if any(kw.arg is None for kw in node.keywords):
+        raise ValueError('** arguments')
+      args = tuple(ast.literal_eval(arg) for arg in node.args)
+      kwargs = {kw.arg: ast.literal_eval(kw.value) for kw in node.keywords}
+    except ValueError:
+      raise ConfigError(f'{field}: arguments of {node.func.id!r} must be '
+                        f'Python literals, got {text!r}') from None
+    ops.append((node.func.id, args, kwargs))
+  return ops
+
+
+def output_size(spec, field='view_augment') -> tuple[int, int] | None:
+  """(height, width) of every image the spec makes: the size of its last
+  size-setting op; None when it keeps each input's size. A ConfigError for
+  an unknown op or a bad size."""
+  size = None
+  for name, args, kwargs in parse(spec, field):
+    if name not in OP_NAMES:
+      raise ConfigError(
+          f'{field}: unknown op {name!r} in {spec!r}; {known_ops()}')
+    if name in SIZE_OPS and (args or 'size' in kwargs):
+      try:
+        size = op_args.check_size(name, args[0] if args else kwargs['size'])
+      except ConfigError as e:
+        raise ConfigError(f'{field}: {e}') from None
+  return size

@@ -1,0 +1,51 @@
+"""`python -m contrastive_jax.report`: a results file it cannot use is one
+`error:` line and exit status 2, never a traceback."""
+
+import json
+
+import pytest
+
+from contrastive_jax import report
+
+GOOD = {"top1": 0.5, "top5": 0.875, "num_examples": 64,
+        "pretrained": "/runs/simclr", "checkpoint_step": 30}
+
+
+def _workdir(tmp_path, name, content):
+  workdir = tmp_path / name
+  workdir.mkdir()
+  (workdir / report.RESULTS_FILE).write_text(
+      content if isinstance(content, str) else json.dumps(content))
+  return str(workdir)
+
+
+def test_rows_of_good_results(tmp_path, capsys):
+  a = _workdir(tmp_path, "a", GOOD)
+  b = _workdir(tmp_path, "b", dict(GOOD, pretrained=None, top1=0.25))
+  assert report.main([a, b]) == 0
+  lines = capsys.readouterr().out.splitlines()
+  assert "/runs/simclr @30" in lines[1] and "50.00%" in lines[1]
+  assert "? @30" in lines[2] and "25.00%" in lines[2]
+
+
+@pytest.mark.parametrize("content,message", [
+    ({}, "no top1, top5, num_examples in it"),
+    ([1, 2], "expected a JSON object with top1, top5, num_examples, got list"),
+    (dict(GOOD, top5="high"), "top5 is 'high', not a number"),
+    (dict(GOOD, checkpoint_step=None), "checkpoint_step is None"),
+    (dict(GOOD, pretrained=7), "pretrained is 7, not a path"),
+    ("{not json", "cannot read"),
+])
+def test_unusable_results_are_one_line(tmp_path, capsys, content, message):
+  workdir = _workdir(tmp_path, "run", content)
+  assert report.main([workdir]) == 2
+  captured = capsys.readouterr()
+  assert captured.out == ""
+  lines = captured.err.splitlines()
+  assert len(lines) == 1 and lines[0].startswith("error: "), lines
+  assert message in lines[0]
+
+
+def test_no_results_is_one_line(tmp_path, capsys):
+  assert report.main([str(tmp_path)]) == 2
+  assert capsys.readouterr().err.startswith("error: no evaluation results")
