@@ -6,12 +6,16 @@ config) against the encoder alone:
 
   SimCLR step / encoder forward+backward on the same 2N images   target <= 1.05
   MoCo step   / (query forward+backward on N + key forward on N)  target <= 1.10
+  BYOL step   / (online forward+backward on each view's N +
+                 target forward on each view's N)                 target <= 1.10
 
 so the head, loss, all_gather, EMA, queue, shuffle-BN, optimizer, guard and
-metrics together should cost at most 5% (10%) of the step. The baselines use
-the encoder the method builds (models.create_encoder with the same dtype and
-BatchNorm: global BN for SimCLR, per-group BN for MoCo's query, the key
-encoder's BN for its forward), in training mode, on the same mesh.
+metrics together should cost at most 5% (10%) of the step (BYOL: projector,
+predictor, loss, EMA, optimizer, guard, metrics). The baselines use the
+encoder the method builds (models.create_encoder with the same dtype and
+BatchNorm: global BN for SimCLR and BYOL, per-group BN for MoCo's query, the
+key encoder's BN for its forward), in training mode, on the same mesh; BYOL's
+runs each view on its own, as the step does (BN statistics per view).
 
 Candidates are interleaved rep by rep and medians are reported: the machine
 may be shared.
@@ -38,7 +42,7 @@ import harness  # noqa: E402  pylint: disable=g-import-not-at-top
 
 from contrastive_jax import models, parallel  # noqa: E402
 
-TARGETS = {"simclr": 1.05, "moco": 1.10}
+TARGETS = {"simclr": 1.05, "moco": 1.10, "byol": 1.10}
 
 
 def _encoder(config, *, bn_groups=None):
@@ -102,6 +106,40 @@ def moco_baseline(config, mesh, batch):
   return fn, (variables, (batch["view1"], batch["view2"]))
 
 
+def byol_baseline(config, mesh, batch):
+  encoder = _encoder(config)
+  variables = _init(encoder, config)
+
+  def step(variables, views):
+    def online(params):
+      # Both views through one encoder, each normalised on its own, the
+      # second starting from the statistics the first left: as the step.
+      stats, total = variables["batch_stats"], 0.0
+      for view in views:
+        h, new = encoder.apply({"params": params, "batch_stats": stats},
+                               view, train=True, mutable=["batch_stats"])
+        stats, total = new["batch_stats"], total + jnp.mean(jnp.square(h))
+      return total, stats
+
+    grads, stats = jax.grad(online, has_aux=True)(variables["params"])
+    target_stats, targets = variables["batch_stats"], []
+    for view in views:
+      h, target_stats = _forward(
+          encoder, {**variables, "batch_stats": target_stats}, view)
+      targets.append(h)
+    return grads, stats, targets, target_stats
+
+  fn = _sharded(step, mesh, (P(), P(), [P(parallel.DATA_AXIS)] * 2, P()))
+  return fn, (variables, (batch["view1"], batch["view2"]))
+
+
+BASELINES = {
+    "simclr": (simclr_baseline, "encoder fwd+bwd 2N"),
+    "moco": (moco_baseline, "query fwd+bwd N + key fwd N"),
+    "byol": (byol_baseline, "online fwd+bwd 2x N + target fwd 2x N"),
+}
+
+
 # --ablate: the step again without one part each, timed in the same reps,
 # to see where an overhead comes from: (label, config overrides, guard).
 ABLATIONS = (
@@ -126,8 +164,7 @@ def measure(spec: str, *, batch_size: int, reps: int, calls: int,
                                   **{**overrides, **changes})
     ablations[label] = harness.StepRunner(
         harness.build(variant, mesh, guard=guard), batch)
-  make_baseline = (simclr_baseline if config.method == "simclr"
-                   else moco_baseline)
+  make_baseline = BASELINES[config.method][0]
   with jax.set_mesh(mesh):
     base_fn, base_args = make_baseline(config, mesh, batch)
     baseline = lambda: base_fn(*base_args)
@@ -165,7 +202,8 @@ def _ratio(cost, key):
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--configs", nargs="+",
-                      default=["simclr:cifar10", "moco_v2:cifar10"])
+                      default=["simclr:cifar10", "moco_v2:cifar10",
+                               "byol:cifar10"])
   parser.add_argument("--batch", type=int, default=32,
                       help="global batch N (images; SimCLR encodes 2N views)")
   parser.add_argument("--reps", type=int, default=5)
@@ -187,8 +225,7 @@ def main(argv=None):
         overrides=overrides, ablate=args.ablate)
     step, base = timer.median("step"), timer.median("baseline")
     target = TARGETS[config.method]
-    baseline_name = ("encoder fwd+bwd 2N" if config.method == "simclr"
-                     else "query fwd+bwd N + key fwd N")
+    baseline_name = BASELINES[config.method][1]
     ratio = step / base
     # Each step sample next to the baseline sample taken right after it:
     # robust to load that drifts over the run.

@@ -313,3 +313,39 @@ def symmetric_info_nce_with_accuracy(
                              axis_name=axis_name)
   return InfoNCEOutput(loss=a.loss + b.loss,
                        accuracy=(a.accuracy + b.accuracy) / 2)
+
+
+# BYOL's l2_normalize clamps the squared norm at 1e-12 (deepmind-research
+# byol/utils/helpers.py:74-82 @4822a45); ours clamps it at eps**2.
+_BYOL_NORM_EPS = 1e-6
+
+
+def byol_loss(p1: jax.Array, p2: jax.Array, z1: jax.Array, z2: jax.Array, *,
+              axis_name: str | None = None) -> jax.Array:
+  """BYOL's symmetrised regression loss of the global batch (Grill et al.
+  2020, eq. 2 and its symmetrisation in §3.1).
+
+  Args:
+    p1, p2: [n, d] online predictions of views 1 and 2 on this device.
+    z1, z2: [n, d] target projections of the same views; no gradient flows
+      into them (stop_gradient here, as the reference's loss_fn).
+    axis_name: mesh axis the global batch is split over, or None.
+
+  Per image, ||n(p1) - n(z2)||^2 + ||n(p2) - n(z1)||^2 (each term 2 - 2 cos,
+  computed as the reference's squared difference of unit vectors,
+  helpers.py:109-112), averaged over the N images of the global batch: the
+  reference's `jnp.mean(repr_loss)` per device followed by a pmean of the
+  gradients (byol_experiment.py:243-250, :325 @4822a45). Its range is
+  [0, 8]. A psum of local sums over the global N, so the gradients are
+  global (module docstring).
+  """
+  def term(p, z):
+    p = l2_normalize(p.astype(jnp.float32), eps=_BYOL_NORM_EPS)
+    z = l2_normalize(jax.lax.stop_gradient(z.astype(jnp.float32)),
+                     eps=_BYOL_NORM_EPS)
+    return jnp.sum(jnp.square(p - z), axis=-1)
+
+  local_sum = jnp.sum(term(p1, z2) + term(p2, z1))
+  total = p1.shape[0] * (1 if axis_name is None
+                         else jax.lax.axis_size(axis_name))
+  return _sum_over_devices(local_sum, axis_name) / total

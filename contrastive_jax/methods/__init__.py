@@ -15,6 +15,7 @@ from contrastive_jax.methods.base import Method
 # config.method -> "module:attribute" of its Method. A new method adds a
 # line here and nothing anywhere else.
 _REGISTRY = {
+    "byol": "contrastive_jax.methods.byol:METHOD",
     "moco": "contrastive_jax.methods.moco:METHOD",
     "simclr": "contrastive_jax.methods.simclr:METHOD",
     # Supervised training on a pretrained encoder (one module, two modes).

@@ -1,0 +1,224 @@
+"""BYOL (Grill et al. 2020): an online network (encoder, projector,
+predictor) trained to predict, from one view, the projection of the other
+view computed by a target network, an EMA of the online encoder and
+projector. No negatives.
+
+Reference: google-deepmind/deepmind-research byol/ @4822a45 (the README
+table cites each number's line).
+
+Where each part of the method lives:
+- `state.params`: the online network, {'encoder', 'head' (the projector),
+  'predictor', 'probe'}; `state.batch_stats` its BN statistics.
+- the target network's parameters: the EMA target inside `state.opt_state`
+  (`Method.ema` selects 'encoder' and 'head', so the optimizer factory chains
+  `ema.ema_params` over those two only; the predictor and the probe have no
+  target). It never gets a gradient.
+- `state.extra['target_batch_stats']`: the target's own BN statistics. As in
+  the reference (byol_experiment.py:232-236), the target runs its BN in
+  training mode, normalising by the statistics of its own batch; its running
+  averages are never read by the loss, only kept, as the reference keeps
+  `target_state`, so that the target encoder can be evaluated on its own.
+
+Each view goes through each network on its own, so every BN normalises one
+view's N images (global over devices), as the reference's `apply_once_fn`
+per view (byol_experiment.py:166-185); the running statistics are updated
+view 1 then view 2.
+
+The reference moves the target after the online update with tau of the
+current step (byol_experiment.py:337-343); `ema.ema_params`, chained last,
+does the same with the same cosine schedule (`ema.cosine_momentum`).
+"""
+
+from typing import Any, NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+from contrastive_jax import ema, losses, models
+from contrastive_jax import probe as probe_lib
+from contrastive_jax.errors import ConfigError
+from contrastive_jax.methods import base, encoder_with_head
+from contrastive_jax.methods.encoder_with_head import EncoderWithHead
+from contrastive_jax.train_state import TrainState
+
+TARGET = ("encoder", "head")
+
+
+class OnlineNetwork(nn.Module):
+  """(h, z, prediction q(z), probe logits or None) of a batch of images."""
+  encoder: nn.Module
+  head: nn.Module       # the projector g
+  predictor: nn.Module  # q
+  probe: nn.Module | None = None
+
+  def __call__(self, images, train: bool):
+    h = self.encoder(images, train=train)
+    z = self.head(h, train=train)
+    logits = self.probe(h) if self.probe is not None else None
+    return h, z, self.predictor(z, train=train), logits
+
+
+class BYOLModel(NamedTuple):
+  online: OnlineNetwork
+  # The same encoder and projector, without predictor or probe: its params
+  # are exactly the EMA target's {'encoder', 'head'}.
+  target: EncoderWithHead
+
+
+def _mlp(config, *, hidden_dim: int, axis_name, dtype) -> nn.Module:
+  """A projector/predictor MLP from `config.head`'s fields: the reference's
+  Linear(hidden) -> BN -> ReLU -> Linear(out), no BN on the output
+  (networks.py:40-45) with `head.output_bn=False`."""
+  head = config.head
+  return models.ProjectionHead(
+      num_layers=head.num_layers,
+      hidden_dim=None if hidden_dim <= 0 else hidden_dim,
+      output_dim=head.output_dim, use_bn=head.use_bn,
+      output_bn=head.get("output_bn", True),
+      output_bias=head.get("output_bias", False),
+      dense_init=head.get("dense_init", "flax"),
+      kernel_init_stddev=(None if head.get("kernel_init_stddev", -1) <= 0
+                          else head.kernel_init_stddev),
+      bn_axis_name=axis_name, dtype=dtype)
+
+
+def _encoder_and_projector(config, axis_name):
+  dtype = models.compute_dtype(config)
+  return (models.encoder_from_config(config, bn_axis_name=axis_name),
+          _mlp(config, hidden_dim=config.head.hidden_dim,
+               axis_name=axis_name, dtype=dtype))
+
+
+def create_model(config: ml_collections.ConfigDict, *,
+                 axis_name: str | None) -> BYOLModel:
+  """Global BN (statistics over `axis_name`) everywhere, as the reference's
+  `cross_replica_axis` (configs/byol.py:47-56)."""
+  encoder, projector = _encoder_and_projector(config, axis_name)
+  predictor = _mlp(config, hidden_dim=config.predictor_hidden_dim,
+                   axis_name=axis_name, dtype=models.compute_dtype(config))
+  probe = (probe_lib.LinearProbe(config.num_classes)
+           if encoder_with_head.online_probe_enabled(config) else None)
+  online = OnlineNetwork(encoder=encoder, head=projector, predictor=predictor,
+                         probe=probe)
+  encoder, projector = _encoder_and_projector(config, axis_name)
+  return BYOLModel(online=online,
+                   target=EncoderWithHead(encoder=encoder, head=projector))
+
+
+def validate_config(config: ml_collections.ConfigDict, *, num_devices: int):
+  """BYOL's own fields; called by `config_checks.validate`."""
+  del num_devices
+  hidden = config.get("predictor_hidden_dim")
+  if (isinstance(hidden, bool) or not isinstance(hidden, int)
+      or not (hidden >= 1 or hidden == -1)):
+    raise ConfigError(f"config.predictor_hidden_dim={hidden!r} is invalid: "
+                      "must be an integer >= 1 (or -1: the projection size)")
+  m = config.get("ema_momentum")
+  if isinstance(m, bool) or not isinstance(m, (int, float)) or not 0 <= m <= 1:
+    raise ConfigError(f"config.ema_momentum={m!r} is invalid: BYOL's target "
+                      "is an EMA: must be a number in [0, 1]")
+  kind = config.get("ema_momentum_schedule")
+  if kind not in ema.MOMENTUM_SCHEDULES:
+    raise ConfigError(f"config.ema_momentum_schedule={kind!r} is invalid: "
+                      f"must be one of {', '.join(ema.MOMENTUM_SCHEDULES)}")
+
+
+def init_state(rng: jax.Array, *, model: BYOLModel,
+               tx: optax.GradientTransformation,
+               config: ml_collections.ConfigDict) -> TrainState:
+  init_rng, state_rng = jax.random.split(rng)
+  size = config.image_size
+  variables = model.online.init(
+      init_rng, jnp.zeros((2, size, size, 3), jnp.float32), train=False)
+  params = variables["params"]
+  batch_stats = variables.get("batch_stats", {})
+  # The target starts as a copy of the online encoder and projector (the EMA
+  # target is one); the reference draws it from its own seed instead
+  # (byol_experiment.py:368-385), "no significant difference" by its note.
+  extra = {"target_batch_stats": jax.tree.map(
+      jnp.copy, {k: batch_stats[k] for k in TARGET if k in batch_stats})}
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                    batch_stats=batch_stats, opt_state=tx.init(params),
+                    rng=state_rng, extra=extra)
+
+
+class Aux(NamedTuple):
+  loss: jax.Array           # BYOL's loss of the global batch
+  probe_metrics: dict
+  batch_stats: Any          # the online network's
+  target_batch_stats: Any
+
+
+def loss_fn(params, target_params, batch, *, batch_stats, extra,
+            model: BYOLModel, axis_name):
+  """BYOL's loss of the global batch (plus the online probe's, if any), as a
+  function of the online and target parameters; its gradient w.r.t.
+  `target_params` is zero (tested)."""
+  target_vars = jax.lax.stop_gradient(
+      {"params": target_params, "batch_stats": extra["target_batch_stats"]})
+
+  def online(stats, images):
+    out, new = model.online.apply(
+        {"params": params, "batch_stats": stats}, images, train=True,
+        mutable=["batch_stats"])
+    return out, new["batch_stats"]
+
+  def target(stats, images):
+    (_, z, _), new = model.target.apply(
+        {**target_vars, "batch_stats": stats}, images, train=True,
+        mutable=["batch_stats"])
+    return z, new["batch_stats"]
+
+  (_, _, p1, logits), stats = online(batch_stats, batch["view1"])
+  (_, _, p2, _), stats = online(stats, batch["view2"])
+  z1, target_stats = target(target_vars["batch_stats"], batch["view1"])
+  z2, target_stats = target(target_stats, batch["view2"])
+  loss = losses.byol_loss(p1, p2, z1, z2, axis_name=axis_name)
+  # The probe sees the first view of each image (as the reference's
+  # classifier, byol_experiment.py:265-268).
+  probe_loss, probe_metrics = base.probe_loss(logits, batch["label"],
+                                              axis_name=axis_name)
+  return loss + probe_loss, Aux(loss=loss, probe_metrics=probe_metrics,
+                                batch_stats=stats,
+                                target_batch_stats=target_stats)
+
+
+def train_step(state: TrainState, batch, *, model: BYOLModel,
+               tx: optax.GradientTransformation,
+               config: ml_collections.ConfigDict, learning_rate_fn,
+               axis_name: str | None):
+  """One BYOL update on this device's share of the global batch."""
+  del config
+  # The loss is already global (losses.py), so these are the global
+  # gradients: no extra pmean.
+  grads, aux = jax.grad(loss_fn, has_aux=True)(
+      state.params, ema.target_params(state.opt_state), batch,
+      batch_stats=state.batch_stats, extra=state.extra, model=model,
+      axis_name=axis_name)
+  # The EMA at the end of the chain moves the target towards the updated
+  # online encoder and projector, ready for the next step.
+  new_state = base.apply_gradients(
+      state, grads, tx=tx, batch_stats=aux.batch_stats,
+      extra={**state.extra, "target_batch_stats": aux.target_batch_stats})
+  metrics = base.step_metrics(
+      loss=aux.loss, grads=grads,
+      learning_rate=learning_rate_fn(state.step),
+      probe_metrics=aux.probe_metrics,
+      ema_momentum=ema.ema_state(new_state.opt_state).momentum)
+  return new_state, metrics
+
+
+METHOD = base.Method(
+    name="byol", create_model=create_model, init_state=init_state,
+    train_step=train_step, num_views=2,
+    # The online encoder: the network BYOL evaluates downstream.
+    encoder_variables=encoder_with_head.encoder_variables,
+    validate_config=validate_config,
+    # The target: an EMA of the online encoder and projector only.
+    ema=base.select(*TARGET),
+    # The online probe, as SimCLR's (the reference's classifier gets LARS
+    # decay and adaptation on its kernel; README deviations).
+    no_decay=base.mask_of("probe"))
