@@ -38,6 +38,7 @@ import harness  # noqa: E402  pylint: disable=g-import-not-at-top
 VARIANTS = {
     "byol": ["imagenet1000", "imagenet", "cifar10", "digits"],
     "simclr": ["cifar10", "imagenet", "imagenet1000", "digits"],
+    "simsiam": ["imagenet", "cifar10", "digits"],
     "moco_v1": ["cifar10", "imagenet", "digits"],
     "moco_v2": ["cifar10", "imagenet", "imagenet800", "digits"],
     "linear_eval": ["cifar10", "imagenet", "digits", "cifar10_moco",

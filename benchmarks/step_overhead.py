@@ -42,7 +42,7 @@ import harness  # noqa: E402  pylint: disable=g-import-not-at-top
 
 from contrastive_jax import models, parallel  # noqa: E402
 
-TARGETS = {"simclr": 1.05, "moco": 1.10, "byol": 1.10}
+TARGETS = {"simclr": 1.05, "moco": 1.10, "byol": 1.10, "simsiam": 1.10}
 
 
 def _encoder(config, *, bn_groups=None):
@@ -106,22 +106,28 @@ def moco_baseline(config, mesh, batch):
   return fn, (variables, (batch["view1"], batch["view2"]))
 
 
+def _per_view_fwd_bwd(encoder, variables, views):
+  """Both views through one encoder, each normalised on its own, the second
+  starting from the statistics the first left (as BYOL's and SimSiam's
+  steps): the gradient and the new statistics."""
+
+  def online(params):
+    stats, total = variables["batch_stats"], 0.0
+    for view in views:
+      h, new = encoder.apply({"params": params, "batch_stats": stats},
+                             view, train=True, mutable=["batch_stats"])
+      stats, total = new["batch_stats"], total + jnp.mean(jnp.square(h))
+    return total, stats
+
+  return jax.grad(online, has_aux=True)(variables["params"])
+
+
 def byol_baseline(config, mesh, batch):
   encoder = _encoder(config)
   variables = _init(encoder, config)
 
   def step(variables, views):
-    def online(params):
-      # Both views through one encoder, each normalised on its own, the
-      # second starting from the statistics the first left: as the step.
-      stats, total = variables["batch_stats"], 0.0
-      for view in views:
-        h, new = encoder.apply({"params": params, "batch_stats": stats},
-                               view, train=True, mutable=["batch_stats"])
-        stats, total = new["batch_stats"], total + jnp.mean(jnp.square(h))
-      return total, stats
-
-    grads, stats = jax.grad(online, has_aux=True)(variables["params"])
+    grads, stats = _per_view_fwd_bwd(encoder, variables, views)
     target_stats, targets = variables["batch_stats"], []
     for view in views:
       h, target_stats = _forward(
@@ -133,10 +139,19 @@ def byol_baseline(config, mesh, batch):
   return fn, (variables, (batch["view1"], batch["view2"]))
 
 
+def simsiam_baseline(config, mesh, batch):
+  encoder = _encoder(config)
+  variables = _init(encoder, config)
+  fn = _sharded(functools.partial(_per_view_fwd_bwd, encoder), mesh,
+                (P(), P()))
+  return fn, (variables, (batch["view1"], batch["view2"]))
+
+
 BASELINES = {
     "simclr": (simclr_baseline, "encoder fwd+bwd 2N"),
     "moco": (moco_baseline, "query fwd+bwd N + key fwd N"),
     "byol": (byol_baseline, "online fwd+bwd 2x N + target fwd 2x N"),
+    "simsiam": (simsiam_baseline, "encoder fwd+bwd 2x N"),
 }
 
 
@@ -203,7 +218,7 @@ def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--configs", nargs="+",
                       default=["simclr:cifar10", "moco_v2:cifar10",
-                               "byol:cifar10"])
+                               "byol:cifar10", "simsiam:cifar10"])
   parser.add_argument("--batch", type=int, default=32,
                       help="global batch N (images; SimCLR encodes 2N views)")
   parser.add_argument("--reps", type=int, default=5)

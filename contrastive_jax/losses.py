@@ -349,3 +349,31 @@ def byol_loss(p1: jax.Array, p2: jax.Array, z1: jax.Array, z2: jax.Array, *,
   total = p1.shape[0] * (1 if axis_name is None
                          else jax.lax.axis_size(axis_name))
   return _sum_over_devices(local_sum, axis_name) / total
+
+
+def simsiam_loss(p1: jax.Array, p2: jax.Array, z1: jax.Array, z2: jax.Array,
+                 *, axis_name: str | None = None) -> jax.Array:
+  """SimSiam's symmetrised negative cosine similarity of the global batch
+  (Chen & He 2021, eq. 1-3).
+
+  Args:
+    p1, p2: [n, d] predictions of views 1 and 2 on this device.
+    z1, z2: [n, d] projections of the same views; stop-gradient here (the
+      reference's `z1.detach()`, simsiam/builder.py:61 @a7bc177).
+    axis_name: mesh axis the global batch is split over, or None.
+
+  -(mean cos(p1, z2) + mean cos(p2, z1)) / 2 over the N images of the global
+  batch (main_simsiam.py:295 @a7bc177; per-GPU means averaged by DDP's
+  gradient all-reduce). Its range is [-1, 1]. torch's CosineSimilarity
+  divides by max(|x| |y|, 1e-8); this normalises each vector with
+  eps 1e-12, the same wherever a norm is not ~0.
+  """
+  def cos(p, z):
+    p = l2_normalize(p.astype(jnp.float32))
+    z = l2_normalize(jax.lax.stop_gradient(z.astype(jnp.float32)))
+    return jnp.sum(p * z, axis=-1)
+
+  local_sum = jnp.sum(cos(p1, z2) + cos(p2, z1))
+  total = p1.shape[0] * (1 if axis_name is None
+                         else jax.lax.axis_size(axis_name))
+  return -0.5 * _sum_over_devices(local_sum, axis_name) / total

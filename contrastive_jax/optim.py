@@ -205,10 +205,31 @@ def scale_by_trust_ratio(
   return optax.GradientTransformation(optax.init_empty_state, update_fn)
 
 
+def learning_rate_step(
+    learning_rate: float | Schedule,
+    constant_lr: tuple[float, Callable[[Any], Any]] | None = None,
+) -> optax.GradientTransformation:
+  """`optax.scale_by_learning_rate(learning_rate)`; with `constant_lr =
+  (value, mask_fn)`, the leaves `mask_fn` marks are scaled by the constant
+  `value` instead, whatever the schedule (SimSiam's predictor at the peak
+  lr: main_simsiam.py:193-197, :359-366 @a7bc177)."""
+  if constant_lr is None:
+    return optax.scale_by_learning_rate(learning_rate)
+  value, mask_fn = constant_lr
+
+  def scheduled(params):
+    return jax.tree.map(lambda constant: not constant, mask_fn(params))
+
+  return optax.chain(
+      optax.masked(optax.scale_by_learning_rate(learning_rate), scheduled),
+      optax.masked(optax.scale_by_learning_rate(value), mask_fn))
+
+
 def lars(learning_rate: float | Schedule, *, weight_decay: float,
          trust_coefficient: float, momentum: float,
          nesterov: bool, wd_mask=decay_mask,
-         adapt_mask=decay_mask) -> optax.GradientTransformation:
+         adapt_mask=decay_mask,
+         constant_lr=None) -> optax.GradientTransformation:
   """`optax.lars` with both masks `decay_mask` and our `scale_by_trust_ratio`:
   the same chain, so the same updates and the same state structure.
   `wd_mask` is the decay's mask, `adapt_mask` the trust ratio's; by default
@@ -217,7 +238,7 @@ def lars(learning_rate: float | Schedule, *, weight_decay: float,
   return optax.chain(
       optax.add_decayed_weights(weight_decay, mask=wd_mask),
       optax.masked(scale_by_trust_ratio(trust_coefficient), adapt_mask),
-      optax.scale_by_learning_rate(learning_rate),
+      learning_rate_step(learning_rate, constant_lr),
       optax.trace(decay=momentum, nesterov=nesterov))
 
 
@@ -233,6 +254,7 @@ def create_optimizer(
     b2: float = 0.999,
     weight_decay_mask: str = 'exclude_bn_bias',
     no_decay: Callable[[Any], Any] | None = None,
+    constant_lr: tuple[float, Callable[[Any], Any]] | None = None,
 ) -> optax.GradientTransformation:
   """Builds 'lars', 'sgd' or 'adamw', with decay masked by the mask named
   `weight_decay_mask` (see `weight_decay_mask_fn`; the default: `decay_mask`).
@@ -245,6 +267,8 @@ def create_optimizer(
   'adamw': decoupled decay on masked leaves; `momentum` is unused (b1 is).
   `no_decay(params)`, a bool pytree, takes leaves out of weight decay and
   out of LARS's trust ratio (a method's request, `Method.no_decay`).
+  `constant_lr = (value, mask_fn)`: the leaves `mask_fn` marks are trained
+  at the constant learning rate `value` (`learning_rate_step`).
   """
   if name not in OPTIMIZERS:
     raise ConfigError(
@@ -261,14 +285,25 @@ def create_optimizer(
     return lars(learning_rate, weight_decay=weight_decay,
                 trust_coefficient=trust_coefficient, momentum=momentum,
                 nesterov=nesterov, wd_mask=wd_mask,
-                adapt_mask=_without(decay_mask, no_decay))
+                adapt_mask=_without(decay_mask, no_decay),
+                constant_lr=constant_lr)
   if name == 'sgd':
+    decay = optax.add_decayed_weights(weight_decay, mask=wd_mask)
+    if constant_lr is None:  # optax.sgd's chain, as checkpoints hold it.
+      return optax.chain(decay, optax.sgd(
+          learning_rate, momentum=momentum or None, nesterov=nesterov))
+    # torch's SGD: decay added to the gradient, momentum, then the lr.
     return optax.chain(
-        optax.add_decayed_weights(weight_decay, mask=wd_mask),
-        optax.sgd(learning_rate, momentum=momentum or None,
-                  nesterov=nesterov))
-  return optax.adamw(
-      learning_rate, b1=b1, b2=b2, weight_decay=weight_decay, mask=wd_mask)
+        decay, optax.trace(decay=momentum, nesterov=nesterov)
+        if momentum else optax.identity(),
+        learning_rate_step(learning_rate, constant_lr))
+  if constant_lr is None:
+    return optax.adamw(
+        learning_rate, b1=b1, b2=b2, weight_decay=weight_decay, mask=wd_mask)
+  return optax.chain(
+      optax.scale_by_adam(b1=b1, b2=b2),
+      optax.add_decayed_weights(weight_decay, mask=wd_mask),
+      learning_rate_step(learning_rate, constant_lr))
 
 
 def create_optimizer_from_config(
@@ -276,6 +311,7 @@ def create_optimizer_from_config(
     ema: Callable[[Any], Any] | None = None,
     frozen: Callable[[Any], Any] | None = None,
     no_decay: Callable[[Any], Any] | None = None,
+    constant_lr: Callable[[Any], Any] | None = None,
 ) -> tuple[optax.GradientTransformation, Schedule]:
   """(optimizer, schedule) from the training config.
 
@@ -286,6 +322,8 @@ def create_optimizer_from_config(
 
   A method's own requests (`methods.base.Method`):
   `no_decay(params)`: leaves with neither weight decay nor LARS adaptation.
+  `constant_lr(params)`: leaves trained at the peak learning rate
+    throughout, with neither warmup nor decay.
   `frozen(params)`: a mask of parameters whose updates are zeroed after
     everything else (weight decay included, also AdamW's decoupled decay),
     so they never change.
@@ -322,7 +360,8 @@ def create_optimizer_from_config(
       momentum=config.momentum,
       nesterov=config.get('nesterov', False),
       weight_decay_mask=config.get('weight_decay_mask', 'exclude_bn_bias'),
-      no_decay=no_decay)
+      no_decay=no_decay,
+      constant_lr=None if constant_lr is None else (peak_lr, constant_lr))
   if frozen is not None:
     tx = optax.chain(tx, optax.masked(optax.set_to_zero(), frozen))
   if ema is not None:

@@ -18,6 +18,7 @@ _REGISTRY = {
     "byol": "contrastive_jax.methods.byol:METHOD",
     "moco": "contrastive_jax.methods.moco:METHOD",
     "simclr": "contrastive_jax.methods.simclr:METHOD",
+    "simsiam": "contrastive_jax.methods.simsiam:METHOD",
     # Supervised training on a pretrained encoder (one module, two modes).
     "linear_eval": "contrastive_jax.methods.classifier:LINEAR_EVAL",
     "finetune": "contrastive_jax.methods.classifier:FINETUNE",

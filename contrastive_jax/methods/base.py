@@ -62,6 +62,9 @@ class Method:
       `exclude_from_weight_decay` of its supervised head (google-research/
       simclr HEAD model_util.py:94-100; LARS's adaptation exclusions default
       to the decay ones, lars_optimizer.py:76-81).
+    constant_lr(params) -> bool pytree: parameters trained at the peak
+      learning rate throughout, neither warmed up nor decayed (SimSiam's
+      predictor, its reference's `--fix-pred-lr`).
   """
   name: str
   create_model: Callable[..., Any]
@@ -76,6 +79,7 @@ class Method:
   ema: Callable[[Any], Any] | None = None
   frozen: Callable[[Any], Any] | None = None
   no_decay: Callable[[Any], Any] | None = None
+  constant_lr: Callable[[Any], Any] | None = None
 
   @property
   def pretrains_encoder(self) -> bool:

@@ -72,17 +72,9 @@ def _mlp(config, *, hidden_dim: int, axis_name, dtype) -> nn.Module:
   """A projector/predictor MLP from `config.head`'s fields: the reference's
   Linear(hidden) -> BN -> ReLU -> Linear(out), no BN on the output
   (networks.py:40-45) with `head.output_bn=False`."""
-  head = config.head
-  return models.ProjectionHead(
-      num_layers=head.num_layers,
-      hidden_dim=None if hidden_dim <= 0 else hidden_dim,
-      output_dim=head.output_dim, use_bn=head.use_bn,
-      output_bn=head.get("output_bn", True),
-      output_bias=head.get("output_bias", False),
-      dense_init=head.get("dense_init", "flax"),
-      kernel_init_stddev=(None if head.get("kernel_init_stddev", -1) <= 0
-                          else head.kernel_init_stddev),
-      bn_axis_name=axis_name, dtype=dtype)
+  return encoder_with_head.mlp_from_config(
+      config.head, hidden_dim=hidden_dim, bn_axis_name=axis_name,
+      dtype=dtype)
 
 
 def _encoder_and_projector(config, axis_name):

@@ -30,23 +30,37 @@ def create(config: ml_collections.ConfigDict, *, bn_axis_name: str | None,
   """The config's encoder, head and probe. BatchNorm statistics are
   averaged over `bn_axis_name` (global BN), or per group of `bn_groups`
   (see `models.resnet.ResNet.bn_groups`)."""
-  dtype = models.compute_dtype(config)
   encoder = models.encoder_from_config(config, bn_axis_name=bn_axis_name,
                                        bn_groups=bn_groups)
-  head_cfg = config.head
-  head = models.ProjectionHead(
-      num_layers=head_cfg.num_layers,
-      hidden_dim=None if head_cfg.hidden_dim <= 0 else head_cfg.hidden_dim,
-      output_dim=head_cfg.output_dim, use_bn=head_cfg.use_bn,
-      # .get: configs saved by runs before these fields existed.
-      output_bias=head_cfg.get("output_bias", False),
-      dense_init=head_cfg.get("dense_init", "flax"),
-      kernel_init_stddev=(None if head_cfg.get("kernel_init_stddev", -1) <= 0
-                          else head_cfg.kernel_init_stddev),
-      bn_axis_name=bn_axis_name, bn_groups=bn_groups, dtype=dtype)
+  head = mlp_from_config(config.head, bn_axis_name=bn_axis_name,
+                         bn_groups=bn_groups,
+                         dtype=models.compute_dtype(config))
   probe = (probe_lib.LinearProbe(config.num_classes)
            if online_probe_enabled(config) else None)
   return EncoderWithHead(encoder=encoder, head=head, probe=probe)
+
+
+def mlp_from_config(fields, *, bn_axis_name: str | None,
+                    bn_groups: int | None = None, dtype=None,
+                    **overrides) -> models.ProjectionHead:
+  """A projector or predictor MLP (`models.ProjectionHead`) from a config
+  block such as `config.head`; `overrides` replace its fields (e.g.
+  hidden_dim). Fields a block lacks take the defaults of configs saved
+  before they existed."""
+  f = {"output_bias": False, "output_bn": True, "output_bn_scale": True,
+       "dense_init": "flax", "kernel_init_stddev": -1.0}
+  f.update(fields.items())
+  f.update(overrides)
+  return models.ProjectionHead(
+      num_layers=f["num_layers"],
+      hidden_dim=None if f["hidden_dim"] <= 0 else f["hidden_dim"],
+      output_dim=f["output_dim"], use_bn=f["use_bn"],
+      output_bn=f["output_bn"], output_bn_scale=f["output_bn_scale"],
+      output_bias=f["output_bias"], dense_init=f["dense_init"],
+      kernel_init_stddev=(None if f["kernel_init_stddev"] <= 0
+                          else f["kernel_init_stddev"]),
+      bn_axis_name=bn_axis_name, bn_groups=bn_groups,
+      **({} if dtype is None else {"dtype": dtype}))
 
 
 def encoder_variables(state: dict) -> dict:

@@ -58,6 +58,10 @@ class ProjectionHead(nn.Module):
       (`bn_out`; SimCLR's heads). BYOL's projector and predictor have BN on
       the hidden layer only (deepmind-research byol/utils/networks.py:40-45
       @4822a45).
+    output_bn_scale: whether the output BN has a learned scale (SimCLR's
+      does); False: no affine parameters at all, as SimSiam's projector
+      (`BatchNorm1d(dim, affine=False)`, facebookresearch/simsiam
+      simsiam/builder.py:35 @a7bc177) and MoCo v3's MLPs.
     dense_init: 'flax': flax's Dense defaults, LeCun normal kernels and
       zero biases (or `kernel_init_stddev`); 'torch_linear': PyTorch's
       default `nn.Linear` init, kernel and bias U(+-1/sqrt(fan_in))
@@ -76,6 +80,7 @@ class ProjectionHead(nn.Module):
   use_bn: bool = False
   output_bias: bool = False
   output_bn: bool = True
+  output_bn_scale: bool = True
   dense_init: str = 'flax'
   kernel_init_stddev: float | None = None
   bn_axis_name: str | None = None
@@ -127,5 +132,6 @@ class ProjectionHead(nn.Module):
                  name=f'dense{self.num_layers}',
                  **dense_kwargs(x.shape[-1]))(x)
     if self.use_bn and self.output_bn:
-      x = norm(use_bias=False, name='bn_out')(x)
+      x = norm(use_bias=False, use_scale=self.output_bn_scale,
+               name='bn_out')(x)
     return x.astype(jnp.float32)
