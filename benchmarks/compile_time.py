@@ -41,6 +41,7 @@ VARIANTS = {
     "simsiam": ["imagenet", "cifar10", "digits"],
     "moco_v1": ["cifar10", "imagenet", "digits"],
     "moco_v2": ["cifar10", "imagenet", "imagenet800", "digits"],
+    "moco_v3": ["r50", "r50_300", "r50_1000", "cifar10", "digits"],
     "linear_eval": ["cifar10", "imagenet", "digits", "cifar10_moco",
                     "imagenet_moco", "digits_moco", "imagenet_1pct",
                     "imagenet_10pct"],

@@ -42,7 +42,8 @@ import harness  # noqa: E402  pylint: disable=g-import-not-at-top
 
 from contrastive_jax import models, parallel  # noqa: E402
 
-TARGETS = {"simclr": 1.05, "moco": 1.10, "byol": 1.10, "simsiam": 1.10}
+TARGETS = {"simclr": 1.05, "moco": 1.10, "byol": 1.10, "simsiam": 1.10,
+           "moco_v3": 1.10}
 
 
 def _encoder(config, *, bn_groups=None):
@@ -152,6 +153,8 @@ BASELINES = {
     "moco": (moco_baseline, "query fwd+bwd N + key fwd N"),
     "byol": (byol_baseline, "online fwd+bwd 2x N + target fwd 2x N"),
     "simsiam": (simsiam_baseline, "encoder fwd+bwd 2x N"),
+    # The base and momentum networks: the same encoder work as BYOL's.
+    "moco_v3": (byol_baseline, "base fwd+bwd 2x N + momentum fwd 2x N"),
 }
 
 
@@ -218,7 +221,8 @@ def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--configs", nargs="+",
                       default=["simclr:cifar10", "moco_v2:cifar10",
-                               "byol:cifar10", "simsiam:cifar10"])
+                               "byol:cifar10", "simsiam:cifar10",
+                               "moco_v3:cifar10"])
   parser.add_argument("--batch", type=int, default=32,
                       help="global batch N (images; SimCLR encodes 2N views)")
   parser.add_argument("--reps", type=int, default=5)

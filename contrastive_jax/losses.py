@@ -377,3 +377,41 @@ def simsiam_loss(p1: jax.Array, p2: jax.Array, z1: jax.Array, z2: jax.Array,
   total = p1.shape[0] * (1 if axis_name is None
                          else jax.lax.axis_size(axis_name))
   return -0.5 * _sum_over_devices(local_sum, axis_name) / total
+
+
+def moco_v3_loss(q1: jax.Array, q2: jax.Array, k1: jax.Array, k2: jax.Array,
+                 *, temperature: float,
+                 axis_name: str | None = None) -> jax.Array:
+  """MoCo v3's symmetrised contrastive loss of the global batch (Chen, Xie &
+  He 2021, Alg. 1): ctr(q1, k2) + ctr(q2, k1).
+
+  Args:
+    q1, q2: [n, d] predictions (predictor on projector) of views 1 and 2 on
+      this device.
+    k1, k2: [n, d] momentum-encoder projections of the same views;
+      stop-gradient here (the reference computes them under `no_grad`,
+      moco/builder.py:89-94 @c349e6e).
+    temperature: tau > 0.
+    axis_name: mesh axis the global batch is split over, or None.
+
+  ctr(q, k) (builder.py:63-73): unit q against the N unit keys of the
+  global batch (gathered), logits q k^T / tau, the positive of local row i
+  at global column i + n * device index; the cross-entropy times 2 tau.
+  The reference's per-GPU mean, averaged over GPUs by DDP's gradient
+  all-reduce, is the mean over the global batch: here a psum of local sums
+  over the global N, so the gradients are global (module docstring).
+  """
+  def ctr_sum(q, k):
+    q = l2_normalize(q.astype(jnp.float32))
+    # The keys carry no gradient, so the gather needs no transpose.
+    keys = _gather(l2_normalize(
+        jax.lax.stop_gradient(k.astype(jnp.float32))), axis_name)  # [N, d]
+    logits = (q @ keys.T) / temperature                             # [n, N]
+    labels = jnp.arange(q.shape[0]) + _global_offset(q.shape[0], axis_name)
+    positive = jnp.take_along_axis(logits, labels[:, None], axis=-1)[:, 0]
+    return jnp.sum(jax.nn.logsumexp(logits, axis=-1) - positive)
+
+  local_sum = ctr_sum(q1, k2) + ctr_sum(q2, k1)
+  total = q1.shape[0] * (1 if axis_name is None
+                         else jax.lax.axis_size(axis_name))
+  return 2 * temperature * _sum_over_devices(local_sum, axis_name) / total

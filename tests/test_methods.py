@@ -15,12 +15,12 @@ from tests.test_simclr_step import fixed_batch, tiny_config
 
 def test_registry_names_every_method_once():
   assert methods.names() == ["byol", "finetune", "linear_eval", "moco",
-                             "simclr", "simsiam"]
+                             "moco_v3", "simclr", "simsiam"]
   for name in methods.names():
     method = methods.get_method(name)
     assert isinstance(method, base.Method) and method.name == name
-  assert methods.pretraining_methods() == ["byol", "moco", "simclr",
-                                           "simsiam"]
+  assert methods.pretraining_methods() == ["byol", "moco", "moco_v3",
+                                           "simclr", "simsiam"]
   with pytest.raises(ConfigError, match="config.method='nope' is not a "
                      "known method; choose one of: byol, finetune, "
                      "linear_eval"):

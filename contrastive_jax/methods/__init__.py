@@ -17,6 +17,7 @@ from contrastive_jax.methods.base import Method
 _REGISTRY = {
     "byol": "contrastive_jax.methods.byol:METHOD",
     "moco": "contrastive_jax.methods.moco:METHOD",
+    "moco_v3": "contrastive_jax.methods.moco_v3:METHOD",
     "simclr": "contrastive_jax.methods.simclr:METHOD",
     "simsiam": "contrastive_jax.methods.simsiam:METHOD",
     # Supervised training on a pretrained encoder (one module, two modes).

@@ -41,24 +41,11 @@ from contrastive_jax import ema, losses, models
 from contrastive_jax import probe as probe_lib
 from contrastive_jax.errors import ConfigError
 from contrastive_jax.methods import base, encoder_with_head
-from contrastive_jax.methods.encoder_with_head import EncoderWithHead
+from contrastive_jax.methods.encoder_with_head import (EncoderWithHead,
+                                                      OnlineNetwork)
 from contrastive_jax.train_state import TrainState
 
 TARGET = ("encoder", "head")
-
-
-class OnlineNetwork(nn.Module):
-  """(h, z, prediction q(z), probe logits or None) of a batch of images."""
-  encoder: nn.Module
-  head: nn.Module       # the projector g
-  predictor: nn.Module  # q
-  probe: nn.Module | None = None
-
-  def __call__(self, images, train: bool):
-    h = self.encoder(images, train=train)
-    z = self.head(h, train=train)
-    logits = self.probe(h) if self.probe is not None else None
-    return h, z, self.predictor(z, train=train), logits
 
 
 class BYOLModel(NamedTuple):

@@ -21,6 +21,22 @@ class EncoderWithHead(nn.Module):
     return h, self.head(h, train=train), logits
 
 
+class OnlineNetwork(nn.Module):
+  """(h, z, prediction q(z), probe logits or None) of a batch of images:
+  an encoder and projector with a predictor on top (BYOL's online network,
+  SimSiam's network, MoCo v3's base network)."""
+  encoder: nn.Module
+  head: nn.Module       # the projector
+  predictor: nn.Module
+  probe: nn.Module | None = None
+
+  def __call__(self, images, train: bool):
+    h = self.encoder(images, train=train)
+    z = self.head(h, train=train)
+    logits = self.probe(h) if self.probe is not None else None
+    return h, z, self.predictor(z, train=train), logits
+
+
 def online_probe_enabled(config) -> bool:
   return bool(config.online_probe) and config.num_classes > 0
 

@@ -22,7 +22,6 @@ updated view 1 then view 2, as the reference's `encoder(x1)`,
 
 from typing import Any, NamedTuple
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -32,31 +31,18 @@ from contrastive_jax import losses, models
 from contrastive_jax import probe as probe_lib
 from contrastive_jax.errors import ConfigError
 from contrastive_jax.methods import base, encoder_with_head
+from contrastive_jax.methods.encoder_with_head import OnlineNetwork
 from contrastive_jax.train_state import TrainState
 
 
-class SimSiamNetwork(nn.Module):
-  """(h, z, prediction p = h(z), probe logits or None) of a batch."""
-  encoder: nn.Module
-  head: nn.Module       # the projector (part of the paper's f)
-  predictor: nn.Module  # the paper's h
-  probe: nn.Module | None = None
-
-  def __call__(self, images, train: bool):
-    h = self.encoder(images, train=train)
-    z = self.head(h, train=train)
-    logits = self.probe(h) if self.probe is not None else None
-    return h, z, self.predictor(z, train=train), logits
-
-
 def create_model(config: ml_collections.ConfigDict, *,
-                 axis_name: str | None) -> SimSiamNetwork:
+                 axis_name: str | None) -> OnlineNetwork:
   """Encoder, projector (`config.head`), predictor (`config.predictor`),
   with global BN over `axis_name`."""
   dtype = models.compute_dtype(config)
   probe = (probe_lib.LinearProbe(config.num_classes)
            if encoder_with_head.online_probe_enabled(config) else None)
-  return SimSiamNetwork(
+  return OnlineNetwork(
       encoder=models.encoder_from_config(config, bn_axis_name=axis_name),
       head=encoder_with_head.mlp_from_config(
           config.head, bn_axis_name=axis_name, dtype=dtype),
@@ -84,7 +70,7 @@ def validate_config(config: ml_collections.ConfigDict, *, num_devices: int):
         f"equal config.head.output_dim={config.head.output_dim!r}")
 
 
-def init_state(rng: jax.Array, *, model: SimSiamNetwork,
+def init_state(rng: jax.Array, *, model: OnlineNetwork,
                tx: optax.GradientTransformation,
                config: ml_collections.ConfigDict) -> TrainState:
   init_rng, state_rng = jax.random.split(rng)
@@ -104,7 +90,7 @@ class Aux(NamedTuple):
   z_std: jax.Array          # std of the l2-normalised z (collapse monitor)
 
 
-def loss_fn(params, batch, *, batch_stats, model: SimSiamNetwork, axis_name):
+def loss_fn(params, batch, *, batch_stats, model: OnlineNetwork, axis_name):
   """SimSiam's loss of the global batch plus the online probe's."""
 
   def forward(stats, images):
@@ -137,7 +123,7 @@ def _normalised_std(z, axis_name) -> jax.Array:
   return jnp.mean(jnp.sqrt(var))
 
 
-def train_step(state: TrainState, batch, *, model: SimSiamNetwork,
+def train_step(state: TrainState, batch, *, model: OnlineNetwork,
                tx: optax.GradientTransformation,
                config: ml_collections.ConfigDict, learning_rate_fn,
                axis_name: str | None):

@@ -1,0 +1,167 @@
+"""MoCo v3 (Chen, Xie & He 2021) pretraining, ResNet backbone.
+
+"ref" is facebookresearch/moco-v3 @c349e6e (the README table cites each
+number's line); the ResNet-50 variants are its CONFIG.md commands.
+
+Variants (`--config=configs/moco_v3.py:VARIANT`):
+  r50 (default) CONFIG.md's 100-epoch ResNet-50 command (main_moco.py's
+           defaults plus `--moco-m-cos --crop-min=.2`): B=4096, LARS lr
+           0.6*B/256 (eta 1e-3, momentum 0.9, BN and biases excluded from
+           decay and trust ratio), wd 1e-6, 10 warmup epochs + cosine,
+           momentum encoder 0.99 -> 1 (cosine), tau 1.0; projector
+           Linear(4096)-BN-ReLU-Linear(256)-BN(no affine), predictor
+           Linear(4096)-BN-ReLU-Linear(256); torchvision ResNet-50 with
+           zero-initialised last BN gamma; BYOL's asymmetric views with
+           torchvision's crop (0.2-1) and jitter. Linear top-1 68.9%.
+  r50_300  the 300-epoch command: lr 0.3*B/256. 72.8%.
+  r50_1000 the 1000-epoch command: lr 0.3*B/256, wd 1.5e-6, m 0.996 -> 1.
+           74.6%.
+  cifar10  solo-learn's CIFAR-10 MoCo v3 recipe (vturrisi/solo-learn
+           scripts/pretrain/cifar/mocov3.yaml @9187ea3): ResNet-18 with
+           CIFAR stem, B=256, 1000 epochs, lr 0.3*B/256, wd 1e-6, tau 0.2,
+           m 0.99 -> 1, no blur, solarize 0 / 0.2; on OUR LARS (eta 1e-3,
+           no lr clipping): solo-learn's eta 0.02 with `clip_lr` is not
+           expressible here, so its published figure is not claimed.
+  digits   offline demo on scikit-learn's handwritten digits: a tiny ResNet
+           that trains in about a minute on 2 CPU cores.
+"""
+
+import ml_collections
+
+from contrastive_jax.config_defaults import (base_config, moco_crop,
+                                             use_pretraining_dataset)
+
+VARIANTS = ("r50", "r50_300", "r50_1000", "cifar10", "digits")
+
+# Per ResNet-50 command (ref CONFIG.md:14-15, :28-30, :43-45; the rest are
+# main_moco.py's defaults, :56, :65, :69, :99): epochs -> (base lr, weight
+# decay, base momentum m).
+_PRESETS = {"r50": (100, 0.6, 1e-6, 0.99),
+            "r50_300": (300, 0.3, 1e-6, 0.99),
+            "r50_1000": (1000, 0.3, 1.5e-6, 0.996)}
+
+
+def mlp(*, num_layers: int, hidden_dim: int, output_dim: int,
+        last_bn: bool) -> ml_collections.ConfigDict:
+  """`_build_mlp` (ref moco/builder.py:36-52): Linear (no bias) -> BN ->
+  ReLU per hidden layer, the last Linear (no bias) followed, if `last_bn`,
+  by a BN without affine parameters; PyTorch's default nn.Linear init."""
+  return ml_collections.ConfigDict(dict(
+      num_layers=num_layers, hidden_dim=hidden_dim, output_dim=output_dim,
+      use_bn=True, output_bn=last_bn, output_bn_scale=False,
+      output_bias=False, dense_init="torch_linear"))
+
+
+def moco_v3_views(crop: str, *, blur=(1.0, 0.1), solarize=(0.0, 0.2)
+                  ) -> tuple[str, str]:
+  """The two asymmetric views (ref main_moco.py:261-285), in the
+  reference's order: `crop`, colour jitter 0.4/0.4/0.2/0.1 with p=0.8
+  (torchvision's ColorJitter), grayscale 0.2, blur (sigma 0.1-2) with
+  p = blur[v], solarize with p = solarize[v], flip. Ops with p = 0 are left
+  out, as the reference (and solo-learn) leave them out."""
+  views = []
+  for blur_p, solarize_p in zip(blur, solarize):
+    ops = [crop,
+           "color_jitter(1.0, p=0.8, brightness=0.4, contrast=0.4, "
+           "saturation=0.2, hue=0.1, impl='torchvision')",
+           "grayscale(p=0.2)"]
+    if blur_p:
+      ops.append(f"gaussian_blur(p={blur_p}, sigma=(0.1, 2.0), "
+                 "kernel_fraction=0.1)")
+    if solarize_p:
+      ops.append(f"solarize(p={solarize_p}, threshold=0.5)")
+    ops.append("flip_lr(p=0.5)")
+    views.append("|".join(ops))
+  return views[0], views[1]
+
+
+def get_config(arg: str | None = None):
+  variant = arg or "r50"
+  if variant not in VARIANTS:
+    raise ValueError(
+        f"unknown moco_v3 config variant {variant!r}: "
+        f"use {', '.join(VARIANTS[:-1])} or {VARIANTS[-1]}")
+  c = base_config()
+  c.method = "moco_v3"
+  # Projector _build_mlp(2, 2048, 4096, 256) with the last BN, predictor
+  # _build_mlp(2, 256, 4096, 256, last_bn=False) (ref builder.py:104-109;
+  # --moco-dim 256, --moco-mlp-dim 4096, main_moco.py:95-98).
+  c.head = mlp(num_layers=2, hidden_dim=4096, output_dim=256, last_bn=True)
+  c.predictor = mlp(num_layers=2, hidden_dim=4096, output_dim=256,
+                    last_bn=False)
+  c.temperature = 1.0                      # --moco-t, main_moco.py:104
+  # Momentum encoder = EMA of encoder + projector, m from the base up to 1
+  # along a half cosine (--moco-m-cos, main_moco.py:101-103, :431-434).
+  c.ema_momentum_schedule = "cosine"
+  # LARS (ref moco/optimizer.py:10-43: eta 1e-3, momentum 0.9, params with
+  # ndim <= 1, BN and biases, get neither decay nor trust ratio;
+  # main_moco.py:112-114, :224-227); lr * B / 256 (:190); linear warmup,
+  # then half-cycle cosine to 0 (:115-116, :420-428).
+  c.optimizer, c.momentum = "lars", 0.9
+  c.lr_scaling, c.lr_schedule = "linear", "cosine"
+  c.warmup_epochs = 10.0
+  c.weight_decay_mask = "exclude_bn_bias"
+  # torchvision's ResNet built with zero_init_residual=True (main_moco.py:
+  # 186): kaiming normal fan_out convs; ImageNet mean/std (:258-259).
+  c.conv_init, c.zero_init_residual = "torchvision", True
+  c.input_norm = "imagenet"
+  if variant in _PRESETS:
+    use_pretraining_dataset(c, "imagenet")  # ResNet-50 (main_moco.py:49)
+    c.batch_size = 4096                    # main_moco.py:60
+    (c.num_epochs, c.learning_rate, c.weight_decay,
+     c.ema_momentum) = _PRESETS[variant]
+    # RandomResizedCrop(224, scale=(.2, 1)) (main_moco.py:263, :275;
+    # --crop-min=.2 in every CONFIG.md command).
+    c.view_augment, c.view_augment_2 = moco_v3_views(
+        moco_crop(224, (0.2, 1.0)))
+  elif variant == "cifar10":
+    _solo_learn_cifar10(c)
+  else:  # digits
+    use_pretraining_dataset(c, "digits")   # tiny ResNet x2, 16 px, B=256
+    c.head = mlp(num_layers=2, hidden_dim=64, output_dim=32, last_bn=True)
+    c.predictor = mlp(num_layers=2, hidden_dim=64, output_dim=32,
+                      last_bn=False)
+    # The digits are 8x8 strokes: very small crops erase the digit; the
+    # blur is the identity below 20 px anyway.
+    c.view_augment, c.view_augment_2 = moco_v3_views(
+        moco_crop(16, (0.25, 1.0)))
+    # A 150-step run: a higher lr, a sharper softmax and a faster momentum
+    # encoder than ImageNet's (README "MoCo v3: per config").
+    c.num_epochs = 30
+    c.learning_rate, c.weight_decay = 4.0, 1e-6
+    c.temperature, c.ema_momentum = 0.2, 0.96
+    c.warmup_epochs = 2.0
+  return c
+
+
+def _solo_learn_cifar10(c):
+  """vturrisi/solo-learn @9187ea3: "yaml" is scripts/pretrain/cifar/
+  mocov3.yaml, "aug" scripts/pretrain/cifar/augmentations/asymmetric.yaml,
+  "solo" the package."""
+  use_pretraining_dataset(c, "cifar10")    # ResNet-18 (yaml:17), CIFAR
+                                           #   stem (solo/methods/base.py:
+                                           #   198-203), 32 px
+  c.head = mlp(num_layers=2, hidden_dim=4096, output_dim=256,
+               last_bn=True)               # yaml:19-20; solo/methods/
+                                           #   mocov3.py:52-57, :101-116
+  c.predictor = mlp(num_layers=2, hidden_dim=4096, output_dim=256,
+                    last_bn=False)         # yaml:21; mocov3.py:67-73
+  c.temperature = 0.2                      # yaml:22
+  c.ema_momentum = 0.99                    # yaml:23-25 (to 1.0)
+  c.batch_size = 256                       # yaml:34
+  c.num_epochs = 1000                      # yaml:52
+  c.learning_rate = 0.3                    # yaml:35, x B/256 (solo/args/
+                                           #   pretrain.py:151-154)
+  c.weight_decay = 1e-6                    # yaml:37
+  c.warmup_epochs = 10.0                   # solo/methods/base.py:293
+  # torchvision's resnet18 with its defaults (solo/backbones/resnet/
+  # resnet.py:20): zero_init_residual=False; CIFAR-10 mean/std
+  # (solo/data/pretrain_dataloader.py:207).
+  c.zero_init_residual = False
+  c.input_norm = "cifar10"
+  # aug: RandomResizedCrop 0.08-1 (bicubic, solo/data/pretrain_dataloader.
+  # py:220-225), jitter 0.4/0.4/0.2/0.1 p=0.8, grayscale 0.2, no blur,
+  # solarize 0 / 0.2, flip 0.5 (aug:1-45).
+  c.view_augment, c.view_augment_2 = moco_v3_views(
+      "random_resized_crop(32, area=(0.08, 1.0), impl='torchvision', "
+      "max_attempts=10)", blur=(0.0, 0.0), solarize=(0.0, 0.2))

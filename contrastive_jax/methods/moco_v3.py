@@ -1,0 +1,217 @@
+"""MoCo v3 (Chen, Xie & He 2021), ResNet backbone: a base network (encoder,
+projector, predictor) whose predictions of each view are contrasted with the
+momentum encoder's projections of the other view, the other images of the
+global batch as negatives. No queue.
+
+Reference: facebookresearch/moco-v3 @c349e6e (the README table cites each
+number's line). The ViT variant (3-layer projector, predictor with an output
+BN, frozen patch embedding) is not implemented.
+
+Where each part of the method lives:
+- `state.params`: the base network, {'encoder', 'head' (the projector, the
+  reference's `base_encoder.fc`), 'predictor', 'probe'};
+  `state.batch_stats` its BN statistics.
+- the momentum encoder's parameters: the EMA target inside `state.opt_state`
+  (`Method.ema` selects 'encoder' and 'head': the reference's
+  `momentum_encoder` is a ResNet with its own projector and no predictor,
+  builder.py:27-34, :104-109). It never gets a gradient.
+- `state.extra['target_batch_stats']`: the momentum encoder's own BN
+  statistics. Both networks run in training mode (`model.train()`,
+  main_moco.py:332), so the keys are normalised by their own batch's
+  statistics; the running averages are only kept, as the reference's
+  buffers.
+
+Each view goes through each network on its own (builder.py:86-94), so every
+BN normalises one view's N images (global over devices: the reference
+converts every BN to SyncBatchNorm, main_moco.py:196); the running
+statistics are updated view 1 then view 2.
+
+The reference moves the momentum encoder at the start of each step, before
+computing the keys, with m of that step (builder.py:89-94); ours
+(`ema.ema_params`, chained last) moves it at the end of the previous step,
+towards the same updated parameters, with m of that previous step: the same
+encoder, the cosine schedule one step earlier.
+"""
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+from contrastive_jax import ema, losses, models
+from contrastive_jax import probe as probe_lib
+from contrastive_jax.errors import ConfigError
+from contrastive_jax.methods import base, encoder_with_head
+from contrastive_jax.methods.encoder_with_head import (EncoderWithHead,
+                                                      OnlineNetwork)
+from contrastive_jax.train_state import TrainState
+
+MOMENTUM = ("encoder", "head")
+
+
+class MoCoV3Model(NamedTuple):
+  # (h, z, q = predictor(z), probe logits or None) of a batch of images.
+  base: OnlineNetwork
+  # The same encoder and projector, without predictor or probe: its params
+  # are exactly the EMA target's {'encoder', 'head'}.
+  momentum: EncoderWithHead
+
+
+def _encoder_and_projector(config, axis_name):
+  return (models.encoder_from_config(config, bn_axis_name=axis_name),
+          encoder_with_head.mlp_from_config(
+              config.head, bn_axis_name=axis_name,
+              dtype=models.compute_dtype(config)))
+
+
+def create_model(config: ml_collections.ConfigDict, *,
+                 axis_name: str | None) -> MoCoV3Model:
+  """Encoder, projector (`config.head`), predictor (`config.predictor`),
+  and the momentum encoder + projector, with global BN over `axis_name`."""
+  encoder, projector = _encoder_and_projector(config, axis_name)
+  predictor = encoder_with_head.mlp_from_config(
+      config.predictor, bn_axis_name=axis_name,
+      dtype=models.compute_dtype(config))
+  probe = (probe_lib.LinearProbe(config.num_classes)
+           if encoder_with_head.online_probe_enabled(config) else None)
+  online = OnlineNetwork(encoder=encoder, head=projector, predictor=predictor,
+                         probe=probe)
+  encoder, projector = _encoder_and_projector(config, axis_name)
+  return MoCoV3Model(base=online,
+                     momentum=EncoderWithHead(encoder=encoder, head=projector))
+
+
+def _number(config, field):
+  value = config.get(field)
+  return (None if isinstance(value, bool)
+          or not isinstance(value, (int, float)) else value)
+
+
+def validate_config(config: ml_collections.ConfigDict, *, num_devices: int):
+  """MoCo v3's own fields; called by `config_checks.validate`."""
+  del num_devices
+  t = _number(config, "temperature")
+  if t is None or not t > 0:
+    raise ConfigError(f"config.temperature={config.get('temperature')!r} is "
+                      "invalid: must be a number > 0")
+  m = _number(config, "ema_momentum")
+  if m is None or not 0 <= m <= 1:
+    raise ConfigError(f"config.ema_momentum={config.get('ema_momentum')!r} "
+                      "is invalid: the momentum encoder is an EMA: must be a "
+                      "number in [0, 1]")
+  kind = config.get("ema_momentum_schedule")
+  if kind not in ema.MOMENTUM_SCHEDULES:
+    raise ConfigError(f"config.ema_momentum_schedule={kind!r} is invalid: "
+                      f"must be one of {', '.join(ema.MOMENTUM_SCHEDULES)}")
+  predictor = config.get("predictor")
+  if not isinstance(predictor, ml_collections.ConfigDict):
+    raise ConfigError("config.predictor is missing: MoCo v3 needs its "
+                      "predictor MLP's fields (configs/moco_v3.py)")
+  for field in ("num_layers", "hidden_dim"):
+    value = predictor.get(field)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+      raise ConfigError(f"config.predictor.{field}={value!r} is invalid: "
+                        "must be an integer >= 1")
+  if predictor.get("output_dim") != config.head.output_dim:
+    raise ConfigError(
+        f"config.predictor.output_dim={predictor.get('output_dim')!r} is "
+        "invalid: the prediction is contrasted with the momentum encoder's "
+        f"projection: must equal config.head.output_dim="
+        f"{config.head.output_dim!r}")
+
+
+def init_state(rng: jax.Array, *, model: MoCoV3Model,
+               tx: optax.GradientTransformation,
+               config: ml_collections.ConfigDict) -> TrainState:
+  init_rng, state_rng = jax.random.split(rng)
+  size = config.image_size
+  variables = model.base.init(
+      init_rng, jnp.zeros((2, size, size, 3), jnp.float32), train=False)
+  params = variables["params"]
+  batch_stats = variables.get("batch_stats", {})
+  # The momentum encoder starts as a copy of the base encoder and projector
+  # (builder.py:32-34; the EMA target is one). Its BN buffers are torch's
+  # initial ones, the same as the base network's.
+  extra = {"target_batch_stats": jax.tree.map(
+      jnp.copy, {k: batch_stats[k] for k in MOMENTUM if k in batch_stats})}
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                    batch_stats=batch_stats, opt_state=tx.init(params),
+                    rng=state_rng, extra=extra)
+
+
+class Aux(NamedTuple):
+  loss: jax.Array           # MoCo v3's loss of the global batch
+  probe_metrics: dict
+  batch_stats: Any          # the base network's
+  target_batch_stats: Any   # the momentum encoder's
+
+
+def loss_fn(params, target_params, batch, *, batch_stats, extra,
+            model: MoCoV3Model, temperature: float, axis_name):
+  """ctr(q1, k2) + ctr(q2, k1) of the global batch (plus the online
+  probe's, if any), as a function of the base and momentum parameters; its
+  gradient w.r.t. `target_params` is zero (tested)."""
+  target_vars = jax.lax.stop_gradient(
+      {"params": target_params, "batch_stats": extra["target_batch_stats"]})
+
+  def query(stats, images):
+    out, new = model.base.apply(
+        {"params": params, "batch_stats": stats}, images, train=True,
+        mutable=["batch_stats"])
+    return out, new["batch_stats"]
+
+  def key(stats, images):
+    (_, k, _), new = model.momentum.apply(
+        {**target_vars, "batch_stats": stats}, images, train=True,
+        mutable=["batch_stats"])
+    return k, new["batch_stats"]
+
+  (_, _, q1, logits), stats = query(batch_stats, batch["view1"])
+  (_, _, q2, _), stats = query(stats, batch["view2"])
+  k1, target_stats = key(target_vars["batch_stats"], batch["view1"])
+  k2, target_stats = key(target_stats, batch["view2"])
+  loss = losses.moco_v3_loss(q1, q2, k1, k2, temperature=temperature,
+                             axis_name=axis_name)
+  # The probe sees the first view of each image (ours; the reference has
+  # none).
+  probe_loss, probe_metrics = base.probe_loss(logits, batch["label"],
+                                              axis_name=axis_name)
+  return loss + probe_loss, Aux(loss=loss, probe_metrics=probe_metrics,
+                                batch_stats=stats,
+                                target_batch_stats=target_stats)
+
+
+def train_step(state: TrainState, batch, *, model: MoCoV3Model,
+               tx: optax.GradientTransformation,
+               config: ml_collections.ConfigDict, learning_rate_fn,
+               axis_name: str | None):
+  """One MoCo v3 update on this device's share of the global batch."""
+  # The loss is already global (losses.py): these are the global gradients.
+  grads, aux = jax.grad(loss_fn, has_aux=True)(
+      state.params, ema.target_params(state.opt_state), batch,
+      batch_stats=state.batch_stats, extra=state.extra, model=model,
+      temperature=config.temperature, axis_name=axis_name)
+  # The EMA at the end of the chain moves the momentum encoder towards the
+  # updated base encoder and projector, ready for the next step's keys.
+  new_state = base.apply_gradients(
+      state, grads, tx=tx, batch_stats=aux.batch_stats,
+      extra={**state.extra, "target_batch_stats": aux.target_batch_stats})
+  return new_state, base.step_metrics(
+      loss=aux.loss, grads=grads, learning_rate=learning_rate_fn(state.step),
+      probe_metrics=aux.probe_metrics,
+      ema_momentum=ema.ema_state(new_state.opt_state).momentum)
+
+
+METHOD = base.Method(
+    name="moco_v3", create_model=create_model, init_state=init_state,
+    train_step=train_step, num_views=2,
+    # The base encoder: the network MoCo v3 evaluates downstream
+    # (main_lincls.py:180-183 keeps `module.base_encoder`).
+    encoder_variables=encoder_with_head.encoder_variables,
+    validate_config=validate_config,
+    # The momentum encoder: an EMA of the base encoder and projector only.
+    ema=base.select(*MOMENTUM),
+    # The online probe (ours), as SimCLR's: no decay, no trust ratio.
+    no_decay=base.mask_of("probe"))

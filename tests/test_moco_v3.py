@@ -1,0 +1,393 @@
+"""MoCo v3: the loss against a float64 NumPy reference, the step on 1 and 8
+devices, what the momentum encoder follows, the stop-gradient, and the
+recipes."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from contrastive_jax import (config_checks, config_lib, ema, losses,
+                             method_steps, methods, optim, parallel)
+from contrastive_jax.errors import ConfigError
+from contrastive_jax.methods import moco_v3
+from tests.test_simclr_step import fixed_batch
+
+BATCH, SIZE, STEPS = 32, 8, 2
+
+
+def tiny_config(**overrides):
+  """The digits demo at 8 px, with plain momentum SGD and a constant lr and
+  momentum so that one step moves every parameter visibly."""
+  c = config_lib.load("moco_v3:digits")
+  c.image_size = SIZE
+  for field in ("view_augment", "view_augment_2"):
+    c[field] = c[field].replace("random_resized_crop(16,",
+                                f"random_resized_crop({SIZE},")
+  c.eval_augment = f"resize({SIZE})"
+  c.batch_size = BATCH
+  c.optimizer = "sgd"
+  c.learning_rate, c.lr_scaling, c.lr_schedule = 0.1, "none", "constant"
+  c.warmup_epochs = 0.0
+  c.ema_momentum, c.ema_momentum_schedule = 0.9, "constant"
+  c.update(overrides)
+  return c
+
+
+# ------------------------------------------------------------ the loss --
+
+def _unit(x):
+  return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+
+def reference_loss_and_grads(q1, q2, k1, k2, tau, num_devices=1):
+  """ctr(q1, k2) + ctr(q2, k1) in float64, as the reference runs it on
+  `num_devices` GPUs (builder.py:63-73): each GPU's n queries against all
+  N gathered keys, labels arange(n) + n * rank, CrossEntropy (mean over
+  its n) * 2 tau, DDP averaging the GPUs' gradients (and, here, losses).
+  Returns the loss and its gradient w.r.t. q1 and q2 (k is a constant):
+  dL/dq = 2 tau / N * J(q)^T (softmax - onehot) K / tau, with J(q) =
+  (I - u u^T) / |q| the Jacobian of the normalisation."""
+  q1, q2, k1, k2 = (np.asarray(a, np.float64) for a in (q1, q2, k1, k2))
+  big_n = q1.shape[0]
+  n = big_n // num_devices
+
+  def ctr(q, k):
+    keys = _unit(k)
+    losses_, grads = [], []
+    for rank in range(num_devices):
+      qr = q[rank * n:(rank + 1) * n]
+      u = _unit(qr)
+      logits = u @ keys.T / tau
+      labels = np.arange(n) + n * rank
+      logits_max = logits.max(-1, keepdims=True)
+      soft = np.exp(logits - logits_max)
+      soft /= soft.sum(-1, keepdims=True)
+      ce = -np.log(soft[np.arange(n), labels])
+      losses_.append(ce.mean() * 2 * tau)
+      onehot = np.zeros_like(soft)
+      onehot[np.arange(n), labels] = 1
+      d_u = (soft - onehot) @ keys / tau * 2 * tau / n / num_devices
+      norm = np.linalg.norm(qr, axis=-1, keepdims=True)
+      grads.append((d_u - np.sum(d_u * u, -1, keepdims=True) * u) / norm)
+    return np.mean(losses_), np.concatenate(grads)
+
+  loss_a, g1 = ctr(q1, k2)
+  loss_b, g2 = ctr(q2, k1)
+  return loss_a + loss_b, g1, g2
+
+
+@pytest.mark.parametrize("num_devices", [1, 8])
+def test_loss_and_gradient_match_the_float64_reference(num_devices):
+  rng = np.random.default_rng(0)
+  q1, q2, k1, k2 = (rng.normal(size=(16, 8)).astype(np.float32)
+                    for _ in range(4))
+  # k2 close to q1 and k1 to q2: the positives win, the offsets matter.
+  k2 = k2 * 0.3 + q1
+  k1 = k1 * 0.3 + q2
+  tau = 0.2
+  want, want_g1, want_g2 = reference_loss_and_grads(q1, q2, k1, k2, tau,
+                                                    num_devices)
+
+  def loss_and_grads(*args):
+    return jax.value_and_grad(
+        lambda *a: losses.moco_v3_loss(*a, temperature=tau, axis_name="data"),
+        argnums=(0, 1, 2, 3))(*args)
+
+  mesh = parallel.make_data_mesh(jax.devices()[:num_devices])
+  fn = jax.jit(jax.shard_map(loss_and_grads, mesh=mesh,
+                             in_specs=(P("data"),) * 4,
+                             out_specs=(P(), (P("data"),) * 4)))
+  args = [jax.device_put(a, NamedSharding(mesh, P("data")))
+          for a in (q1, q2, k1, k2)]
+  loss, (g1, g2, gk1, gk2) = jax.device_get(fn(*args))
+  np.testing.assert_allclose(loss, want, rtol=1e-6)
+  np.testing.assert_allclose(g1, want_g1, rtol=1e-5, atol=1e-7)
+  np.testing.assert_allclose(g2, want_g2, rtol=1e-5, atol=1e-7)
+  # The keys are constants: stop_gradient inside the loss.
+  assert not np.any(gk1) and not np.any(gk2)
+  # The same global batch on one device gives the same loss: the rank
+  # offset of the labels is what keeps the positives on the diagonal.
+  np.testing.assert_allclose(
+      losses.moco_v3_loss(q1, q2, k1, k2, temperature=tau), want, rtol=1e-6)
+
+
+def test_loss_scale_is_two_tau():
+  """CrossEntropy * 2 tau: with identical unit embeddings everywhere the
+  logits tie, so each term is 2 tau log N."""
+  x = np.ones((4, 3), np.float32)
+  for tau in (0.2, 1.0):
+    loss = losses.moco_v3_loss(x, x, x, x, temperature=tau)
+    np.testing.assert_allclose(loss, 2 * (2 * tau * np.log(4)), rtol=1e-6)
+
+
+# ------------------------------------------------------------ the step --
+
+@pytest.fixture(scope="module", autouse=True)
+def fast_compiles():
+  before = jax.config.read("jax_disable_most_optimizations")
+  jax.config.update("jax_disable_most_optimizations", True)
+  yield
+  jax.config.update("jax_disable_most_optimizations", before)
+
+
+def _build(num_devices):
+  mesh = parallel.make_data_mesh(jax.devices()[:num_devices])
+  return mesh, method_steps.build(tiny_config(), mesh, steps_per_epoch=10,
+                                  total_steps=100, guard=False)
+
+
+@pytest.fixture(scope="module")
+def initial_state():
+  mesh, built = _build(1)
+  with jax.set_mesh(mesh):
+    return jax.device_get(built.init(jax.random.PRNGKey(0)))
+
+
+def _run(initial, num_devices):
+  """(states: the initial one and after each step, metrics of each step),
+  on the host, for tiny_config on `num_devices` devices and one batch."""
+  mesh, built = _build(num_devices)
+  states, history = [initial], []
+  with jax.set_mesh(mesh):
+    state = jax.device_put(initial, parallel.replicated(mesh))
+    batch = parallel.global_batch(fixed_batch(BATCH, SIZE, seed=1), mesh)
+    for _ in range(STEPS):
+      state, metrics = built.train_step(state, batch)
+      states.append(jax.device_get(state))
+      history.append(jax.device_get(metrics))
+  return states, history
+
+
+@pytest.fixture(scope="module")
+def one_device(initial_state):
+  return _run(initial_state, 1)
+
+
+def _assert_trees_close(a, b, rtol=1e-4, atol=1e-6):
+  assert jax.tree.structure(a) == jax.tree.structure(b)
+  for (path, x), y in zip(jax.tree_util.tree_flatten_with_path(a)[0],
+                          jax.tree.leaves(b)):
+    np.testing.assert_allclose(np.asarray(y), np.asarray(x), rtol=rtol,
+                               atol=atol, err_msg=jax.tree_util.keystr(path))
+
+
+def test_eight_devices_match_one_device(one_device):
+  # Global BN per view + keys gathered over the global batch: sharding the
+  # batch changes nothing.
+  states1, hist1 = one_device
+  states8, hist8 = _run(states1[0], 8)
+  for h1, h8 in zip(hist1, hist8):
+    for name in ("loss", "grad_norm", "probe_loss", "ema_momentum"):
+      np.testing.assert_allclose(h8[name], h1[name], rtol=1e-4, err_msg=name)
+  s1, s8 = states1[-1], states8[-1]
+  _assert_trees_close(s1.params, s8.params)
+  _assert_trees_close(s1.batch_stats, s8.batch_stats)
+  _assert_trees_close(s1.extra, s8.extra)
+  _assert_trees_close(ema.target_params(s1.opt_state),
+                      ema.target_params(s8.opt_state))
+  assert all(np.isfinite(h["loss"]) for h in hist1)
+
+
+def test_momentum_encoder_is_an_ema_of_encoder_and_projector(one_device):
+  states, history = one_device
+  for before, after, metrics in zip(states, states[1:], history):
+    target0 = ema.target_params(before.opt_state)
+    target1 = ema.target_params(after.opt_state)
+    # Only the encoder and the projector have a momentum copy; the
+    # predictor and the online probe have none.
+    assert set(target1) == {"encoder", "head"}
+    assert set(after.params) == {"encoder", "head", "predictor", "probe"}
+    assert set(after.extra["target_batch_stats"]) == {"encoder", "head"}
+    for k in ("encoder", "head"):
+      assert (jax.tree.structure(target1[k])
+              == jax.tree.structure(after.params[k]))
+    m = float(metrics["ema_momentum"])
+    assert m == pytest.approx(0.9)
+    for t0, q1, t1 in zip(jax.tree.leaves(target0),
+                          jax.tree.leaves(moco_v3.METHOD.ema(after.params)),
+                          jax.tree.leaves(target1)):
+      np.testing.assert_allclose(t1, m * t0 + (1 - m) * q1, rtol=1e-5,
+                                 atol=1e-6)
+  first, last = states[0].params, states[-1].params
+  for k in ("encoder", "head", "predictor", "probe"):
+    assert any(np.any(a != b) for a, b in zip(jax.tree.leaves(first[k]),
+                                              jax.tree.leaves(last[k]))), k
+
+
+def test_no_gradient_to_the_momentum_encoder_and_the_views_pair_up(
+    initial_state, one_device):
+  """The loss's gradient w.r.t. the momentum encoder is zero; the step's
+  first loss is ctr(q1, k2) + ctr(q2, k1) on its own outputs, each network
+  normalising each view on its own; the MLPs are builder.py's."""
+  config = tiny_config()
+  model = moco_v3.create_model(config, axis_name=None)
+  state = initial_state
+  batch = {k: jnp.asarray(v)
+           for k, v in fixed_batch(BATCH, SIZE, seed=1).items()}
+
+  @jax.jit
+  def target_grads_and_outputs(params, target_params):
+    grads, aux = jax.grad(
+        functools.partial(moco_v3.loss_fn, model=model,
+                          temperature=config.temperature, axis_name=None),
+        argnums=1, has_aux=True)(
+            params, target_params, batch, batch_stats=state.batch_stats,
+            extra=state.extra)
+    query = lambda x: model.base.apply(
+        {"params": params, "batch_stats": state.batch_stats}, x, train=True,
+        mutable=["batch_stats"])[0][2]
+    key = lambda x: model.momentum.apply(
+        {"params": target_params,
+         "batch_stats": state.extra["target_batch_stats"]}, x, train=True,
+        mutable=["batch_stats"])[0][1]
+    return grads, aux.loss, [query(batch["view1"]), query(batch["view2"]),
+                             key(batch["view1"]), key(batch["view2"])]
+
+  g_target, loss, outputs = jax.device_get(target_grads_and_outputs(
+      state.params, ema.target_params(state.opt_state)))
+  assert set(g_target) == {"encoder", "head"}
+  assert all(not np.any(g) for g in jax.tree.leaves(g_target))
+  want, _, _ = reference_loss_and_grads(*outputs, config.temperature)
+  np.testing.assert_allclose(loss, want, rtol=1e-5)
+  np.testing.assert_allclose(one_device[1][0]["loss"], want, rtol=1e-5)
+  # No bias anywhere; the projector's output BN has no affine parameters
+  # and the predictor has no output BN (builder.py:42-50, :105-109).
+  head, pred = state.params["head"], state.params["predictor"]
+  assert set(head) == {"dense1", "bn1", "dense2"}
+  assert "bn_out" in state.batch_stats["head"]
+  assert set(pred) == {"dense1", "bn1", "dense2"}
+  assert "bn_out" not in state.batch_stats["predictor"]
+  for mlp in (head, pred):
+    assert set(mlp["dense1"]) == set(mlp["dense2"]) == {"kernel"}
+
+
+# ------------------------------------------------------------ config --
+
+# Every number of each recipe (README "MoCo v3: per config" cites them).
+MOCO_V3_RECIPES = {
+    "r50": dict(model="resnet50", cifar_stem=False, image_size=224,
+                batch_size=4096, num_epochs=100, learning_rate=0.6,
+                weight_decay=1e-6, ema_momentum=0.99, temperature=1.0,
+                warmup_epochs=10.0, input_norm="imagenet",
+                zero_init_residual=True),
+    "r50_300": dict(model="resnet50", batch_size=4096, num_epochs=300,
+                    learning_rate=0.3, weight_decay=1e-6, ema_momentum=0.99,
+                    temperature=1.0, warmup_epochs=10.0,
+                    zero_init_residual=True),
+    "r50_1000": dict(model="resnet50", batch_size=4096, num_epochs=1000,
+                     learning_rate=0.3, weight_decay=1.5e-6,
+                     ema_momentum=0.996, temperature=1.0, warmup_epochs=10.0,
+                     zero_init_residual=True),
+    "cifar10": dict(model="resnet18", cifar_stem=True, image_size=32,
+                    batch_size=256, num_epochs=1000, learning_rate=0.3,
+                    weight_decay=1e-6, ema_momentum=0.99, temperature=0.2,
+                    warmup_epochs=10.0, input_norm="cifar10",
+                    zero_init_residual=False),
+    "digits": dict(model="tiny_resnet", image_size=16, batch_size=256,
+                   num_epochs=30),
+}
+MOCO_V3_COMMON = dict(method="moco_v3", optimizer="lars", momentum=0.9,
+                      lr_scaling="linear", lr_schedule="cosine",
+                      ema_momentum_schedule="cosine",
+                      weight_decay_mask="exclude_bn_bias",
+                      conv_init="torchvision")
+
+
+@pytest.mark.parametrize("variant", sorted(MOCO_V3_RECIPES))
+def test_recipe_numbers(variant):
+  c = config_lib.load(f"moco_v3:{variant}")
+  for field, want in {**MOCO_V3_COMMON, **MOCO_V3_RECIPES[variant]}.items():
+    assert c[field] == want, field
+  head, pred = c.head, c.predictor
+  assert (head.num_layers, head.use_bn, head.output_bn, head.output_bn_scale,
+          head.output_bias, head.dense_init) == (
+              2, True, True, False, False, "torch_linear")
+  assert (pred.num_layers, pred.use_bn, pred.output_bn, pred.output_bias,
+          pred.dense_init) == (2, True, False, False, "torch_linear")
+  assert pred.output_dim == head.output_dim
+  if variant != "digits":
+    assert (head.hidden_dim, head.output_dim, pred.hidden_dim) == (
+        4096, 256, 4096)
+  view1, view2 = c.view_augment.split("|"), c.view_augment_2.split("|")
+  jitter = ("color_jitter(1.0, p=0.8, brightness=0.4, contrast=0.4, "
+            "saturation=0.2, hue=0.1, impl='torchvision')")
+  for ops in (view1, view2):
+    assert "impl='torchvision'" in ops[0]
+    assert ops[1:3] == [jitter, "grayscale(p=0.2)"]
+    assert ops[-1] == "flip_lr(p=0.5)"
+  area = {"cifar10": "(0.08, 1.0)", "digits": "(0.25, 1.0)"}.get(
+      variant, "(0.2, 1.0)")
+  assert f"area={area}" in view1[0] and view1[0] == view2[0]
+  if variant == "cifar10":  # no blur (aug:13-14, :36-37)
+    assert view1[3:] == ["flip_lr(p=0.5)"]
+    assert view2[3:] == ["solarize(p=0.2, threshold=0.5)", "flip_lr(p=0.5)"]
+  else:
+    assert view1[3].startswith("gaussian_blur(p=1.0, sigma=(0.1, 2.0)")
+    assert view2[3].startswith("gaussian_blur(p=0.1, sigma=(0.1, 2.0)")
+    assert view2[4] == "solarize(p=0.2, threshold=0.5)"
+    assert len(view1) == 5 and len(view2) == 6
+  if variant.startswith("r50"):
+    assert "method='bilinear', antialias=True" in view1[0]
+  config_checks.validate(c, num_devices=8, num_processes=1)
+
+
+def test_reference_schedules():
+  c = config_lib.load("moco_v3")  # the default: the 100-epoch command
+  assert c.num_epochs == 100
+  assert optim.scaled_learning_rate(
+      c.learning_rate, c.batch_size, c.lr_scaling) == pytest.approx(9.6)
+  # m = 1 - 0.5 (1 + cos(pi t / T)) (1 - m0) (main_moco.py:431-434).
+  m = ema.momentum_schedule(c.ema_momentum, c.ema_momentum_schedule, 100)
+  assert [float(m(k)) for k in (0, 50, 100)] == pytest.approx(
+      [0.99, 0.995, 1.0])
+  # lr: linear warmup from 0, then half-cycle cosine (main_moco.py:420-428).
+  lr = optim.learning_rate_schedule(peak_lr=9.6, total_steps=100,
+                                    warmup_steps=10)
+  assert [float(lr(k)) for k in (0, 5, 10, 55, 100)] == pytest.approx(
+      [0.0, 4.8, 9.6, 4.8, 0.0], abs=1e-5)
+
+
+def test_method_fields():
+  method = methods.get_method("moco_v3")
+  params = {"encoder": {"c": 1}, "head": {"d": 2}, "predictor": {"e": 3},
+            "probe": {"linear": {"kernel": 4}}}
+  assert method.ema(params) == {"encoder": {"c": 1}, "head": {"d": 2}}
+  assert method.no_decay(params)["probe"]["linear"]["kernel"] is True
+  assert method.no_decay(params)["predictor"]["e"] is False
+  assert method.frozen is None and method.constant_lr is None
+  assert method.pretrains_encoder and method.num_views == 2
+  assert "moco_v3" in methods.pretraining_methods()
+  state = {"params": params, "batch_stats": {"encoder": {"m": 0}}}
+  assert method.encoder_variables(state) == {"params": {"c": 1},
+                                             "batch_stats": {"m": 0}}
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (dict(temperature=0.0), r"config.temperature=0.0 .*> 0"),
+    (dict(ema_momentum=1.5), r"config.ema_momentum=1.5 .*\[0, 1\]"),
+    (dict(ema_momentum_schedule="linear"),
+     r"config.ema_momentum_schedule='linear' .*constant, cosine"),
+    (dict(predictor=None), "config.predictor is missing"),
+    ({"predictor.num_layers": 0}, r"config.predictor.num_layers=0 .*>= 1"),
+    ({"predictor.output_dim": 5},
+     r"config.predictor.output_dim=5 .*must equal config.head.output_dim=32"),
+])
+def test_bad_moco_v3_fields_name_the_field(overrides, message):
+  c = config_lib.load("moco_v3:digits")
+  for field, value in overrides.items():
+    if "." in field:
+      block, name = field.split(".")
+      c[block][name] = value
+    else:
+      c[field] = value
+  with pytest.raises(ConfigError, match=message):
+    moco_v3.validate_config(c, num_devices=1)
+
+
+def test_unknown_variant():
+  with pytest.raises(ValueError, match="unknown moco_v3 config variant"):
+    config_lib.load("moco_v3:vit_small")
