@@ -26,6 +26,6 @@ setup(
         "safetensors>=0.4",       # export --format=torchvision
     ],
     extras_require={
-        "test": ["pytest>=8", "scikit-learn>=1.4"],
+        "test": ["pytest>=8", "pytest-xdist>=3.5", "scikit-learn>=1.4"],
     },
 )

@@ -22,3 +22,22 @@ def prepared_tfds(tmp_path_factory):
   from tests import prepared_data  # pylint: disable=g-import-not-at-top
   data_dir = str(tmp_path_factory.mktemp("tfds"))
   return data_dir, prepared_data.write_all(data_dir)
+
+
+# The slowest modules (subprocess runs, multi-process jobs), started first:
+# under `pytest -n 2 --dist loadfile` (the README's command) each module runs
+# on one worker in collection order, so a slow module collected last would
+# run alone at the end. Longest first keeps both workers busy.
+_SLOWEST_FIRST = (
+    "test_resume.py", "test_prepared_end_to_end.py", "test_reshard.py",
+    "test_evaluation.py", "test_moco_train.py", "test_launch_multi_process.py",
+    "test_guards.py", "test_main.py", "test_moco.py", "test_bad_input.py",
+    "test_train.py", "test_benchmarks.py", "test_simclr_step.py",
+    "test_preview.py", "test_method_resume.py", "test_export.py",
+)
+
+
+def pytest_collection_modifyitems(session, config, items):
+  del session, config
+  rank = {name: i for i, name in enumerate(_SLOWEST_FIRST)}
+  items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
