@@ -137,6 +137,25 @@ class _QuietLibraries(logging_std.Filter):
                 and not record.pathname.endswith("xla_bridge.py")))
 
 
+def train_or_user_error(config, workdir: str, **kwargs):
+  """`train.train_and_evaluate`, with a disk that fills up mid-run (metrics,
+  TensorBoard events, anything but a checkpoint, which reports its own)
+  turned into a UserError: the run resumes from its newest checkpoint once
+  there is space."""
+  from contrastive_jax import checkpointing, train  # pylint: disable=g-import-not-at-top
+  try:
+    return train.train_and_evaluate(config, workdir, **kwargs)
+  except UserError:
+    raise
+  except Exception as e:  # pylint: disable=broad-except
+    if not checkpointing.is_disk_full(e):
+      raise
+    raise UserError(
+        f"no space left on device while training in {workdir} "
+        f"({_summary(e)}); free some space and run the same command again: "
+        "it resumes from the newest checkpoint") from e
+
+
 def main(argv):
   logging.get_absl_handler().addFilter(_QuietLibraries())
   if len(argv) > 1:
@@ -144,9 +163,8 @@ def main(argv):
   config = _read_config()
   _hide_accelerators_from_tensorflow()
   _initialize_distributed()
-  from contrastive_jax import train  # pylint: disable=g-import-not-at-top
   try:
-    train.train_and_evaluate(config, _WORKDIR.value)
+    train_or_user_error(config, _WORKDIR.value)
   except UserError as e:
     _exit_with_error(str(e))
 
