@@ -66,6 +66,10 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int,
            "must be an integer >= 0")
   for field in ("warmup_epochs", "weight_decay"):
     _non_negative_number(config, field)
+  probe_lr = config.get("probe_learning_rate", -1.0)
+  _require(_is_number(probe_lr) and (probe_lr > 0 or probe_lr == -1)
+           and math.isfinite(probe_lr), "probe_learning_rate", probe_lr,
+           "must be a number > 0, or -1 (the method's learning rate)")
   momentum = config.get("momentum", 0.0)
   _require(_is_number(momentum) and 0 <= momentum < 1, "momentum", momentum,
            "must be a number in [0, 1)")

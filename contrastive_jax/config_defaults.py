@@ -96,7 +96,10 @@ _PRETRAINING_DATASETS = {
         head_output_dim=32, image_size=16,
         batch_size=256, log_every_steps=10, checkpoint_every_steps=50,
         num_classes=10, eval_augment="resize(16)", eval_batch_size=512,
-        knn_every_steps=50),
+        knn_every_steps=50,
+        # The demos' method learning rates (0.5-4 x B/256) swing a linear
+        # probe on 150 steps; the monitor gets its own.
+        probe_learning_rate=0.1),
 }
 
 
@@ -118,6 +121,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.model = "resnet50"
   c.width_multiplier = 1
   c.cifar_stem = False          # 3x3 stride-1 stem, no max-pool (small images)
+  c.patch_size = 16             # ViTs (model='vit_*'): 16 or 8
   c.head = ml_collections.ConfigDict(dict(
       num_layers=2,             # SimCLR v1: 2; v2: 3 (with use_bn=True)
       hidden_dim=-1,            # -1: the encoder's feature width
@@ -171,6 +175,10 @@ def base_config() -> ml_collections.ConfigDict:
   # (0 classes: off). Needs labels; unlabelled examples (label -1) are skipped,
   # and on a dataset without labels it is off.
   c.online_probe = True
+  # The probe's base learning rate (scaled by lr_scaling, on the method's
+  # warmup and schedule), as solo-learn's `classifier_lr`; -1: the method's
+  # learning rate, as SimCLR's supervised head.
+  c.probe_learning_rate = -1.0
   c.num_classes = -1            # -1: the train split's class count
 
   # Method.

@@ -44,7 +44,7 @@ def build(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, *,
   tx, learning_rate_fn = optim.create_optimizer_from_config(
       config, steps_per_epoch=steps_per_epoch, total_steps=total_steps,
       ema=method.ema, frozen=method.frozen, no_decay=method.no_decay,
-      constant_lr=method.constant_lr)
+      constant_lr=method.constant_lr, probe=method.probe)
   model = method.create_model(config, axis_name=parallel.DATA_AXIS)
   init = jax.jit(
       functools.partial(method.init_state, model=model, tx=tx, config=config),

@@ -107,6 +107,14 @@ def learning_rate_schedule(
 # A module is BatchNorm if its name is flax's default (`BatchNorm_0`) or has a
 # `bn` token: `bn`, `bn1`, `stem_bn`, `proj_bn`, `bn_out`. Not `bnet`.
 _BN_MODULE = re.compile(r'batchnorm|(^|_)bn\d*(_|$)', re.IGNORECASE)
+# A module is LayerNorm if its name is flax's default (`LayerNorm_0`), has
+# `layer_norm` in it, or has an `ln` or `norm` token: `norm`, `norm1` (timm's
+# names, models/vit.py), `ln1`, `final_norm`, `ln_f`. Not `normal`, `kiln`.
+_LN_MODULE = re.compile(r'layer_?norm|(^|_)(ln|norm)\d*(_|$)', re.IGNORECASE)
+# Leaves excluded by their own name, wherever they are: biases, and a ViT's
+# cls token and (were it ever a parameter) position embedding, as timm's
+# `no_weight_decay()` {'pos_embed', 'cls_token'} (models/vit.py).
+_NO_DECAY_LEAVES = frozenset({'bias', 'cls_token', 'pos_embed'})
 
 
 def _path_names(path) -> list[str]:
@@ -124,20 +132,26 @@ def _path_names(path) -> list[str]:
 
 def _gets_decay(path, _) -> bool:
   names = _path_names(path)  # empty for a bare array: decayed
-  if names and names[-1] == 'bias':
+  if names and names[-1] in _NO_DECAY_LEAVES:
     return False
-  return not any(_BN_MODULE.search(m) for m in names[:-1])
+  return not any(_BN_MODULE.search(m) or _LN_MODULE.search(m)
+                 for m in names[:-1])
 
 
 def decay_mask(params) -> Any:
   """True for the leaves that get weight decay and LARS trust-ratio scaling.
 
   Rule, by parameter path: a leaf is excluded (False) if its own name is
-  `bias`, or if any enclosing module is a BatchNorm, i.e. its name contains
-  `BatchNorm` (flax's default naming) or a `bn` token (`bn1`, `stem_bn`,
-  `proj_bn`, `bn_out`; our models name every BN this way). Everything else,
-  in particular every conv and dense `kernel`, is True. Other norms
-  (LayerNorm `scale`) are NOT recognised and would get decay.
+  `bias`, `cls_token` or `pos_embed`, or if any enclosing module is a norm:
+  a BatchNorm, i.e. its name contains `BatchNorm` (flax's default naming) or
+  a `bn` token (`bn1`, `stem_bn`, `proj_bn`, `bn_out`; our ResNets and heads
+  name every BN this way), or a LayerNorm, i.e. its name contains
+  `LayerNorm` / `layer_norm` or an `ln` or `norm` token (`norm`, `norm1`,
+  `ln1`, `final_norm`; our ViTs name every LayerNorm this way). A token is
+  delimited by `_` or the name's ends and may end in digits, so `bnet` and
+  `normal` are not norms. Everything else, in particular every conv and
+  dense `kernel`, is True. Other norms (e.g. flax's default `GroupNorm_0`)
+  are NOT recognised and would get decay.
 
   Works on any params pytree, including `jax.eval_shape` outputs.
   """
@@ -207,29 +221,31 @@ def scale_by_trust_ratio(
 
 def learning_rate_step(
     learning_rate: float | Schedule,
-    constant_lr: tuple[float, Callable[[Any], Any]] | None = None,
+    groups: Sequence[tuple[Callable[[Any], Any], float | Schedule]] = (),
 ) -> optax.GradientTransformation:
-  """`optax.scale_by_learning_rate(learning_rate)`; with `constant_lr =
-  (value, mask_fn)`, the leaves `mask_fn` marks are scaled by the constant
-  `value` instead, whatever the schedule (SimSiam's predictor at the peak
-  lr: main_simsiam.py:193-197, :359-366 @a7bc177)."""
-  if constant_lr is None:
+  """`optax.scale_by_learning_rate(learning_rate)`; each of `groups`, a
+  (mask_fn, learning rate) pair, scales the leaves its mask marks by its own
+  learning rate instead (masks disjoint): SimSiam's predictor at the peak lr
+  (main_simsiam.py:193-197, :359-366 @a7bc177), the online probe at its
+  own. Without groups the state is optax's, as checkpoints hold it."""
+  if not groups:
     return optax.scale_by_learning_rate(learning_rate)
-  value, mask_fn = constant_lr
 
-  def scheduled(params):
-    return jax.tree.map(lambda constant: not constant, mask_fn(params))
+  def rest(params):
+    marked = [mask_fn(params) for mask_fn, _ in groups]
+    return jax.tree.map(lambda *m: not any(m), *marked)
 
   return optax.chain(
-      optax.masked(optax.scale_by_learning_rate(learning_rate), scheduled),
-      optax.masked(optax.scale_by_learning_rate(value), mask_fn))
+      optax.masked(optax.scale_by_learning_rate(learning_rate), rest),
+      *[optax.masked(optax.scale_by_learning_rate(lr), mask_fn)
+        for mask_fn, lr in groups])
 
 
 def lars(learning_rate: float | Schedule, *, weight_decay: float,
          trust_coefficient: float, momentum: float,
          nesterov: bool, wd_mask=decay_mask,
          adapt_mask=decay_mask,
-         constant_lr=None) -> optax.GradientTransformation:
+         lr_groups=()) -> optax.GradientTransformation:
   """`optax.lars` with both masks `decay_mask` and our `scale_by_trust_ratio`:
   the same chain, so the same updates and the same state structure.
   `wd_mask` is the decay's mask, `adapt_mask` the trust ratio's; by default
@@ -238,7 +254,7 @@ def lars(learning_rate: float | Schedule, *, weight_decay: float,
   return optax.chain(
       optax.add_decayed_weights(weight_decay, mask=wd_mask),
       optax.masked(scale_by_trust_ratio(trust_coefficient), adapt_mask),
-      learning_rate_step(learning_rate, constant_lr),
+      learning_rate_step(learning_rate, lr_groups),
       optax.trace(decay=momentum, nesterov=nesterov))
 
 
@@ -254,7 +270,7 @@ def create_optimizer(
     b2: float = 0.999,
     weight_decay_mask: str = 'exclude_bn_bias',
     no_decay: Callable[[Any], Any] | None = None,
-    constant_lr: tuple[float, Callable[[Any], Any]] | None = None,
+    lr_groups: Sequence[tuple[Callable[[Any], Any], float | Schedule]] = (),
 ) -> optax.GradientTransformation:
   """Builds 'lars', 'sgd' or 'adamw', with decay masked by the mask named
   `weight_decay_mask` (see `weight_decay_mask_fn`; the default: `decay_mask`).
@@ -267,8 +283,8 @@ def create_optimizer(
   'adamw': decoupled decay on masked leaves; `momentum` is unused (b1 is).
   `no_decay(params)`, a bool pytree, takes leaves out of weight decay and
   out of LARS's trust ratio (a method's request, `Method.no_decay`).
-  `constant_lr = (value, mask_fn)`: the leaves `mask_fn` marks are trained
-  at the constant learning rate `value` (`learning_rate_step`).
+  `lr_groups`: (mask_fn, learning rate) pairs: the leaves each mask marks
+  are trained at that learning rate instead (`learning_rate_step`).
   """
   if name not in OPTIMIZERS:
     raise ConfigError(
@@ -286,24 +302,24 @@ def create_optimizer(
                 trust_coefficient=trust_coefficient, momentum=momentum,
                 nesterov=nesterov, wd_mask=wd_mask,
                 adapt_mask=_without(decay_mask, no_decay),
-                constant_lr=constant_lr)
+                lr_groups=lr_groups)
   if name == 'sgd':
     decay = optax.add_decayed_weights(weight_decay, mask=wd_mask)
-    if constant_lr is None:  # optax.sgd's chain, as checkpoints hold it.
+    if not lr_groups:  # optax.sgd's chain, as checkpoints hold it.
       return optax.chain(decay, optax.sgd(
           learning_rate, momentum=momentum or None, nesterov=nesterov))
     # torch's SGD: decay added to the gradient, momentum, then the lr.
     return optax.chain(
         decay, optax.trace(decay=momentum, nesterov=nesterov)
         if momentum else optax.identity(),
-        learning_rate_step(learning_rate, constant_lr))
-  if constant_lr is None:
+        learning_rate_step(learning_rate, lr_groups))
+  if not lr_groups:
     return optax.adamw(
         learning_rate, b1=b1, b2=b2, weight_decay=weight_decay, mask=wd_mask)
   return optax.chain(
       optax.scale_by_adam(b1=b1, b2=b2),
       optax.add_decayed_weights(weight_decay, mask=wd_mask),
-      learning_rate_step(learning_rate, constant_lr))
+      learning_rate_step(learning_rate, lr_groups))
 
 
 def create_optimizer_from_config(
@@ -312,6 +328,7 @@ def create_optimizer_from_config(
     frozen: Callable[[Any], Any] | None = None,
     no_decay: Callable[[Any], Any] | None = None,
     constant_lr: Callable[[Any], Any] | None = None,
+    probe: Callable[[Any], Any] | None = None,
 ) -> tuple[optax.GradientTransformation, Schedule]:
   """(optimizer, schedule) from the training config.
 
@@ -324,6 +341,10 @@ def create_optimizer_from_config(
   `no_decay(params)`: leaves with neither weight decay nor LARS adaptation.
   `constant_lr(params)`: leaves trained at the peak learning rate
     throughout, with neither warmup nor decay.
+  `probe(params)`: the online probe's leaves. With `probe_learning_rate` > 0
+    they follow the same warmup and schedule scaled to that base learning
+    rate (after `lr_scaling`), as solo-learn's `classifier_lr`; otherwise
+    the method's learning rate.
   `frozen(params)`: a mask of parameters whose updates are zeroed after
     everything else (weight decay included, also AdamW's decoupled decay),
     so they never change.
@@ -361,7 +382,8 @@ def create_optimizer_from_config(
       nesterov=config.get('nesterov', False),
       weight_decay_mask=config.get('weight_decay_mask', 'exclude_bn_bias'),
       no_decay=no_decay,
-      constant_lr=None if constant_lr is None else (peak_lr, constant_lr))
+      lr_groups=_lr_groups(config, schedule, peak_lr, constant_lr=constant_lr,
+                           probe=probe))
   if frozen is not None:
     tx = optax.chain(tx, optax.masked(optax.set_to_zero(), frozen))
   if ema is not None:
@@ -369,3 +391,16 @@ def create_optimizer_from_config(
         config.ema_momentum, config.get('ema_momentum_schedule', 'constant'),
         total_steps), select=ema))
   return tx, schedule
+
+
+def _lr_groups(config, schedule, peak_lr, *, constant_lr, probe):
+  """`create_optimizer`'s lr_groups for a method's requests."""
+  groups = []
+  if constant_lr is not None:
+    groups.append((constant_lr, peak_lr))
+  probe_lr = config.get('probe_learning_rate', -1.0)
+  if probe is not None and probe_lr > 0:
+    ratio = scaled_learning_rate(probe_lr, config.batch_size,
+                                 config.lr_scaling) / peak_lr
+    groups.append((probe, lambda step: schedule(step) * ratio))
+  return groups

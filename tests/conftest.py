@@ -41,3 +41,9 @@ def pytest_collection_modifyitems(session, config, items):
   del session, config
   rank = {name: i for i, name in enumerate(_SLOWEST_FIRST)}
   items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
+
+
+def pytest_configure(config):
+  # pytest-xdist would reorder modules by their number of tests; keep ours.
+  if hasattr(config.option, "loadscopereorder"):
+    config.option.loadscopereorder = False

@@ -180,22 +180,26 @@ def test_the_step_loss_is_the_formula_on_its_own_outputs(initial_state,
 def test_the_predictor_keeps_the_peak_lr_as_the_rest_decays():
   """SGD with `constant_lr` on the predictor: its update is -peak * the
   momentum buffer at every step, warmup included, while the encoder's
-  follows the schedule (--fix-pred-lr, main_simsiam.py:359-366)."""
-  c = tiny_config(learning_rate=0.4, warmup_epochs=1.0, weight_decay=0.0,
-                  momentum=0.0)
-  tx, schedule = optim.create_optimizer_from_config(
-      c, steps_per_epoch=4, total_steps=12,
-      constant_lr=simsiam.METHOD.constant_lr)
+  follows the schedule (--fix-pred-lr, main_simsiam.py:359-366); the online
+  probe follows the same schedule scaled to `probe_learning_rate`, or the
+  method's own when that is -1."""
   params = {"encoder": {"w": jnp.ones(3)}, "predictor": {"w": jnp.ones(3)},
             "probe": {"w": jnp.ones(3)}}
   grads = jax.tree.map(jnp.ones_like, params)
-  state = tx.init(params)
-  for step in range(12):
-    updates, state = tx.update(grads, state, params)
-    lr = float(schedule(step))
-    np.testing.assert_allclose(updates["encoder"]["w"], -lr, rtol=1e-6)
-    np.testing.assert_allclose(updates["probe"]["w"], -lr, rtol=1e-6)
-    np.testing.assert_allclose(updates["predictor"]["w"], -0.4, rtol=1e-6)
+  for probe_lr, probe_ratio in ((-1.0, 1.0), (0.1, 0.25)):
+    c = tiny_config(learning_rate=0.4, warmup_epochs=1.0, weight_decay=0.0,
+                    momentum=0.0, probe_learning_rate=probe_lr)
+    tx, schedule = optim.create_optimizer_from_config(
+        c, steps_per_epoch=4, total_steps=12,
+        constant_lr=simsiam.METHOD.constant_lr, probe=simsiam.METHOD.probe)
+    state = tx.init(params)
+    for step in range(12):
+      updates, state = tx.update(grads, state, params)
+      lr = float(schedule(step))
+      np.testing.assert_allclose(updates["encoder"]["w"], -lr, rtol=1e-6)
+      np.testing.assert_allclose(updates["probe"]["w"], -lr * probe_ratio,
+                                 rtol=1e-6)
+      np.testing.assert_allclose(updates["predictor"]["w"], -0.4, rtol=1e-6)
   assert float(schedule(0)) == 0.0 and float(schedule(4)) == pytest.approx(0.4)
   # With momentum and decay, the same chain as torch's SGD per group.
   c = tiny_config(learning_rate=0.4, warmup_epochs=0.0, weight_decay=0.1,

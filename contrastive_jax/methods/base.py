@@ -65,6 +65,8 @@ class Method:
     constant_lr(params) -> bool pytree: parameters trained at the peak
       learning rate throughout, neither warmed up nor decayed (SimSiam's
       predictor, its reference's `--fix-pred-lr`).
+    probe(params) -> bool pytree: the online probe's parameters; they train
+      at `config.probe_learning_rate` when it is set (> 0).
   """
   name: str
   create_model: Callable[..., Any]
@@ -80,6 +82,7 @@ class Method:
   frozen: Callable[[Any], Any] | None = None
   no_decay: Callable[[Any], Any] | None = None
   constant_lr: Callable[[Any], Any] | None = None
+  probe: Callable[[Any], Any] | None = None
 
   @property
   def pretrains_encoder(self) -> bool:

@@ -200,4 +200,4 @@ METHOD = base.Method(
     ema=base.select(*TARGET),
     # The online probe, as SimCLR's (the reference's classifier gets LARS
     # decay and adaptation on its kernel; README deviations).
-    no_decay=base.mask_of("probe"))
+    no_decay=base.mask_of("probe"), probe=base.mask_of("probe"))

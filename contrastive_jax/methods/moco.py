@@ -251,4 +251,4 @@ METHOD = base.Method(
     # The key encoder: an EMA of the whole query network.
     validate_config=validate_config, ema=ema.everything,
     # The online probe (ours; MoCo trains none) is plain momentum SGD.
-    no_decay=base.mask_of("probe"))
+    no_decay=base.mask_of("probe"), probe=base.mask_of("probe"))

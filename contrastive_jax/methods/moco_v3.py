@@ -214,4 +214,4 @@ METHOD = base.Method(
     # The momentum encoder: an EMA of the base encoder and projector only.
     ema=base.select(*MOMENTUM),
     # The online probe (ours), as SimCLR's: no decay, no trust ratio.
-    no_decay=base.mask_of("probe"))
+    no_decay=base.mask_of("probe"), probe=base.mask_of("probe"))

@@ -107,4 +107,4 @@ METHOD = base.Method(
     train_step=train_step, num_views=2, validate_config=validate_config,
     encoder_variables=encoder_with_head.encoder_variables,
     # The online probe, as the tf2 code's `head_supervised`.
-    no_decay=base.mask_of("probe"))
+    no_decay=base.mask_of("probe"), probe=base.mask_of("probe"))

@@ -149,4 +149,4 @@ METHOD = base.Method(
     # initial lr while the rest follows the cosine.
     constant_lr=base.mask_of("predictor"),
     # The online probe (ours; the reference has none), as SimCLR's.
-    no_decay=base.mask_of("probe"))
+    no_decay=base.mask_of("probe"), probe=base.mask_of("probe"))

@@ -7,6 +7,7 @@ import jax.numpy as jnp
 
 from contrastive_jax.errors import ConfigError
 from contrastive_jax.models import resnet
+from contrastive_jax.models import vit
 from contrastive_jax.models.heads import ProjectionHead
 
 # Config name -> constructor taking ResNet's keyword fields.
@@ -19,7 +20,21 @@ ENCODERS = {
     'tiny_resnet': resnet.TinyResNet,
 }
 
+# Config name -> ViT constructor (models/vit.py), taking `patch_size`,
+# `dtype` and `input_norm`.
+VIT_ENCODERS = {
+    'vit_tiny': vit.ViTTiny,
+    'vit_small': vit.ViTSmall,
+    'vit_base': vit.ViTBase,
+}
+
 WIDTH_MULTIPLIERS = (1, 2, 4)
+
+
+def _check_choice(field: str, value, allowed):
+  if value not in allowed:
+    raise ConfigError(f'{field} must be one of '
+                      f'{", ".join(map(str, allowed))}; got {value!r}')
 
 
 def create_encoder(
@@ -33,27 +48,36 @@ def create_encoder(
     conv_init: str = 'simclr',
     zero_init_residual: bool = True,
     input_norm: str = 'none',
+    patch_size: int = 16,
 ) -> nn.Module:
   """Builds the encoder called `name`; its `feature_dim` is the size of h.
 
   `bn_axis_name` and `bn_groups` choose the BatchNorm; `conv_init`,
   `zero_init_residual` and `input_norm` follow a reference (see `ResNet`).
+  A ViT (`VIT_ENCODERS`) has no BatchNorm and its own init: it ignores
+  `bn_axis_name`, `bn_groups`, `conv_init` and `zero_init_residual`, takes
+  `patch_size` (8 or 16), and needs width_multiplier 1 and no cifar_stem.
+  A ResNet needs the default patch_size 16.
   """
-  if name not in ENCODERS:
-    raise ConfigError(
-        f'model must be one of {", ".join(ENCODERS)}; got {name!r}')
+  if name not in ENCODERS and name not in VIT_ENCODERS:
+    raise ConfigError(f'model must be one of '
+                      f'{", ".join([*ENCODERS, *VIT_ENCODERS])}; got {name!r}')
   # `in` alone would accept True (== 1).
   if (isinstance(width_multiplier, bool)
       or width_multiplier not in WIDTH_MULTIPLIERS):
     raise ConfigError(
         f'width_multiplier must be one of '
         f'{", ".join(map(str, WIDTH_MULTIPLIERS))}; got {width_multiplier!r}')
-  for field, value, allowed in (('conv_init', conv_init, resnet.CONV_INITS),
-                                ('input_norm', input_norm,
-                                 resnet.INPUT_NORMS)):
-    if value not in allowed:
-      raise ConfigError(f'{field} must be one of {", ".join(allowed)}; '
-                        f'got {value!r}')
+  _check_choice('conv_init', conv_init, resnet.CONV_INITS)
+  _check_choice('input_norm', input_norm, resnet.INPUT_NORMS)
+  _check_choice('patch_size', patch_size, vit.PATCH_SIZES)
+  if name in VIT_ENCODERS:
+    return _create_vit(name, width_multiplier=width_multiplier,
+                       cifar_stem=cifar_stem, dtype=dtype,
+                       input_norm=input_norm, patch_size=int(patch_size))
+  if patch_size != 16:
+    raise ConfigError(f'patch_size applies to ViTs only; model {name!r} '
+                      f'needs the default 16, got {patch_size!r}')
   return ENCODERS[name](
       width_multiplier=int(width_multiplier), cifar_stem=cifar_stem,
       dtype=dtype, bn_axis_name=bn_axis_name, bn_groups=bn_groups,
@@ -61,16 +85,31 @@ def create_encoder(
       input_norm=input_norm)
 
 
+def _create_vit(name: str, *, width_multiplier: int, cifar_stem: bool,
+                dtype: Any, input_norm: str, patch_size: int) -> nn.Module:
+  """`VIT_ENCODERS[name]`, after the checks of ResNet-only fields."""
+  if width_multiplier != 1:
+    raise ConfigError(f'width_multiplier must be 1 for ViT model {name!r}; '
+                      f'got {width_multiplier!r}')
+  if cifar_stem:
+    raise ConfigError(f'cifar_stem applies to ResNets only; set it False '
+                      f'for ViT model {name!r} (patch_size sets its stem)')
+  return VIT_ENCODERS[name](patch_size=patch_size, dtype=dtype,
+                            input_norm=input_norm)
+
+
 def encoder_options(config) -> dict:
   """`create_encoder`'s reference-following keywords from a config.
 
   Checkpoints written before these fields existed get the values they
   were trained with (SimCLR-style init, no input normalisation); only
-  `input_norm` matters once trained, and it was always 'none'.
+  `input_norm` matters once trained, and it was always 'none'. `patch_size`
+  (ViTs only) defaults to 16.
   """
   return dict(conv_init=config.get('conv_init', 'simclr'),
               zero_init_residual=config.get('zero_init_residual', True),
-              input_norm=config.get('input_norm', 'none'))
+              input_norm=config.get('input_norm', 'none'),
+              patch_size=config.get('patch_size', 16))
 
 
 def compute_dtype(config) -> Any:
@@ -93,5 +132,5 @@ def encoder_from_config(config, *, bn_axis_name: str | None,
       **encoder_options(config))
 
 
-__all__ = ['ENCODERS', 'ProjectionHead', 'compute_dtype', 'create_encoder',
-           'encoder_from_config', 'encoder_options']
+__all__ = ['ENCODERS', 'VIT_ENCODERS', 'ProjectionHead', 'compute_dtype',
+           'create_encoder', 'encoder_from_config', 'encoder_options']
