@@ -197,8 +197,11 @@ def metadata(loaded: pretrained.Pretrained, *, fmt: str,
       "method": str(c.method), "dataset": str(c.dataset),
       "step": str(loaded.step), "checkpoint": loaded.directory,
       "feature_dim": str(network.encoder.feature_dim),
-      "bn_epsilon": repr(float(network.encoder.bn_epsilon)),
       **input_metadata(c, fmt)}
+  if hasattr(network.encoder, "bn_epsilon"):  # ResNets; a ViT has no BN.
+    meta["bn_epsilon"] = repr(float(network.encoder.bn_epsilon))
+  if hasattr(network.encoder, "patch_size"):
+    meta["patch_size"] = str(network.encoder.patch_size)
   if include_head:
     meta["head"] = json.dumps({**c.head.to_dict(), "prefix": HEAD_PREFIX,
                                "bn_epsilon": network.head.bn_epsilon})

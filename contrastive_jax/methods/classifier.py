@@ -146,11 +146,13 @@ def init_state(rng: jax.Array, *, model: nn.Module,
   size = config.image_size
   variables = model.init(init_rng, jnp.zeros((2, size, size, 3), jnp.float32),
                          train=False, encoder_train=False)
-  params, batch_stats = variables["params"], variables["batch_stats"]
+  params = variables["params"]
+  batch_stats = dict(variables.get("batch_stats", {}))
   extra = {"pretrained_step": jnp.asarray(-1, jnp.int32)}
   if not _finetunes(config):
+    # A ViT encoder has no BatchNorm statistics: {}.
     extra["encoder"] = {"params": params.pop("encoder"),
-                        "batch_stats": batch_stats.pop("encoder")}
+                        "batch_stats": batch_stats.pop("encoder", {})}
   return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                     batch_stats=batch_stats, opt_state=tx.init(params),
                     rng=state_rng, extra=extra)
@@ -180,8 +182,10 @@ def warm_start(state: TrainState, *,
   if _finetunes(config):
     params = dict(state.params, encoder=place(loaded.variables["params"],
                                               state.params["encoder"]))
-    stats = dict(state.batch_stats, encoder=place(
-        loaded.variables["batch_stats"], state.batch_stats["encoder"]))
+    stats = dict(state.batch_stats)
+    if "encoder" in stats:  # A ViT encoder has no BatchNorm statistics.
+      stats["encoder"] = place(loaded.variables["batch_stats"],
+                               stats["encoder"])
     if "head" in state.params:
       params["head"], stats = _place_head(loaded, state, stats, place)
     # The optimizer state was built for the random params: same shapes, and
@@ -237,9 +241,9 @@ def train_step(state: TrainState, batch, *, model: nn.Module,
     logits, new_vars = model.apply(variables, images, train=True,
                                    encoder_train=finetune,
                                    mutable=["batch_stats"])
-    batch_stats = dict(new_vars["batch_stats"])
+    batch_stats = dict(new_vars.get("batch_stats", {}))
     if not finetune:
-      batch_stats.pop("encoder")  # unchanged; it lives in state.extra
+      batch_stats.pop("encoder", None)  # unchanged; it lives in state.extra
     ce = optax.softmax_cross_entropy_with_integer_labels(
         logits.astype(jnp.float32), labels)
     loss = _global_mean(jnp.sum(ce), jnp.float32(labels.shape[0]), axis_name)

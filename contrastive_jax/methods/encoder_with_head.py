@@ -84,4 +84,5 @@ def encoder_variables(state: dict) -> dict:
   method whose `state.params` is an EncoderWithHead's (SimCLR; MoCo's query
   network)."""
   return {"params": state["params"]["encoder"],
-          "batch_stats": state["batch_stats"]["encoder"]}
+          # A ViT encoder has no BatchNorm statistics.
+          "batch_stats": state.get("batch_stats", {}).get("encoder", {})}

@@ -26,6 +26,7 @@ VIT_ENCODERS = {
     'vit_tiny': vit.ViTTiny,
     'vit_small': vit.ViTSmall,
     'vit_base': vit.ViTBase,
+    'tiny_vit': vit.TinyViT,  # tests/demo: 32 wide, 2 blocks, 4 heads
 }
 
 WIDTH_MULTIPLIERS = (1, 2, 4)
