@@ -14,6 +14,11 @@ Variants (`--config=configs/byol.py:VARIANT`):
                blur 0.1, solarize 0.2). Paper: 74.3% linear top-1.
   imagenet     the reference's 300-epoch preset: lr 0.3*B/256, wd 1e-6,
                EMA 0.99 -> 1; everything else as imagenet1000.
+  multicrop    imagenet1000 plus 6 views of 96 px (crop 0.08-1, no blur or
+               solarize) through the online network only, every prediction
+               regressed onto the target projections of the two large
+               views: solo-learn's multi-crop BYOL (its ImageNet-100
+               recipe's views; its other numbers are not taken).
   cifar10      solo-learn's CIFAR-10 BYOL recipe (vturrisi/solo-learn
                scripts/pretrain/cifar/byol.yaml @9187ea3): ResNet-18 with
                CIFAR stem, B=256, 1000 epochs, lr 1.0*B/256, wd 1e-5, EMA
@@ -30,7 +35,7 @@ Variants (`--config=configs/byol.py:VARIANT`):
 from contrastive_jax.config_defaults import (base_config,
                                              use_pretraining_dataset)
 
-VARIANTS = ("imagenet1000", "imagenet", "cifar10", "digits")
+VARIANTS = ("imagenet1000", "imagenet", "multicrop", "cifar10", "digits")
 
 # Per epoch count, as the reference's presets (ref configs/byol.py:21-23):
 # (base lr, weight decay, base EMA).
@@ -100,7 +105,7 @@ def get_config(arg: str | None = None):
   # BN gamma of each block (ref README.md "Note on batch normalization"),
   # fan-in truncated-normal convolutions.
   c.conv_init, c.zero_init_residual = "simclr", True
-  if variant.startswith("imagenet"):
+  if variant.startswith("imagenet") or variant == "multicrop":
     epochs = 300 if variant == "imagenet" else 1000
     use_pretraining_dataset(c, "imagenet")
     c.batch_size = 4096                    # ref main_loop.py:37
@@ -108,6 +113,13 @@ def get_config(arg: str | None = None):
     c.learning_rate, c.weight_decay, c.ema_momentum = _PRESETS[epochs]
     c.input_norm = "imagenet"              # ref utils/dataset.py:63-69
     c.view_augment, c.view_augment_2 = byol_views(224)
+    if variant == "multicrop":
+      # + 6 small views of 96 px (crop 0.08-1, no blur, no solarize), seen
+      # by the online network only: solo-learn's multi-crop BYOL (scripts/
+      # pretrain/imagenet-100-multicrop/augmentations/asymmetric.yaml:47-68
+      # @9187ea3; the pairing solo/methods/byol.py:186-190).
+      c.extra_views = (byol_views(96, blur=(0.0, 0.0),
+                                  solarize=(0.0, 0.0))[0],) * 6
   elif variant == "cifar10":
     _solo_learn_cifar10(c)
   else:  # digits

@@ -142,6 +142,26 @@ def _check_views(config):
           f"{output[0]}x{output[1]} images: set image_size to the views' "
           "size (the checkpoint keeps it for load_encoder and export), or "
           "change the spec")
+  _check_extra_views(config)
+
+
+def _check_extra_views(config):
+  """`extra_views`: a tuple of specs, each of a fixed size (multi-crop's
+  small views may differ from image_size), for a method that takes them."""
+  extra = config.get("extra_views") or ()
+  if isinstance(extra, str) or not isinstance(extra, (tuple, list)):
+    raise ConfigError(f"config.extra_views={extra!r} is invalid: must be a "
+                      "tuple of view specs")
+  if extra and not methods.get_method(config.method).extra_views:
+    raise ConfigError(
+        f"config.extra_views holds {len(extra)} views but method "
+        f"{config.method!r} takes none: leave it empty")
+  for i, spec in enumerate(extra):
+    field = f"extra_views[{i}]"
+    if view_spec.output_size(spec, field) is None:
+      raise ConfigError(f"config.{field}={spec!r} is invalid: must give a "
+                        "fixed image size (start it with random_resized_crop "
+                        "or end it with resize)")
 
 
 def validate_schedule(config: ml_collections.ConfigDict, *, num_examples: int,

@@ -163,6 +163,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.view_augment = simclr_views(224, jitter_strength=1.0, blur=True)
   # A second spec for the second view; empty means the same as the first.
   c.view_augment_2 = ""
+  # More views (multi-crop's small views, any fixed size each), for methods
+  # that take them (Method.extra_views): a tuple of specs.
+  c.extra_views = ()
 
   # Evaluation: one deterministic view; batch is global.
   c.eval_augment = "center_crop(224, crop_fraction=0.875)"

@@ -415,3 +415,29 @@ def moco_v3_loss(q1: jax.Array, q2: jax.Array, k1: jax.Array, k2: jax.Array,
   total = q1.shape[0] * (1 if axis_name is None
                          else jax.lax.axis_size(axis_name))
   return 2 * temperature * _sum_over_devices(local_sum, axis_name) / total
+
+
+def byol_multicrop_loss(predictions, targets, *,
+                        axis_name: str | None = None) -> jax.Array:
+  """BYOL's loss with more views than targets (multi-crop): the sum over
+  target views t and every other view v of the global-batch mean of
+  ||n(p_v) - n(sg z'_t)||^2 (2 - 2 cos), as solo-learn's multi-crop BYOL
+  (vturrisi/solo-learn solo/methods/byol.py:186-190 @9187ea3: the momentum
+  network sees only the large crops). With two views and two targets it is
+  `byol_loss`.
+
+  Args:
+    predictions: online predictions p_v of every view, each [n, d].
+    targets: target projections z'_t of the first len(targets) views.
+  """
+  def term_sum(p, z):
+    p = l2_normalize(p.astype(jnp.float32), eps=_BYOL_NORM_EPS)
+    z = l2_normalize(jax.lax.stop_gradient(z.astype(jnp.float32)),
+                     eps=_BYOL_NORM_EPS)
+    return jnp.sum(jnp.square(p - z))
+
+  local_sum = sum(term_sum(p, z) for t, z in enumerate(targets)
+                  for v, p in enumerate(predictions) if v != t)
+  n = predictions[0].shape[0]
+  total = n * (1 if axis_name is None else jax.lax.axis_size(axis_name))
+  return _sum_over_devices(local_sum, axis_name) / total

@@ -1,12 +1,13 @@
 """What the augmentation does to real images: a grid, one row per image, the
-original first and then several view pairs (view 1, view 2, view 1, ...).
+original first and then several groups of views (view 1, view 2, any
+`extra_views` such as multi-crop's small ones, view 1, ...).
 
   python -m contrastive_jax.preview --config=configs/simclr.py:digits \
       --out=views.png [--num_images=4] [--num_pairs=3]
 
 The same grid goes to TensorBoard at the start of training (see
 `write_summary`). Views are drawn exactly as the pipeline draws them: the
-config's `view_augment` / `view_augment_2` on `train_split`, from keys
+config's `view_augment` / `view_augment_2` / `extra_views` on `train_split`, from keys
 derived from `seed`.
 """
 
@@ -22,7 +23,8 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from contrastive_jax import cli  # noqa: E402
-from contrastive_jax.data import augment, pipeline, sources  # noqa: E402
+from contrastive_jax.data import (augment, pipeline, sources,  # noqa: E402
+                                  view_spec)
 
 # Pixels between tiles. Tiles are enlarged (nearest neighbour) to at least
 # MIN_TILE pixels: 16-px digit views are unreadable at their own size.
@@ -60,9 +62,11 @@ def view_rows(config, *, num_images: int, num_pairs: int,
   """Rows of float32 [0, 1] images of config.image_size: the original, then
   num_pairs (view 1, view 2) pairs. `source` (default: the config's
   train_split) gives the images."""
-  specs = (config.view_augment, config.view_augment_2 or config.view_augment)
-  views = [augment.build_view(spec, field) for spec, field in
-           zip(specs, ("view_augment", "view_augment_2"))]
+  # Both views and any extra ones (multi-crop's small views, each fitted
+  # to the tile; the config checks allow them only for methods that take
+  # them).
+  views = [augment.build_view(spec, field) for field, spec in
+           view_spec.training_views(config, 2, extra_views=True)]
   if source is None:
     source = sources.from_config(config, config.train_split)
   ds = source.sequential(limit=num_images)
@@ -75,9 +79,11 @@ def view_rows(config, *, num_images: int, num_pairs: int,
     row = [_fit(image.numpy(), config.image_size)]
     image_key = tf.random.experimental.stateless_fold_in(base_key, i)
     for j in range(num_pairs):
-      keys = tf.random.experimental.stateless_split(
-          tf.random.experimental.stateless_fold_in(image_key, j), 2)
-      for view, key in zip(views, tf.unstack(keys)):
+      pair_key = tf.random.experimental.stateless_fold_in(image_key, j)
+      keys = tf.unstack(tf.random.experimental.stateless_split(pair_key, 2))
+      keys += [tf.random.experimental.stateless_fold_in(pair_key, v)
+               for v in range(2, len(views))]
+      for view, key in zip(views, keys):
         row.append(_fit(view(image, key).numpy(), config.image_size))
     rows.append(row)
   return rows

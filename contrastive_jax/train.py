@@ -14,7 +14,8 @@ from contrastive_jax import (checkpointing, config_checks, evaluation, guards,
                              hooks, method_steps, methods, metric_logging,
                              parallel)
 from contrastive_jax import preemption as preemption_lib
-from contrastive_jax.data import label_subset, order, pipeline, sources
+from contrastive_jax.data import (label_subset, order, pipeline, sources,
+                                  view_spec)
 from contrastive_jax.errors import ConfigError, DataError, UserError
 from contrastive_jax.train_state import TrainState
 from contrastive_jax import workdir_lock  # pylint: disable=g-bad-import-order
@@ -107,9 +108,6 @@ def _fresh_state(built, method, config):
   return state
 
 
-def _view_specs(config, num_views: int) -> tuple[str, ...]:
-  specs = (config.view_augment, config.view_augment_2 or config.view_augment)
-  return specs[:num_views]
 
 
 def _final_evaluation(state, *, method, model, config, mesh, writer,
@@ -220,10 +218,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   built = method_steps.build(config, mesh, steps_per_epoch=steps_per_epoch,
                              total_steps=total_steps)
   model = built.model
+  views = view_spec.training_views(config, method.num_views,
+                                   method.extra_views)
   make_train_ds = pipeline.pretrain_stream(
       source=train_source,
       local_batch_size=config.batch_size // jax.process_count(),
-      view_specs=_view_specs(config, method.num_views),
+      view_specs=[spec for _, spec in views],
+      view_fields=[field for field, _ in views],
       seed=config.seed,
       process_index=jax.process_index(), process_count=jax.process_count())
   pipeline.eval_view(config.eval_augment)  # Its op arguments, checked now.

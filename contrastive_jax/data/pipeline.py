@@ -32,8 +32,6 @@ from contrastive_jax.data import sources
 from contrastive_jax.data.sources import READ_GROUP
 from contrastive_jax.errors import ConfigError
 
-# Config fields holding the view specs, named in spec errors.
-_VIEW_FIELDS = ('view_augment', 'view_augment_2')
 # Floats per view in one batch of the size-keeping ops: large enough to
 # spread per-op overhead (and fill the blur's groups of 8), small enough
 # not to stream every op through memory (16 MiB; 27 views at 224 px).
@@ -42,28 +40,36 @@ _BATCH_FLOATS = 2**22
 
 def pretrain_stream(*, source, local_batch_size, view_specs, seed,
                     process_index, process_count,
-                    num_parallel=tf.data.AUTOTUNE, batch_augment=True):
+                    num_parallel=tf.data.AUTOTUNE, batch_augment=True,
+                    view_fields=None):
   """Checks the arguments; returns `make(start_step)`, which builds the
   stream of batches of `source` (a `sources.Source`) from global batch
   `start_step` on.
 
   Batches are {'view1', ..., 'viewV': float32 [B, H, W, 3], 'label'}: one
   view per spec in `view_specs` (contrastive methods pass two, the same spec
-  twice for SimCLR; classifiers trained on augmented images pass one). Views
+  twice for SimCLR, and multi-crop more, of other sizes; classifiers trained
+  on augmented images pass one; `view_fields` names each spec's config field
+  in errors). The keys of views 1 and 2 are the two halves of a split of the
+  example's key, those of view v > 2 its fold-in with v - 1, so adding views
+  changes no bit of the first two. Views
   are independent augmentations of the same images, in [0, 1], and go to the
   encoder as they are (as in SimCLR's reference implementation; its first
   BatchNorm absorbs the scale). Every batch is full. `batch_augment=False`
   runs whole views per example instead (the same values; for benchmarks).
   """
   _check_batch_size(local_batch_size)
-  if (not isinstance(view_specs, (tuple, list)) or len(view_specs) not in
-      (1, 2) or not all(isinstance(s, str) for s in view_specs)):
-    raise ConfigError(f'view_augment: expected one or two view spec strings, '
-                      f'got {view_specs!r}')
+  if (not isinstance(view_specs, (tuple, list)) or not view_specs
+      or not all(isinstance(s, str) for s in view_specs)):
+    raise ConfigError(f'view_augment: expected one or more view spec '
+                      f'strings, got {view_specs!r}')
+  if view_fields is None:
+    view_fields = (['view_augment', 'view_augment_2'] +
+                   [f'extra_views[{i}]' for i in range(len(view_specs) - 2)])
   if isinstance(seed, bool) or not isinstance(seed, int):
     raise ConfigError(f'seed: expected an int, got {seed!r}')
   views = [augment.build_view(spec, field)
-           for spec, field in zip(view_specs, _VIEW_FIELDS)]
+           for spec, field in zip(view_specs, view_fields)]
   seed_key = tf.constant([seed, 0], tf.int64)
 
   def read(positions, indices):
@@ -73,6 +79,8 @@ def pretrain_stream(*, source, local_batch_size, view_specs, seed,
     example = source.decode(record)
     key = tf.random.experimental.stateless_fold_in(seed_key, position)
     view_keys = tf.unstack(tf.random.experimental.stateless_split(key, 2))
+    view_keys += [tf.random.experimental.stateless_fold_in(key, v)
+                  for v in range(2, len(views))]
     image = tf.image.convert_image_dtype(example['image'], tf.float32)
     out = {'label': tf.cast(example['label'], tf.int32)}
     for i, view in enumerate(views):
@@ -102,7 +110,8 @@ def pretrain_stream(*, source, local_batch_size, view_specs, seed,
     if not batch_augment:
       ds = ds.batch(local_batch_size, drop_remainder=True)
       return ds.with_options(_options()).prefetch(tf.data.AUTOTUNE)
-    micro = _micro_batch(ds.element_spec['view1'].shape, local_batch_size)
+    micro = min(_micro_batch(ds.element_spec[f'view{i + 1}'].shape,
+                             local_batch_size) for i in range(len(views)))
     ds = ds.batch(micro, drop_remainder=True)
     ds = ds.map(finish, num_parallel_calls=num_parallel, deterministic=True)
     if micro != local_batch_size:

@@ -73,3 +73,20 @@ def output_size(spec, field='view_augment') -> tuple[int, int] | None:
       except ConfigError as e:
         raise ConfigError(f'{field}: {e}') from None
   return size
+
+
+def training_views(config, num_views: int,
+                   extra_views: bool = False) -> list[tuple[str, str]]:
+  """(config field, spec) of each view a training batch holds, in order:
+  'view_augment' and 'view_augment_2' (empty: the same as the first), the
+  first `num_views` of them, then, for a method that takes them
+  (`Method.extra_views`), each of `config.extra_views` (multi-crop's small
+  views, any fixed size)."""
+  first = config.view_augment
+  views = [('view_augment', first),
+           ('view_augment_2', config.get('view_augment_2') or first)]
+  views = views[:num_views]
+  if extra_views:
+    views += [(f'extra_views[{i}]', spec)
+              for i, spec in enumerate(config.get('extra_views') or ())]
+  return views

@@ -39,7 +39,10 @@ class Method:
       the global batch (run under shard_map over `axis_name`); metrics hold
       at least REQUIRED_METRICS, as global-batch values.
   Optional:
-    num_views: augmented views per image the batch holds ('view1', ...).
+    num_views: augmented views per image the batch holds ('view1', ...)
+      from `view_augment` (and `view_augment_2`).
+    extra_views: the method also takes `config.extra_views` as views
+      num_views + 1, ... (multi-crop's small views, of any size).
     encoder_variables(state_dict) -> {'params', 'batch_stats'}: the encoder
       out of a checkpointed state (nested dicts). Methods that have it
       pretrain an encoder: kNN monitor, load_encoder, export, evaluation.
@@ -73,6 +76,7 @@ class Method:
   init_state: Callable[..., Any]
   train_step: Callable[..., Any]
   num_views: int = 2
+  extra_views: bool = False
   encoder_variables: Callable[[dict], dict] | None = None
   warm_start: Callable[..., Any] | None = None
   eval_step: Callable[..., Any] | None = None

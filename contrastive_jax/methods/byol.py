@@ -155,7 +155,18 @@ def loss_fn(params, target_params, batch, *, batch_stats, extra,
   (_, _, p2, _), stats = online(stats, batch["view2"])
   z1, target_stats = target(target_vars["batch_stats"], batch["view1"])
   z2, target_stats = target(target_stats, batch["view2"])
-  loss = losses.byol_loss(p1, p2, z1, z2, axis_name=axis_name)
+  # Multi-crop's small views (config.extra_views): through the online
+  # network only, each on its own.
+  extra, v = [], 3
+  while f"view{v}" in batch:
+    (_, _, p, _), stats = online(stats, batch[f"view{v}"])
+    extra.append(p)
+    v += 1
+  if extra:
+    loss = losses.byol_multicrop_loss([p1, p2, *extra], [z1, z2],
+                                      axis_name=axis_name)
+  else:
+    loss = losses.byol_loss(p1, p2, z1, z2, axis_name=axis_name)
   # The probe sees the first view of each image (as the reference's
   # classifier, byol_experiment.py:265-268).
   probe_loss, probe_metrics = base.probe_loss(logits, batch["label"],
@@ -193,6 +204,9 @@ def train_step(state: TrainState, batch, *, model: BYOLModel,
 METHOD = base.Method(
     name="byol", create_model=create_model, init_state=init_state,
     train_step=train_step, num_views=2,
+    # Multi-crop (config.extra_views): the small views as solo-learn's
+    # multi-crop BYOL.
+    extra_views=True,
     # The online encoder: the network BYOL evaluates downstream.
     encoder_variables=encoder_with_head.encoder_variables,
     validate_config=validate_config,
