@@ -33,7 +33,8 @@ Variants (`--config=configs/byol.py:VARIANT`):
 """
 
 from contrastive_jax.config_defaults import (base_config,
-                                             use_pretraining_dataset)
+                                             use_pretraining_dataset,
+                                             variant_of)
 
 VARIANTS = ("imagenet1000", "imagenet", "multicrop", "cifar10", "digits")
 
@@ -73,11 +74,7 @@ def byol_views(image_size: int, *, crop_area=(0.08, 1.0),
 
 
 def get_config(arg: str | None = None):
-  variant = arg or "imagenet1000"
-  if variant not in VARIANTS:
-    raise ValueError(
-        f"unknown byol config variant {variant!r}: "
-        f"use {', '.join(VARIANTS[:-1])} or {VARIANTS[-1]}")
+  variant = variant_of("byol", arg, VARIANTS, default="imagenet1000")
   c = base_config()
   c.method = "byol"
   # Projector g and predictor q: Linear(4096) -> BN -> ReLU -> Linear(256)

@@ -23,7 +23,8 @@ Every variant optimises the reference's loss scale (methods/simclr.py).
 """
 
 from contrastive_jax.config_defaults import (base_config, simclr_views,
-                                             use_pretraining_dataset)
+                                             use_pretraining_dataset,
+                                             variant_of)
 
 VARIANTS = ("cifar10", "cifar10_v1", "imagenet", "imagenet1000",
             "imagenet_v2", "digits")
@@ -40,11 +41,7 @@ def use_reference_head(c, version: int):
 
 
 def get_config(arg: str | None = None):
-  variant = arg or "cifar10"
-  if variant not in VARIANTS:
-    raise ValueError(
-        f"unknown simclr config variant {variant!r}: "
-        f"use {', '.join(VARIANTS[:-1])} or {VARIANTS[-1]}")
+  variant = variant_of("simclr", arg, VARIANTS, default="cifar10")
   c = base_config()
   c.method = "simclr"
   c.optimizer, c.momentum = "lars", 0.9

@@ -24,7 +24,8 @@ Variants (`--config=configs/simsiam.py:VARIANT`):
 import ml_collections
 
 from contrastive_jax.config_defaults import (base_config, moco_views,
-                                             use_pretraining_dataset)
+                                             use_pretraining_dataset,
+                                             variant_of)
 
 VARIANTS = ("imagenet", "cifar10", "digits")
 
@@ -40,11 +41,7 @@ def predictor(*, hidden_dim: int, output_dim: int) -> ml_collections.ConfigDict:
 
 
 def get_config(arg: str | None = None):
-  variant = arg or "imagenet"
-  if variant not in VARIANTS:
-    raise ValueError(
-        f"unknown simsiam config variant {variant!r}: "
-        f"use {', '.join(VARIANTS[:-1])} or {VARIANTS[-1]}")
+  variant = variant_of("simsiam", arg, VARIANTS, default="imagenet")
   c = base_config()
   c.method = "simsiam"
   # Projector: Linear(2048) -> BN -> ReLU, twice, then Linear(dim) -> BN

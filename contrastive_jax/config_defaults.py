@@ -8,6 +8,16 @@ module, call `base_config()` and change what their recipe changes.
 import ml_collections
 
 
+def variant_of(name: str, arg: str | None, variants, default: str) -> str:
+  """The variant `arg` of config file `name` (its `default` when empty); a
+  ValueError listing `variants` when it is none of them."""
+  variant = arg or default
+  if variant not in variants:
+    raise ValueError(f"unknown {name} config variant {variant!r}: use "
+                     f"{', '.join(variants[:-1])} or {variants[-1]}")
+  return variant
+
+
 def simclr_crop(image_size: int, crop_area=(0.08, 1.0)) -> str:
   """SimCLR's random crop as an op spec: the reference's TF sampler with its
   arguments (v1 and v2 data_util.py crop_and_resize: min_object_covered

@@ -1,23 +1,15 @@
 """Every config variant loads, and holds the recipe it claims."""
 
-import importlib.util
 import math
-import os
 
 import pytest
 
-from contrastive_jax import config_checks
+from contrastive_jax import config_checks, config_lib
 from contrastive_jax.errors import ConfigError
-
-CONFIG_DIR = os.path.join(os.path.dirname(__file__), "..", "configs")
 
 
 def load(name: str, variant: str | None = None):
-  spec = importlib.util.spec_from_file_location(
-      name, os.path.join(CONFIG_DIR, f"{name}.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(variant)
+  return config_lib.module(name).get_config(variant)
 
 
 REQUIRED_FIELDS = ("method", "model", "dataset", "data_dir", "image_size",
@@ -168,8 +160,5 @@ def test_simclr_recipe_numbers(variant):
 
 
 def test_simclr_variants_are_all_pinned():
-  spec = importlib.util.spec_from_file_location(
-      "simclr_cfg", os.path.join(CONFIG_DIR, "simclr.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
+  module = config_lib.module("simclr")
   assert set(module.VARIANTS) == set(SIMCLR_RECIPES)

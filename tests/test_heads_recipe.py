@@ -6,8 +6,6 @@ References: google-research/simclr at its first commit (v1,
 (v2, `tf2/model.py` `ProjectionHead`, `tf2/objective.py`).
 """
 
-import importlib.util
-import os
 
 import flax.linen as nn
 import jax
@@ -16,7 +14,7 @@ import numpy as np
 import optax
 import pytest
 
-from contrastive_jax import losses, optim
+from contrastive_jax import config_lib, losses, optim
 from contrastive_jax.errors import ConfigError
 from contrastive_jax.methods import encoder_with_head
 from contrastive_jax.methods import simclr
@@ -27,12 +25,7 @@ EPS = 1e-5  # resnet.BATCH_NORM_EPSILON in the reference
 
 
 def load_config(variant):
-  spec = importlib.util.spec_from_file_location(
-      "simclr_config",
-      os.path.join(os.path.dirname(__file__), "..", "configs", "simclr.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(variant)
+  return config_lib.module("simclr").get_config(variant)
 
 
 def shapes(tree):

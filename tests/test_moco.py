@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from contrastive_jax import config_checks, config_lib, ema, parallel, shuffle_bn
+from contrastive_jax import config_checks, config_lib, ema, parallel
+from contrastive_jax.methods import shuffle_bn
 from contrastive_jax import config_defaults
 from contrastive_jax.errors import ConfigError
 from contrastive_jax.methods import moco

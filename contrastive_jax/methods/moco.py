@@ -31,10 +31,10 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from contrastive_jax import ema, losses, shuffle_bn
+from contrastive_jax import ema, losses
 from contrastive_jax.errors import ConfigError
 # The same network as SimCLR's: encoder, head, optional online probe.
-from contrastive_jax.methods import base, encoder_with_head
+from contrastive_jax.methods import base, encoder_with_head, shuffle_bn
 from contrastive_jax.methods.encoder_with_head import EncoderWithHead
 from contrastive_jax.train_state import TrainState
 
