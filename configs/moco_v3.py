@@ -1,7 +1,7 @@
-"""MoCo v3 (Chen, Xie & He 2021) pretraining, ResNet backbone.
+"""MoCo v3 (Chen, Xie & He 2021) pretraining, ResNet or ViT backbone.
 
 "ref" is facebookresearch/moco-v3 @c349e6e (the README table cites each
-number's line); the ResNet-50 variants are its CONFIG.md commands.
+number's line); the ResNet-50 and ViT variants are its CONFIG.md commands.
 
 Variants (`--config=configs/moco_v3.py:VARIANT`):
   r50 (default) CONFIG.md's 100-epoch ResNet-50 command (main_moco.py's
@@ -16,6 +16,17 @@ Variants (`--config=configs/moco_v3.py:VARIANT`):
   r50_300  the 300-epoch command: lr 0.3*B/256. 72.8%.
   r50_1000 the 1000-epoch command: lr 0.3*B/256, wd 1.5e-6, m 0.996 -> 1.
            74.6%.
+  vit_small CONFIG.md's 1-node ViT-Small command (CONFIG.md:104-117):
+           ViT-S/16 (384 wide, 12 blocks, 12 heads), 224 px, B=1024, AdamW
+           lr 1.5e-4*B/256, wd 0.1 on every parameter, 300 epochs, 40 warmup
+           epochs + cosine, tau 0.2, momentum encoder 0.99 -> 1 (cosine),
+           frozen patch projection (--stop-grad-conv1, Method.frozen);
+           projector 3 layers 4096 -> 256 with BN (no affine) on the output,
+           predictor 2 layers 4096 -> 256 with the same output BN; crop
+           0.08-1. The published 73.2% is of a B=4096 run (CONFIG.md:183,
+           :194-200; the 4-node command, :121-136, has the default 4096).
+  vit_base the ViT-Base command (CONFIG.md:152-166): ViT-B/16 (768 wide),
+           B=4096, otherwise as vit_small. 76.7%.
   cifar10  solo-learn's CIFAR-10 MoCo v3 recipe (vturrisi/solo-learn
            scripts/pretrain/cifar/mocov3.yaml @9187ea3): ResNet-18 with
            CIFAR stem, B=256, 1000 epochs, lr 0.3*B/256, wd 1e-6, tau 0.2,
@@ -29,9 +40,11 @@ Variants (`--config=configs/moco_v3.py:VARIANT`):
 import ml_collections
 
 from contrastive_jax.config_defaults import (base_config, moco_crop,
-                                             use_pretraining_dataset)
+                                             use_pretraining_dataset,
+                                             variant_of)
 
-VARIANTS = ("r50", "r50_300", "r50_1000", "cifar10", "digits")
+VARIANTS = ("r50", "r50_300", "r50_1000", "vit_small", "vit_base", "cifar10",
+            "digits")
 
 # Per ResNet-50 command (ref CONFIG.md:14-15, :28-30, :43-45; the rest are
 # main_moco.py's defaults, :56, :65, :69, :99): epochs -> (base lr, weight
@@ -39,6 +52,13 @@ VARIANTS = ("r50", "r50_300", "r50_1000", "cifar10", "digits")
 _PRESETS = {"r50": (100, 0.6, 1e-6, 0.99),
             "r50_300": (300, 0.3, 1e-6, 0.99),
             "r50_1000": (1000, 0.3, 1.5e-6, 0.996)}
+
+# Per ViT command (ref CONFIG.md:109-113 ViT-S 1-node, :156-160 ViT-B):
+# variant -> (encoder, batch size). ViT-S's 1-node command passes -b 1024;
+# ViT-B's (and ViT-S's 4-node, :126-130) keeps the default 4096
+# (main_moco.py:60).
+_VIT_PRESETS = {"vit_small": ("vit_small", 1024),
+                "vit_base": ("vit_base", 4096)}
 
 
 def mlp(*, num_layers: int, hidden_dim: int, output_dim: int,
@@ -76,11 +96,7 @@ def moco_v3_views(crop: str, *, blur=(1.0, 0.1), solarize=(0.0, 0.2)
 
 
 def get_config(arg: str | None = None):
-  variant = arg or "r50"
-  if variant not in VARIANTS:
-    raise ValueError(
-        f"unknown moco_v3 config variant {variant!r}: "
-        f"use {', '.join(VARIANTS[:-1])} or {VARIANTS[-1]}")
+  variant = variant_of("moco_v3", arg, VARIANTS, "r50")
   c = base_config()
   c.method = "moco_v3"
   # Projector _build_mlp(2, 2048, 4096, 256) with the last BN, predictor
@@ -114,6 +130,8 @@ def get_config(arg: str | None = None):
     # --crop-min=.2 in every CONFIG.md command).
     c.view_augment, c.view_augment_2 = moco_v3_views(
         moco_crop(224, (0.2, 1.0)))
+  elif variant in _VIT_PRESETS:
+    _vit(c, *_VIT_PRESETS[variant])
   elif variant == "cifar10":
     _solo_learn_cifar10(c)
   else:  # digits
@@ -132,6 +150,47 @@ def get_config(arg: str | None = None):
     c.temperature, c.ema_momentum = 0.2, 0.96
     c.warmup_epochs = 2.0
   return c
+
+
+def _vit(c, model: str, batch_size: int):
+  """The ViT commands (ref CONFIG.md:104-166): `-a vit_small|vit_base
+  --optimizer=adamw --lr=1.5e-4 --weight-decay=.1 --epochs=300
+  --warmup-epochs=40 --stop-grad-conv1 --moco-m-cos --moco-t=.2`; every other
+  number is main_moco.py's default."""
+  use_pretraining_dataset(c, "imagenet")   # 224 px, ImageNet-1k
+  c.model = model                          # vits.py:115-126
+  c.patch_size = 16                        # vits.py:117, :124
+  c.cifar_stem, c.width_multiplier = False, 1
+  # ImageNet mean/std as above (main_moco.py:258-259); conv_init and
+  # zero_init_residual stay as set above, unread by a ViT (its init is
+  # vits.py's, models/vit.py), as is `momentum` by AdamW.
+  c.batch_size = batch_size                # see _VIT_PRESETS
+  # Projector _build_mlp(3, D, 4096, 256) and predictor
+  # _build_mlp(2, 256, 4096, 256), both ending in BatchNorm1d(affine=False)
+  # (ref builder.py:112-122: the predictor keeps the default last_bn=True,
+  # unlike the ResNet's, :109; builder.py:36-52).
+  c.head = mlp(num_layers=3, hidden_dim=4096, output_dim=256, last_bn=True)
+  c.predictor = mlp(num_layers=2, hidden_dim=4096, output_dim=256,
+                    last_bn=True)
+  c.temperature = 0.2                      # --moco-t=.2
+  c.ema_momentum = 0.99                    # --moco-m default (main_moco.py:
+                                           #   99), cosine to 1 (--moco-m-cos)
+  # torch.optim.AdamW(model.parameters(), lr, weight_decay=.1) (main_moco.py:
+  # 228-230), torch's default betas (0.9, 0.999) and eps 1e-8 (= optax's):
+  # decoupled decay on every trainable parameter, LayerNorms, biases and the
+  # cls token included ('all'). The frozen patch projection (--stop-grad-
+  # conv1) and the fixed positions get no step at all (methods/moco_v3.py
+  # `stop_grad_conv1`; models/vit.py).
+  c.optimizer = "adamw"
+  c.learning_rate = 1.5e-4                 # x B/256 (main_moco.py:190)
+  c.weight_decay = 0.1
+  c.weight_decay_mask = "all"
+  c.num_epochs = 300
+  c.warmup_epochs = 40.0
+  # `--crop-min` is not passed: its default 0.08 (main_moco.py:117, :263,
+  # :275).
+  c.view_augment, c.view_augment_2 = moco_v3_views(
+      moco_crop(224, (0.08, 1.0)))
 
 
 def _solo_learn_cifar10(c):

@@ -1,6 +1,6 @@
 """MoCo v3: the loss against a float64 NumPy reference, the step on 1 and 8
-devices, what the momentum encoder follows, the stop-gradient, and the
-recipes."""
+devices (ResNet and ViT), what the momentum encoder follows, the
+stop-gradient, the ViT's frozen patch projection, and the recipes."""
 
 import functools
 
@@ -11,7 +11,7 @@ import pytest
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from contrastive_jax import (config_checks, config_lib, ema, losses,
-                             method_steps, methods, optim, parallel)
+                             method_steps, methods, models, optim, parallel)
 from contrastive_jax.errors import ConfigError
 from contrastive_jax.methods import moco_v3
 from tests.test_simclr_step import fixed_batch
@@ -134,27 +134,35 @@ def fast_compiles():
   jax.config.update("jax_disable_most_optimizations", before)
 
 
-def _build(num_devices):
+def _build(num_devices, config=None):
   mesh = parallel.make_data_mesh(jax.devices()[:num_devices])
-  return mesh, method_steps.build(tiny_config(), mesh, steps_per_epoch=10,
-                                  total_steps=100, guard=False)
+  return mesh, method_steps.build(config or tiny_config(), mesh,
+                                  steps_per_epoch=10, total_steps=100,
+                                  guard=False)
 
 
-@pytest.fixture(scope="module")
-def initial_state():
-  mesh, built = _build(1)
+def _init(config=None):
+  mesh, built = _build(1, config)
   with jax.set_mesh(mesh):
     return jax.device_get(built.init(jax.random.PRNGKey(0)))
 
 
-def _run(initial, num_devices):
+@pytest.fixture(scope="module")
+def initial_state():
+  return _init()
+
+
+def _run(initial, num_devices, config=None):
   """(states: the initial one and after each step, metrics of each step),
-  on the host, for tiny_config on `num_devices` devices and one batch."""
-  mesh, built = _build(num_devices)
+  on the host, for `config` (default tiny_config) on `num_devices` devices
+  and one batch."""
+  config = config or tiny_config()
+  mesh, built = _build(num_devices, config)
   states, history = [initial], []
   with jax.set_mesh(mesh):
     state = jax.device_put(initial, parallel.replicated(mesh))
-    batch = parallel.global_batch(fixed_batch(BATCH, SIZE, seed=1), mesh)
+    batch = parallel.global_batch(
+        fixed_batch(config.batch_size, config.image_size, seed=1), mesh)
     for _ in range(STEPS):
       state, metrics = built.train_step(state, batch)
       states.append(jax.device_get(state))
@@ -265,35 +273,173 @@ def test_no_gradient_to_the_momentum_encoder_and_the_views_pair_up(
     assert set(mlp["dense1"]) == set(mlp["dense2"]) == {"kernel"}
 
 
+# ------------------------------------------------------------ the ViT --
+
+# The smallest registered ViT: models/__init__.py's test-size `tiny_vit`
+# (32 wide, 2 blocks; ~8 s for a 2-step run here) where it is registered,
+# else timm's ViT-Ti (192 wide, 12 blocks; ~30 s).
+VIT_MODEL = "tiny_vit" if "tiny_vit" in models.VIT_ENCODERS else "vit_tiny"
+VIT_BATCH, VIT_SIZE = 8, 16
+
+
+def tiny_vit_config():
+  """The `vit_small` recipe (AdamW, wd 0.1 on every parameter, the 3-layer
+  projector and the predictor both ending in a BN without affine, m 0.99)
+  on VIT_MODEL at 16 px in 8-px patches (4 patches + the cls token), MLPs
+  32 -> 16 wide, with a constant lr and m so that each step moves every
+  trainable leaf. No online probe (ours, tested with the ResNet above):
+  on an all-zero label batch Adam turns its near-zero gradients into
+  steps of noise that differ between 1 and 8 devices."""
+  c = config_lib.load("moco_v3:vit_small")
+  c.model, c.image_size, c.patch_size = VIT_MODEL, VIT_SIZE, 8
+  for field in ("view_augment", "view_augment_2"):
+    c[field] = c[field].replace("random_resized_crop(224,",
+                                f"random_resized_crop({VIT_SIZE},")
+  c.eval_augment = f"resize({VIT_SIZE})"
+  c.batch_size, c.online_probe = VIT_BATCH, False
+  for mlp in (c.head, c.predictor):
+    mlp.hidden_dim, mlp.output_dim = 32, 16
+  c.learning_rate, c.lr_scaling, c.lr_schedule = 1e-3, "none", "constant"
+  c.warmup_epochs = 0.0
+  c.ema_momentum, c.ema_momentum_schedule = 0.9, "constant"
+  assert (c.optimizer, c.weight_decay, c.weight_decay_mask) == (
+      "adamw", 0.1, "all")
+  return c
+
+
+@pytest.fixture(scope="module")
+def vit_one_device():
+  config = tiny_vit_config()
+  return _run(_init(config), 1, config)
+
+
+def _leaves_by_path(tree) -> dict:
+  return {jax.tree_util.keystr(path): np.asarray(leaf)
+          for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def test_vit_patch_embedding_stays_at_its_init(vit_one_device):
+  """--stop-grad-conv1 (main_moco.py:108-110, vits.py:49-51): after two
+  AdamW steps with decoupled decay 0.1 on every parameter, the patch
+  projection is bit-identical to its init while every other encoder leaf
+  has moved; the momentum encoder's copy is equal to it up to the rounding
+  of m t + (1 - m) p with p = t (the reference's update, builder.py:60-61,
+  rounds the same way); the MLPs are builder.py:112-122's."""
+  states, history = vit_one_device
+  first, last = states[0], states[-1]
+  assert all(np.isfinite(h["loss"]) for h in history)
+  before = _leaves_by_path(first.params["encoder"])
+  after = _leaves_by_path(last.params["encoder"])
+  frozen = {"['patch_embed']['kernel']", "['patch_embed']['bias']"}
+  assert frozen <= set(before) and "['cls_token']" in before
+  for path in frozen:
+    np.testing.assert_array_equal(after[path], before[path], err_msg=path)
+  assert {p for p in before if np.array_equal(after[p], before[p])} == frozen
+  target = _leaves_by_path(ema.target_params(last.opt_state)["encoder"])
+  for path in frozen:
+    np.testing.assert_allclose(target[path], before[path], rtol=1e-6,
+                               atol=0, err_msg=path)
+  # The mask the optimizer applies: exactly the patch projection.
+  mask = _leaves_by_path(moco_v3.METHOD.frozen(first.params))
+  assert {p for p, m in mask.items() if m} == {
+      "['encoder']" + p for p in frozen}
+  # No BatchNorm in a ViT: the MLPs' statistics are the only ones, and the
+  # momentum encoder keeps its projector's.
+  assert set(last.batch_stats) == {"head", "predictor"}
+  assert set(last.extra["target_batch_stats"]) == {"head"}
+  # Projector Linear-BN-ReLU x 2, Linear, BN without affine; predictor
+  # Linear-BN-ReLU, Linear, BN without affine; no biases.
+  head, pred = last.params["head"], last.params["predictor"]
+  assert set(head) == {"dense1", "bn1", "dense2", "bn2", "dense3"}
+  assert set(pred) == {"dense1", "bn1", "dense2"}
+  assert "bn_out" in last.batch_stats["head"]
+  assert "bn_out" in last.batch_stats["predictor"]
+  for name, layer in (*head.items(), *pred.items()):
+    if name.startswith("dense"):
+      assert set(layer) == {"kernel"}
+
+
+def _without_null_directions(params):
+  """`params` without the two leaves whose gradient is 0 in exact
+  arithmetic: the key third of every qkv bias (q.(k + b) adds q.b to a whole
+  row of logits, which the softmax ignores) and the final LayerNorm's bias
+  (a shift of every h that the projector's first BN subtracts again).
+  Adam divides their float rounding noise by its own size, so they take
+  +-lr steps of noise, different on 1 and 8 devices (torch's AdamW in the
+  reference does the same)."""
+
+  def drop(path, x):
+    name = jax.tree_util.keystr(path)
+    if name.endswith("['qkv']['bias']"):
+      third = x.shape[0] // 3
+      return np.concatenate([x[:third], x[2 * third:]])
+    if name.endswith("['encoder']['norm']['bias']"):
+      return x[:0]
+    return x
+
+  return jax.tree_util.tree_map_with_path(drop, params)
+
+
+@pytest.mark.skipif(VIT_MODEL != "tiny_vit",
+                    reason="only with the test-size tiny_vit: ViT-Ti's "
+                    "8-device compile takes ~30 s on CPU")
+def test_vit_eight_devices_match_one_device(vit_one_device):
+  states1, hist1 = vit_one_device
+  states8, hist8 = _run(states1[0], 8, tiny_vit_config())
+  for h1, h8 in zip(hist1, hist8):
+    for name in ("loss", "grad_norm", "ema_momentum"):
+      np.testing.assert_allclose(h8[name], h1[name], rtol=1e-4, err_msg=name)
+  s1, s8 = states1[-1], states8[-1]
+  _assert_trees_close(_without_null_directions(s1.params),
+                      _without_null_directions(s8.params))
+  # BN statistics of the first step: the second step's see h shifted by the
+  # noise in the final LayerNorm's bias.
+  _assert_trees_close(states1[1].batch_stats, states8[1].batch_stats)
+  _assert_trees_close(states1[1].extra, states8[1].extra)
+  target1, target8 = (_without_null_directions(ema.target_params(s.opt_state))
+                      for s in (s1, s8))
+  _assert_trees_close(target1, target8)
+
+
 # ------------------------------------------------------------ config --
 
 # Every number of each recipe (README "MoCo v3: per config" cites them).
+_LARS = dict(optimizer="lars", momentum=0.9,
+             weight_decay_mask="exclude_bn_bias")
+# CONFIG.md:109-113, :156-160: AdamW lr 1.5e-4 x B/256, wd 0.1 on every
+# parameter (main_moco.py:228-230), 300 epochs, 40 warmup, tau 0.2, m 0.99
+# (main_moco.py:99), ViT/16 at 224 px, crop 0.08-1 (main_moco.py:117).
+_VIT = dict(optimizer="adamw", learning_rate=1.5e-4, weight_decay=0.1,
+            weight_decay_mask="all", num_epochs=300, warmup_epochs=40.0,
+            temperature=0.2, ema_momentum=0.99, patch_size=16,
+            image_size=224, cifar_stem=False, width_multiplier=1,
+            input_norm="imagenet", dataset="imagenet2012", num_classes=1000)
 MOCO_V3_RECIPES = {
     "r50": dict(model="resnet50", cifar_stem=False, image_size=224,
                 batch_size=4096, num_epochs=100, learning_rate=0.6,
                 weight_decay=1e-6, ema_momentum=0.99, temperature=1.0,
                 warmup_epochs=10.0, input_norm="imagenet",
-                zero_init_residual=True),
+                zero_init_residual=True, **_LARS),
     "r50_300": dict(model="resnet50", batch_size=4096, num_epochs=300,
                     learning_rate=0.3, weight_decay=1e-6, ema_momentum=0.99,
                     temperature=1.0, warmup_epochs=10.0,
-                    zero_init_residual=True),
+                    zero_init_residual=True, **_LARS),
     "r50_1000": dict(model="resnet50", batch_size=4096, num_epochs=1000,
                      learning_rate=0.3, weight_decay=1.5e-6,
                      ema_momentum=0.996, temperature=1.0, warmup_epochs=10.0,
-                     zero_init_residual=True),
+                     zero_init_residual=True, **_LARS),
+    "vit_small": dict(model="vit_small", batch_size=1024, **_VIT),
+    "vit_base": dict(model="vit_base", batch_size=4096, **_VIT),
     "cifar10": dict(model="resnet18", cifar_stem=True, image_size=32,
                     batch_size=256, num_epochs=1000, learning_rate=0.3,
                     weight_decay=1e-6, ema_momentum=0.99, temperature=0.2,
                     warmup_epochs=10.0, input_norm="cifar10",
-                    zero_init_residual=False),
+                    zero_init_residual=False, **_LARS),
     "digits": dict(model="tiny_resnet", image_size=16, batch_size=256,
-                   num_epochs=30),
+                   num_epochs=30, **_LARS),
 }
-MOCO_V3_COMMON = dict(method="moco_v3", optimizer="lars", momentum=0.9,
-                      lr_scaling="linear", lr_schedule="cosine",
-                      ema_momentum_schedule="cosine",
-                      weight_decay_mask="exclude_bn_bias",
+MOCO_V3_COMMON = dict(method="moco_v3", lr_scaling="linear",
+                      lr_schedule="cosine", ema_momentum_schedule="cosine",
                       conv_init="torchvision")
 
 
@@ -302,12 +448,17 @@ def test_recipe_numbers(variant):
   c = config_lib.load(f"moco_v3:{variant}")
   for field, want in {**MOCO_V3_COMMON, **MOCO_V3_RECIPES[variant]}.items():
     assert c[field] == want, field
+  vit = variant.startswith("vit")
   head, pred = c.head, c.predictor
+  # builder.py:104-109 (ResNet): projector of 2 layers, predictor without
+  # the last BN; :112-122 (ViT): projector of 3, predictor with it.
   assert (head.num_layers, head.use_bn, head.output_bn, head.output_bn_scale,
           head.output_bias, head.dense_init) == (
-              2, True, True, False, False, "torch_linear")
+              3 if vit else 2, True, True, False, False, "torch_linear")
   assert (pred.num_layers, pred.use_bn, pred.output_bn, pred.output_bias,
-          pred.dense_init) == (2, True, False, False, "torch_linear")
+          pred.dense_init) == (2, True, vit, False, "torch_linear")
+  if vit:
+    assert pred.output_bn_scale is False
   assert pred.output_dim == head.output_dim
   if variant != "digits":
     assert (head.hidden_dim, head.output_dim, pred.hidden_dim) == (
@@ -319,8 +470,9 @@ def test_recipe_numbers(variant):
     assert "impl='torchvision'" in ops[0]
     assert ops[1:3] == [jitter, "grayscale(p=0.2)"]
     assert ops[-1] == "flip_lr(p=0.5)"
-  area = {"cifar10": "(0.08, 1.0)", "digits": "(0.25, 1.0)"}.get(
-      variant, "(0.2, 1.0)")
+  area = {"cifar10": "(0.08, 1.0)", "digits": "(0.25, 1.0)",
+          "vit_small": "(0.08, 1.0)", "vit_base": "(0.08, 1.0)"}.get(
+              variant, "(0.2, 1.0)")
   assert f"area={area}" in view1[0] and view1[0] == view2[0]
   if variant == "cifar10":  # no blur (aug:13-14, :36-37)
     assert view1[3:] == ["flip_lr(p=0.5)"]
@@ -330,9 +482,25 @@ def test_recipe_numbers(variant):
     assert view2[3].startswith("gaussian_blur(p=0.1, sigma=(0.1, 2.0)")
     assert view2[4] == "solarize(p=0.2, threshold=0.5)"
     assert len(view1) == 5 and len(view2) == 6
-  if variant.startswith("r50"):
+  if variant.startswith(("r50", "vit")):
+    assert view1[0].startswith("random_resized_crop(224,")
     assert "method='bilinear', antialias=True" in view1[0]
   config_checks.validate(c, num_devices=8, num_processes=1)
+
+
+def test_vit_learning_rates_and_schedules():
+  """lr = 1.5e-4 * B / 256 (main_moco.py:190): 6e-4 at ViT-S's B 1024,
+  2.4e-3 at ViT-B's 4096; 40 of 300 epochs of linear warmup, then half a
+  cosine (main_moco.py:420-428); m 0.99 -> 1 (:431-434)."""
+  for variant, peak in (("vit_small", 6e-4), ("vit_base", 2.4e-3)):
+    c = config_lib.load(f"moco_v3:{variant}")
+    assert optim.scaled_learning_rate(
+        c.learning_rate, c.batch_size, c.lr_scaling) == pytest.approx(peak)
+    # 1 step per epoch: the schedule in epochs.
+    _, lr = optim.create_optimizer_from_config(
+        c, steps_per_epoch=1, total_steps=300)
+    assert [float(lr(e)) for e in (0, 20, 40, 170, 300)] == pytest.approx(
+        [0.0, peak / 2, peak, peak / 2, 0.0], rel=1e-5, abs=1e-12)
 
 
 def test_reference_schedules():
@@ -358,7 +526,18 @@ def test_method_fields():
   assert method.ema(params) == {"encoder": {"c": 1}, "head": {"d": 2}}
   assert method.no_decay(params)["probe"]["linear"]["kernel"] is True
   assert method.no_decay(params)["predictor"]["e"] is False
-  assert method.frozen is None and method.constant_lr is None
+  assert method.constant_lr is None
+  # --stop-grad-conv1 (vits.py:49-51): a ViT's patch projection, nothing
+  # of a ResNet.
+  assert method.frozen is moco_v3.stop_grad_conv1
+  assert not any(jax.tree.leaves(method.frozen(params)))
+  vit_params = {"encoder": {"patch_embed": {"kernel": 1, "bias": 2},
+                            "cls_token": 3, "block1": {"norm1": {"scale": 4}}},
+                "head": {"d": 5}}
+  assert method.frozen(vit_params) == {
+      "encoder": {"patch_embed": {"kernel": True, "bias": True},
+                  "cls_token": False, "block1": {"norm1": {"scale": False}}},
+      "head": {"d": False}}
   assert method.pretrains_encoder and method.num_views == 2
   assert "moco_v3" in methods.pretraining_methods()
   state = {"params": params, "batch_stats": {"encoder": {"m": 0}}}
@@ -390,4 +569,4 @@ def test_bad_moco_v3_fields_name_the_field(overrides, message):
 
 def test_unknown_variant():
   with pytest.raises(ValueError, match="unknown moco_v3 config variant"):
-    config_lib.load("moco_v3:vit_small")
+    config_lib.load("moco_v3:vit_large")

@@ -1,20 +1,25 @@
-"""MoCo v3 (Chen, Xie & He 2021), ResNet backbone: a base network (encoder,
-projector, predictor) whose predictions of each view are contrasted with the
-momentum encoder's projections of the other view, the other images of the
-global batch as negatives. No queue.
+"""MoCo v3 (Chen, Xie & He 2021), ResNet or ViT backbone: a base network
+(encoder, projector, predictor) whose predictions of each view are contrasted
+with the momentum encoder's projections of the other view, the other images
+of the global batch as negatives. No queue.
 
 Reference: facebookresearch/moco-v3 @c349e6e (the README table cites each
-number's line). The ViT variant (3-layer projector, predictor with an output
-BN, frozen patch embedding) is not implemented.
+number's line). The ResNet and ViT variants differ only in what the config
+sets (configs/moco_v3.py: the ViT's 3-layer projector and predictor with an
+output BN, builder.py:112-122; AdamW) and in `stop_grad_conv1` below: this
+module asks nothing else of the encoder. A ViT has no BatchNorm, so its
+encoder has no batch_stats; the MLPs' BNs are the only ones.
 
 Where each part of the method lives:
 - `state.params`: the base network, {'encoder', 'head' (the projector, the
-  reference's `base_encoder.fc`), 'predictor', 'probe'};
+  reference's `base_encoder.fc`, or `.head` for a ViT), 'predictor',
+  'probe'};
   `state.batch_stats` its BN statistics.
 - the momentum encoder's parameters: the EMA target inside `state.opt_state`
   (`Method.ema` selects 'encoder' and 'head': the reference's
-  `momentum_encoder` is a ResNet with its own projector and no predictor,
-  builder.py:27-34, :104-109). It never gets a gradient.
+  `momentum_encoder` is a second encoder with its own projector and no
+  predictor, builder.py:27-34, :104-109, :117-119). It never gets a
+  gradient.
 - `state.extra['target_batch_stats']`: the momentum encoder's own BN
   statistics. Both networks run in training mode (`model.train()`,
   main_moco.py:332), so the keys are normalised by their own batch's
@@ -26,6 +31,22 @@ BN normalises one view's N images (global over devices: the reference
 converts every BN to SyncBatchNorm, main_moco.py:196); the running
 statistics are updated view 1 then view 2.
 
+`--stop-grad-conv1` (main_moco.py:108-110; vits.py:49-51: the patch
+projection's weight and bias `requires_grad = False`) is `Method.frozen =
+stop_grad_conv1`: `params['encoder']['patch_embed']` (models/vit.py's name
+for the patch projection) never changes, AdamW's decoupled decay included,
+so it stays at its random init. Every MoCo v3 ViT command passes the flag
+(CONFIG.md:113, :130, :160), so there is no config switch: the mask marks
+`patch_embed` whenever the encoder has one, and nothing for a ResNet, which
+has none. The mask is then all False, but the masked step is in the
+optimizer chain all the same (`Method.frozen` is one function for every
+encoder): the optimizer state of a ResNet run has an empty entry more than
+before ViTs, so a MoCo v3 checkpoint written before it does not restore.
+The momentum encoder's copy, the EMA of a constant that starts equal to
+it, stays equal to it up to the float32 rounding of m t + (1 - m) t (a few
+ulp; the reference's momentum update runs over the frozen tensors too and
+rounds the same way, builder.py:58-61).
+
 The reference moves the momentum encoder at the start of each step, before
 computing the keys, with m of that step (builder.py:89-94); ours
 (`ema.ema_params`, chained last) moves it at the end of the previous step,
@@ -33,6 +54,7 @@ towards the same updated parameters, with m of that previous step: the same
 encoder, the cosine schedule one step earlier.
 """
 
+from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 import jax
@@ -141,6 +163,21 @@ def init_state(rng: jax.Array, *, model: MoCoV3Model,
                     rng=state_rng, extra=extra)
 
 
+def stop_grad_conv1(params) -> dict:
+  """`Method.frozen`: True for every leaf of `params['encoder']
+  ['patch_embed']` (a ViT's patch projection, vits.py:49-51), False for
+  every other leaf; all False for an encoder without one (a ResNet)."""
+
+  def mark(name, subtree):
+    if (name == "encoder" and isinstance(subtree, Mapping)
+        and "patch_embed" in subtree):
+      return {k: jax.tree.map(lambda _, k=k: k == "patch_embed", v)
+              for k, v in subtree.items()}
+    return jax.tree.map(lambda _: False, subtree)
+
+  return {k: mark(k, v) for k, v in params.items()}
+
+
 class Aux(NamedTuple):
   loss: jax.Array           # MoCo v3's loss of the global batch
   probe_metrics: dict
@@ -213,5 +250,7 @@ METHOD = base.Method(
     validate_config=validate_config,
     # The momentum encoder: an EMA of the base encoder and projector only.
     ema=base.select(*MOMENTUM),
+    # --stop-grad-conv1: a ViT's patch projection stays at its init.
+    frozen=stop_grad_conv1,
     # The online probe (ours), as SimCLR's: no decay, no trust ratio.
     no_decay=base.mask_of("probe"), probe=base.mask_of("probe"))
