@@ -12,8 +12,12 @@ flip for training, centre crop for testing) or, with the suffix `_moco`
 (e.g. `imagenet_moco`), the MoCo protocol (main_lincls.py: SGD lr 30, no
 weight decay, 100 epochs, x0.1 at 60 and 80, batch 256, classifier kernel
 N(0, 0.01^2); torchvision's RandomResizedCrop + flip for training, Resize(256)
-+ CenterCrop(224), bilinear, for testing). The digits demo keeps its own
-crop and 30 epochs (with `_moco`: x0.1 at 18 and 24).
++ CenterCrop(224), bilinear, for testing), or, with `_mocov3`, MoCo v3's
+(its main_lincls.py: SGD lr 0.1*B/256, momentum 0.9, no weight decay, B=1024,
+90 epochs, cosine; the same views and classifier init as `_moco`;
+`_mocov3_vit`: lr 3*B/256 as CONFIG.md's ViT commands, on the cls token).
+The digits demo keeps its own crop and 30 epochs (with `_moco`: x0.1 at 18
+and 24).
 `--config.pretrained=random` evaluates a randomly initialised encoder
 of the same architecture: the baseline every comparison needs. The encoder
 architecture (and its input normalisation) comes from the pretraining

@@ -1,6 +1,7 @@
 """Configs of the supervised jobs on a pretrained encoder: linear evaluation
-and finetuning. Variant names: DATASET[_moco][_Npct], e.g. `imagenet_moco`
-(MoCo's linear protocol) or `imagenet_1pct` (finetune on 1% of the labels).
+and finetuning. Variant names: DATASET[_moco|_mocov3[_vit]][_Npct], e.g.
+`imagenet_moco` (MoCo v1/v2's linear protocol), `imagenet_mocov3_vit` (MoCo
+v3's, for a ViT) or `imagenet_1pct` (finetune on 1% of the labels).
 """
 
 import ml_collections
@@ -41,8 +42,9 @@ def _views(c, name: str, protocol: str):
   digits demo keeps its own (`_DATASETS`)."""
   if name == "digits":
     return
-  if protocol == "moco":
-    # main_lincls.py:251-252 @90e244a: RandomResizedCrop(224) (torchvision's
+  if protocol in ("moco", "mocov3"):
+    # MoCo v3's are v1/v2's (moco-v3 main_lincls.py:272-274, :289-292
+    # @c349e6e). main_lincls.py:251-252 @90e244a: RandomResizedCrop(224) (torchvision's
     # scale 0.08-1) + RandomHorizontalFlip.
     c.view_augment = f"{moco_crop(c.image_size)}|flip_lr(p=0.5)"
     if name == "imagenet":
@@ -58,8 +60,22 @@ def _views(c, name: str, protocol: str):
     c.view_augment = f"{simclr_crop(c.image_size)}|flip_lr(p=0.5)"
 
 
-def _linear_protocol(c, name: str, protocol: str):
-  if protocol == "moco":
+def _linear_protocol(c, name: str, protocol: str, vit: bool = False):
+  if protocol == "mocov3":
+    # facebookresearch/moco-v3 main_lincls.py @c349e6e: SGD (:236-238) lr
+    # 0.1 * B / 256 (:58-59, :196), momentum 0.9 (:60), no weight decay
+    # (:62), batch 1024 (:53), 90 epochs (:49), cosine per epoch
+    # (:499-503); fc N(0, 0.01^2), bias 0 (:168-169). The ViT commands
+    # pass --lr=3 (CONFIG.md:143-149, :173-179).
+    c.optimizer, c.learning_rate, c.lr_scaling = "sgd", 0.1, "linear"
+    if vit:
+      c.learning_rate = 3.0
+    c.nesterov = False
+    c.num_epochs, c.lr_schedule = 90, "cosine"
+    c.batch_size = 1024
+    c.feature_bn = False
+    c.classifier_init_stddev = 0.01
+  elif protocol == "moco":
     # MoCo's main_lincls.py defaults @90e244a (MoCo v1 paper section 4.1):
     # SGD lr 30 (:47-48), momentum 0.9 (:51-52), no weight decay (:53-55),
     # 100 epochs (:38-39), x0.1 at 60 and 80 (:49-50), batch 256 (:42-46).
@@ -115,19 +131,24 @@ def classifier_config(method: str, variant: str) -> ml_collections.ConfigDict:
   if name not in _DATASETS:
     raise ValueError(f"unknown {method} config variant {variant!r}: start it "
                      f"with one of {', '.join(_DATASETS)}")
-  protocol, percent = "simclr", 100
+  protocol, percent, vit = "simclr", 100, False
   for option in options:
-    if option == "moco" and method == "finetune":
-      raise ValueError(f"unknown option 'moco' in finetune config variant "
-                       f"{variant!r}: finetuning has one recipe, SimCLR's "
-                       "semi-supervised command; use _<N>pct")
-    if option == "moco":
-      protocol = "moco"
+    if option in ("moco", "mocov3", "vit") and method == "finetune":
+      raise ValueError(f"unknown option {option!r} in finetune config "
+                       f"variant {variant!r}: finetuning has one recipe, "
+                       "SimCLR's semi-supervised command; use _<N>pct")
+    if option in ("moco", "mocov3"):
+      protocol = option
+    elif option == "vit":
+      vit = True
     elif option.endswith("pct") and option[:-3].isdigit():
       percent = int(option[:-3])
     else:
       raise ValueError(f"unknown option {option!r} in {method} config variant "
-                       f"{variant!r}: use _moco or _<N>pct")
+                       f"{variant!r}: use _moco, _mocov3[_vit] or _<N>pct")
+  if vit and protocol != "mocov3":
+    raise ValueError(f"option 'vit' in {method} config variant {variant!r} "
+                     "is MoCo v3's ViT protocol: use _mocov3_vit")
   c = base_config()
   c.method = method
   c.update(_DATASETS[name])
@@ -170,7 +191,7 @@ def classifier_config(method: str, variant: str) -> ml_collections.ConfigDict:
   if method == "finetune":
     _finetune_recipe(c, percent)
   else:
-    _linear_protocol(c, name, protocol)
+    _linear_protocol(c, name, protocol, vit=vit)
     if protocol == "moco":
       c.batch_size = 256
   if name == "digits":

@@ -570,3 +570,25 @@ def test_bad_moco_v3_fields_name_the_field(overrides, message):
 def test_unknown_variant():
   with pytest.raises(ValueError, match="unknown moco_v3 config variant"):
     config_lib.load("moco_v3:vit_large")
+
+
+@pytest.mark.parametrize("variant,lr", [("imagenet_mocov3", 0.1),
+                                        ("imagenet_mocov3_vit", 3.0)])
+def test_linear_eval_protocol(variant, lr):
+  """MoCo v3's main_lincls.py @c349e6e: SGD lr * B/256 (ViT --lr=3),
+  momentum 0.9, no decay, B 1024, 90 epochs, cosine, fc N(0, 0.01^2); the
+  MoCo views."""
+  c = config_lib.load(f"linear_eval:{variant}")
+  assert (c.optimizer, c.learning_rate, c.lr_scaling, c.momentum,
+          c.nesterov, c.weight_decay, c.batch_size, c.num_epochs,
+          c.lr_schedule, c.classifier_init_stddev, c.feature_bn) == (
+              "sgd", lr, "linear", 0.9, False, 0.0, 1024, 90, "cosine", 0.01,
+              False)
+  assert c.view_augment == config_lib.load(
+      "linear_eval:imagenet_moco").view_augment
+  assert "method='bilinear'" in c.eval_augment
+  for bad in ("imagenet_vit", "cifar10_moco_vit"):
+    with pytest.raises(ValueError, match="_mocov3_vit"):
+      config_lib.load(f"linear_eval:{bad}")
+  with pytest.raises(ValueError, match="finetuning has one recipe"):
+    config_lib.load("finetune:imagenet_mocov3")
