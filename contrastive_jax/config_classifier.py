@@ -6,41 +6,19 @@ v3's, for a ViT) or `imagenet_1pct` (finetune on 1% of the labels).
 
 import ml_collections
 
-from contrastive_jax.config_defaults import (base_config, moco_crop,
-                                             simclr_crop)
+from contrastive_jax.config_defaults import (DATASETS, base_config,
+                                             moco_crop, simclr_crop)
 
-# Per dataset: data, the architecture used for `pretrained=random`, the
-# augmentation of the test images (and, for the digits demo, of the
-# training images; the others take their protocol's, `_views`).
-_DATASETS = {
-    "cifar10": dict(
-        dataset="cifar10", train_split="train", eval_split="test",
-        num_classes=10, image_size=32, model="resnet18", cifar_stem=True,
-        width_multiplier=1,
-        # The image as it is: SimCLR has no test crop at <= 32 px (HEAD
-        # data.py:154-158), MoCo's CIFAR-10 demo none either.
-        eval_augment="resize(32)", batch_size=512, eval_batch_size=1000),
-    "imagenet": dict(
-        dataset="imagenet2012", train_split="train", eval_split="validation",
-        num_classes=1000, image_size=224, model="resnet50", cifar_stem=False,
-        width_multiplier=1,
-        # SimCLR's: the central 0.875 of the shorter side, bicubic (HEAD
-        # data_util.py:29, :225-249); `_views` sets MoCo's.
-        eval_augment="center_crop(224, crop_fraction=0.875)",
-        batch_size=4096, eval_batch_size=1024),
-    "digits": dict(
-        dataset="digits", train_split="train", eval_split="test",
-        num_classes=10, image_size=16, model="tiny_resnet", cifar_stem=True,
-        width_multiplier=2,
-        view_augment="random_resized_crop(16, area=(0.5, 1.0))",
-        eval_augment="resize(16)", batch_size=256, eval_batch_size=512),
-}
+# The digits demo's training view (the others take their protocol's,
+# `_views`).
+_DIGITS_VIEW = "random_resized_crop(16, area=(0.5, 1.0))"
 
 
 def _views(c, name: str, protocol: str):
   """The training view of each protocol: its crop + flip, no colour. The
-  digits demo keeps its own (`_DATASETS`)."""
+  digits demo keeps its own (`_DIGITS_VIEW`)."""
   if name == "digits":
+    c.view_augment = _DIGITS_VIEW
     return
   if protocol in ("moco", "mocov3"):
     # MoCo v3's are v1/v2's (moco-v3 main_lincls.py:272-274, :289-292
@@ -128,9 +106,9 @@ def _finetune_recipe(c, percent: int):
 
 def classifier_config(method: str, variant: str) -> ml_collections.ConfigDict:
   name, *options = variant.split("_")
-  if name not in _DATASETS:
+  if name not in DATASETS:
     raise ValueError(f"unknown {method} config variant {variant!r}: start it "
-                     f"with one of {', '.join(_DATASETS)}")
+                     f"with one of {', '.join(DATASETS)}")
   protocol, percent, vit = "simclr", 100, False
   for option in options:
     if option in ("moco", "mocov3", "vit") and method == "finetune":
@@ -151,7 +129,7 @@ def classifier_config(method: str, variant: str) -> ml_collections.ConfigDict:
                      "is MoCo v3's ViT protocol: use _mocov3_vit")
   c = base_config()
   c.method = method
-  c.update(_DATASETS[name])
+  c.update(DATASETS[name])
   # A pretraining workdir or checkpoint path, or 'random'.
   c.pretrained = ml_collections.config_dict.placeholder(str)
   c.view_augment_2 = ""
@@ -198,7 +176,7 @@ def classifier_config(method: str, variant: str) -> ml_collections.ConfigDict:
     # The quickstart's linear eval: a tiny encoder's raw features need the
     # standardisation for SGD to clear the random-encoder margin in CI.
     c.feature_bn = True
-    c.batch_size = _DATASETS["digits"]["batch_size"]  # 1,438 images
+    c.batch_size = DATASETS["digits"]["batch_size"]  # 1,438 images
     c.num_epochs = 30
     if protocol == "moco":
       # MoCo's decays at 60% and 80% of the run (60, 80 of 100 epochs),

@@ -87,25 +87,39 @@ def moco_views(image_size: int, *, version: int, blur: bool | None = None,
   return "|".join(ops)
 
 
-# What a pretraining run on each dataset sets whatever the method: data,
-# encoder, evaluation and bookkeeping. Recipes (views, batch, optimiser,
-# method fields) stay in the method's config file.
-_PRETRAINING_DATASETS = {
+# Each dataset as every job on it sees it, pretraining or supervised: the
+# data, the architecture (for a pretraining run, and for a classifier's
+# `pretrained=random` baseline), the test images' augmentation and the
+# batches where they differ from base_config's. Recipes (views, optimiser,
+# method fields) stay in the configs.
+DATASETS = {
+    # Its batches and test crop are base_config's (B 4096, SimCLR's central
+    # 0.875 of the shorter side, HEAD data_util.py:29, :225-249): the
+    # methods' recipes set their own batch.
     "imagenet": dict(
-        dataset="imagenet2012", eval_split="validation", model="resnet50",
-        cifar_stem=False, image_size=224, num_classes=1000),
+        dataset="imagenet2012", eval_split="validation", num_classes=1000,
+        image_size=224, model="resnet50", cifar_stem=False),
     "cifar10": dict(
-        dataset="cifar10", eval_split="test", model="resnet18",
-        cifar_stem=True, image_size=32, batch_size=512, log_every_steps=50,
-        checkpoint_every_steps=2000, num_classes=10, eval_augment="resize(32)",
-        eval_batch_size=1000, knn_every_steps=2000),
+        dataset="cifar10", eval_split="test", num_classes=10, image_size=32,
+        model="resnet18", cifar_stem=True,
+        # The image as it is: SimCLR has no test crop at <= 32 px (HEAD
+        # data.py:154-158), MoCo's CIFAR-10 demo none either.
+        eval_augment="resize(32)", batch_size=512, eval_batch_size=1000),
     # Offline demo: a tiny encoder, x2 wide (~1 minute on 2 CPU cores).
     "digits": dict(
         dataset="digits", train_split="train", eval_split="test",
-        model="tiny_resnet", cifar_stem=True, width_multiplier=2,
-        head_output_dim=32, image_size=16,
-        batch_size=256, log_every_steps=10, checkpoint_every_steps=50,
-        num_classes=10, eval_augment="resize(16)", eval_batch_size=512,
+        num_classes=10, image_size=16, model="tiny_resnet", cifar_stem=True,
+        width_multiplier=2, eval_augment="resize(16)", batch_size=256,
+        eval_batch_size=512),
+}
+
+# What a pretraining run on each dataset adds: bookkeeping and monitors.
+_PRETRAINING = {
+    "imagenet": dict(),
+    "cifar10": dict(log_every_steps=50, checkpoint_every_steps=2000,
+                    knn_every_steps=2000),
+    "digits": dict(
+        head_output_dim=32, log_every_steps=10, checkpoint_every_steps=50,
         knn_every_steps=50,
         # The demos' method learning rates (0.5-4 x B/256) swing a linear
         # probe on 150 steps; the monitor gets its own.
@@ -115,7 +129,7 @@ _PRETRAINING_DATASETS = {
 
 def use_pretraining_dataset(c: ml_collections.ConfigDict, name: str):
   """Sets the method-independent fields of pretraining on `name`."""
-  fields = dict(_PRETRAINING_DATASETS[name])
+  fields = {**DATASETS[name], **_PRETRAINING[name]}
   if "knn_every_steps" in fields:
     c.knn.every_steps = fields.pop("knn_every_steps")
   if "head_output_dim" in fields:
