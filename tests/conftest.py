@@ -5,6 +5,11 @@ import os
 os.environ["XLA_FLAGS"] = (
     os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# XLA with most optimisations off, in this process and the runs it starts
+# (as flax's imagenet train_test): the tests' tiny programs compile in about
+# half the time, and every comparison is between runs under the same flag
+# or against float64 references with float32 tolerances.
+os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "true")
 
 import jax  # noqa: E402
 
@@ -47,3 +52,14 @@ def pytest_configure(config):
   # pytest-xdist would reorder modules by their number of tests; keep ours.
   if hasattr(config.option, "loadscopereorder"):
     config.option.loadscopereorder = False
+
+
+@pytest.fixture(scope="module")
+def optimized_xla():
+  """Full XLA optimisation for a module whose numbers are compared across
+  differently laid out programs (1 vs 8 devices, blocked vs plain loss)
+  at tolerances set with it on: `pytestmark = usefixtures(...)`."""
+  before = jax.config.read("jax_disable_most_optimizations")
+  jax.config.update("jax_disable_most_optimizations", False)
+  yield
+  jax.config.update("jax_disable_most_optimizations", before)

@@ -10,6 +10,8 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from contrastive_jax import losses
 
+pytestmark = pytest.mark.usefixtures("optimized_xla")
+
 
 def reference_nt_xent(z_a, z_b, temperature):
   """SimCLR eq. (1), averaged over all 2N anchors, in float64."""

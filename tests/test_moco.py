@@ -16,6 +16,8 @@ from contrastive_jax.methods import moco
 from tests.test_simclr_step import (build_unguarded, fixed_batch, run_steps,
                                     unsharded_model_and_state)
 
+pytestmark = pytest.mark.usefixtures("optimized_xla")
+
 
 def load_config(name="moco_v2", variant="digits"):
   return config_lib.load(name if variant is None else f"{name}:{variant}")

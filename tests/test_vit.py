@@ -373,7 +373,7 @@ def test_create_encoder_vit_ignores_batch_norm_fields():
                         dtype=jnp.bfloat16) == vit.ViTSmall(
                             patch_size=8, input_norm='imagenet',
                             dtype=jnp.bfloat16)
-  assert set(VIT_ENCODERS) == {'vit_tiny', 'vit_small', 'vit_base'}
+  assert set(VIT_ENCODERS) == {'vit_tiny', 'vit_small', 'vit_base', 'tiny_vit'}
 
 
 def test_encoder_from_config_reads_patch_size():
