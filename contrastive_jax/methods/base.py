@@ -11,9 +11,14 @@ import dataclasses
 from typing import Any, Callable
 
 import jax
+import jax.numpy as jnp
+import ml_collections
 import optax
 
+from contrastive_jax import ema as ema_lib
 from contrastive_jax import probe as probe_lib
+from contrastive_jax.errors import ConfigError
+from contrastive_jax.train_state import TrainState
 
 # The step metrics every train step returns. `guards.skip_nonfinite` reads
 # both to decide whether a step is applied: `loss` is what the step optimises
@@ -142,3 +147,59 @@ def step_metrics(*, loss, grads, learning_rate, probe_metrics=None,
   return {"loss": loss, **probe_lib.grad_norms(grads),
           "learning_rate": learning_rate, **(probe_metrics or {}),
           **method_metrics}
+
+
+
+def initial_state(rng: jax.Array, *, network, tx: optax.GradientTransformation,
+                  config, target: tuple[str, ...] = ()) -> TrainState:
+  """A method's step-0 state: `network` initialised on image_size images,
+  the optimizer's state, the rest of `rng` for the steps. `target` names the
+  subtrees an EMA target copies (`Method.ema`): their BN statistics start
+  as copies in `extra['target_batch_stats']`, for the target network to
+  normalise with its own."""
+  init_rng, state_rng = jax.random.split(rng)
+  size = config.image_size
+  variables = network.init(
+      init_rng, jnp.zeros((2, size, size, 3), jnp.float32), train=False)
+  params = variables["params"]
+  batch_stats = variables.get("batch_stats", {})
+  extra = {}
+  if target:
+    extra["target_batch_stats"] = jax.tree.map(
+        jnp.copy, {k: batch_stats[k] for k in target if k in batch_stats})
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                    batch_stats=batch_stats, opt_state=tx.init(params),
+                    rng=state_rng, extra=extra)
+
+
+def check_ema_fields(config, *, what: str):
+  """`ema_momentum` in [0, 1] and a known `ema_momentum_schedule`, for a
+  method whose `what` (e.g. "BYOL's target") is an EMA."""
+  m = config.get("ema_momentum")
+  if isinstance(m, bool) or not isinstance(m, (int, float)) or not 0 <= m <= 1:
+    raise ConfigError(f"config.ema_momentum={m!r} is invalid: {what} is an "
+                      "EMA: must be a number in [0, 1]")
+  kind = config.get("ema_momentum_schedule")
+  if kind not in ema_lib.MOMENTUM_SCHEDULES:
+    raise ConfigError(f"config.ema_momentum_schedule={kind!r} is invalid: "
+                      f"must be one of {', '.join(ema_lib.MOMENTUM_SCHEDULES)}")
+
+
+def check_predictor(config, *, method: str, config_file: str,
+                    compared_with: str):
+  """The `config.predictor` MLP block: present, positive sizes, and its
+  output the size of the projection it is `compared_with`."""
+  predictor = config.get("predictor")
+  if not isinstance(predictor, ml_collections.ConfigDict):
+    raise ConfigError(f"config.predictor is missing: {method} needs its "
+                      f"predictor MLP's fields ({config_file})")
+  for field in ("num_layers", "hidden_dim"):
+    value = predictor.get(field)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+      raise ConfigError(f"config.predictor.{field}={value!r} is invalid: "
+                        "must be an integer >= 1")
+  if predictor.get("output_dim") != config.head.output_dim:
+    raise ConfigError(
+        f"config.predictor.output_dim={predictor.get('output_dim')!r} is "
+        f"invalid: the prediction is {compared_with}: must equal "
+        f"config.head.output_dim={config.head.output_dim!r}")

@@ -33,7 +33,6 @@ from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import ml_collections
 import optax
 
@@ -95,33 +94,17 @@ def validate_config(config: ml_collections.ConfigDict, *, num_devices: int):
       or not (hidden >= 1 or hidden == -1)):
     raise ConfigError(f"config.predictor_hidden_dim={hidden!r} is invalid: "
                       "must be an integer >= 1 (or -1: the projection size)")
-  m = config.get("ema_momentum")
-  if isinstance(m, bool) or not isinstance(m, (int, float)) or not 0 <= m <= 1:
-    raise ConfigError(f"config.ema_momentum={m!r} is invalid: BYOL's target "
-                      "is an EMA: must be a number in [0, 1]")
-  kind = config.get("ema_momentum_schedule")
-  if kind not in ema.MOMENTUM_SCHEDULES:
-    raise ConfigError(f"config.ema_momentum_schedule={kind!r} is invalid: "
-                      f"must be one of {', '.join(ema.MOMENTUM_SCHEDULES)}")
+  base.check_ema_fields(config, what="BYOL's target")
 
 
 def init_state(rng: jax.Array, *, model: BYOLModel,
                tx: optax.GradientTransformation,
                config: ml_collections.ConfigDict) -> TrainState:
-  init_rng, state_rng = jax.random.split(rng)
-  size = config.image_size
-  variables = model.online.init(
-      init_rng, jnp.zeros((2, size, size, 3), jnp.float32), train=False)
-  params = variables["params"]
-  batch_stats = variables.get("batch_stats", {})
   # The target starts as a copy of the online encoder and projector (the EMA
   # target is one); the reference draws it from its own seed instead
   # (byol_experiment.py:368-385), "no significant difference" by its note.
-  extra = {"target_batch_stats": jax.tree.map(
-      jnp.copy, {k: batch_stats[k] for k in TARGET if k in batch_stats})}
-  return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                    batch_stats=batch_stats, opt_state=tx.init(params),
-                    rng=state_rng, extra=extra)
+  return base.initial_state(rng, network=model.online, tx=tx, config=config,
+                            target=TARGET)
 
 
 class Aux(NamedTuple):

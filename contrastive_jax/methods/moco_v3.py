@@ -58,7 +58,6 @@ from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import optax
 
@@ -105,62 +104,30 @@ def create_model(config: ml_collections.ConfigDict, *,
                      momentum=EncoderWithHead(encoder=encoder, head=projector))
 
 
-def _number(config, field):
-  value = config.get(field)
-  return (None if isinstance(value, bool)
-          or not isinstance(value, (int, float)) else value)
 
 
 def validate_config(config: ml_collections.ConfigDict, *, num_devices: int):
   """MoCo v3's own fields; called by `config_checks.validate`."""
   del num_devices
-  t = _number(config, "temperature")
-  if t is None or not t > 0:
-    raise ConfigError(f"config.temperature={config.get('temperature')!r} is "
-                      "invalid: must be a number > 0")
-  m = _number(config, "ema_momentum")
-  if m is None or not 0 <= m <= 1:
-    raise ConfigError(f"config.ema_momentum={config.get('ema_momentum')!r} "
-                      "is invalid: the momentum encoder is an EMA: must be a "
-                      "number in [0, 1]")
-  kind = config.get("ema_momentum_schedule")
-  if kind not in ema.MOMENTUM_SCHEDULES:
-    raise ConfigError(f"config.ema_momentum_schedule={kind!r} is invalid: "
-                      f"must be one of {', '.join(ema.MOMENTUM_SCHEDULES)}")
-  predictor = config.get("predictor")
-  if not isinstance(predictor, ml_collections.ConfigDict):
-    raise ConfigError("config.predictor is missing: MoCo v3 needs its "
-                      "predictor MLP's fields (configs/moco_v3.py)")
-  for field in ("num_layers", "hidden_dim"):
-    value = predictor.get(field)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-      raise ConfigError(f"config.predictor.{field}={value!r} is invalid: "
-                        "must be an integer >= 1")
-  if predictor.get("output_dim") != config.head.output_dim:
-    raise ConfigError(
-        f"config.predictor.output_dim={predictor.get('output_dim')!r} is "
-        "invalid: the prediction is contrasted with the momentum encoder's "
-        f"projection: must equal config.head.output_dim="
-        f"{config.head.output_dim!r}")
+  t = config.get("temperature")
+  if (isinstance(t, bool) or not isinstance(t, (int, float))
+      or not t > 0):
+    raise ConfigError(f"config.temperature={t!r} is invalid: must be a "
+                      "number > 0")
+  base.check_ema_fields(config, what="the momentum encoder")
+  base.check_predictor(
+      config, method="MoCo v3", config_file="configs/moco_v3.py",
+      compared_with="contrasted with the momentum encoder's projection")
 
 
 def init_state(rng: jax.Array, *, model: MoCoV3Model,
                tx: optax.GradientTransformation,
                config: ml_collections.ConfigDict) -> TrainState:
-  init_rng, state_rng = jax.random.split(rng)
-  size = config.image_size
-  variables = model.base.init(
-      init_rng, jnp.zeros((2, size, size, 3), jnp.float32), train=False)
-  params = variables["params"]
-  batch_stats = variables.get("batch_stats", {})
   # The momentum encoder starts as a copy of the base encoder and projector
   # (builder.py:32-34; the EMA target is one). Its BN buffers are torch's
   # initial ones, the same as the base network's.
-  extra = {"target_batch_stats": jax.tree.map(
-      jnp.copy, {k: batch_stats[k] for k in MOMENTUM if k in batch_stats})}
-  return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                    batch_stats=batch_stats, opt_state=tx.init(params),
-                    rng=state_rng, extra=extra)
+  return base.initial_state(rng, network=model.base, tx=tx, config=config,
+                            target=MOMENTUM)
 
 
 def stop_grad_conv1(params) -> dict:

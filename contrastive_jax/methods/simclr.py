@@ -41,15 +41,7 @@ def create_model(config: ml_collections.ConfigDict, *,
 def init_state(rng: jax.Array, *, model: nn.Module,
                tx: optax.GradientTransformation,
                config: ml_collections.ConfigDict) -> TrainState:
-  init_rng, state_rng = jax.random.split(rng)
-  size = config.image_size
-  variables = model.init(init_rng, jnp.zeros((2, size, size, 3), jnp.float32),
-                         train=False)
-  params = variables["params"]
-  return TrainState(
-      step=jnp.zeros((), jnp.int32), params=params,
-      batch_stats=variables.get("batch_stats", {}),
-      opt_state=tx.init(params), rng=state_rng)
+  return base.initial_state(rng, network=model, tx=tx, config=config)
 
 
 def train_step(state: TrainState, batch, *, model: nn.Module,

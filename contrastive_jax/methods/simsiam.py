@@ -29,7 +29,6 @@ import optax
 
 from contrastive_jax import losses, models
 from contrastive_jax import probe as probe_lib
-from contrastive_jax.errors import ConfigError
 from contrastive_jax.methods import base, encoder_with_head
 from contrastive_jax.methods.encoder_with_head import OnlineNetwork
 from contrastive_jax.train_state import TrainState
@@ -54,33 +53,15 @@ def create_model(config: ml_collections.ConfigDict, *,
 def validate_config(config: ml_collections.ConfigDict, *, num_devices: int):
   """SimSiam's own fields; called by `config_checks.validate`."""
   del num_devices
-  predictor = config.get("predictor")
-  if not isinstance(predictor, ml_collections.ConfigDict):
-    raise ConfigError("config.predictor is missing: SimSiam needs its "
-                      "predictor MLP's fields (configs/simsiam.py)")
-  for field in ("num_layers", "hidden_dim"):
-    value = predictor.get(field)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-      raise ConfigError(f"config.predictor.{field}={value!r} is invalid: "
-                        "must be an integer >= 1")
-  if predictor.output_dim != config.head.output_dim:
-    raise ConfigError(
-        f"config.predictor.output_dim={predictor.output_dim!r} is invalid: "
-        "the prediction is compared with the other view's projection: must "
-        f"equal config.head.output_dim={config.head.output_dim!r}")
+  base.check_predictor(
+      config, method="SimSiam", config_file="configs/simsiam.py",
+      compared_with="compared with the other view's projection")
 
 
 def init_state(rng: jax.Array, *, model: OnlineNetwork,
                tx: optax.GradientTransformation,
                config: ml_collections.ConfigDict) -> TrainState:
-  init_rng, state_rng = jax.random.split(rng)
-  size = config.image_size
-  variables = model.init(init_rng, jnp.zeros((2, size, size, 3), jnp.float32),
-                         train=False)
-  params = variables["params"]
-  return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                    batch_stats=variables.get("batch_stats", {}),
-                    opt_state=tx.init(params), rng=state_rng)
+  return base.initial_state(rng, network=model, tx=tx, config=config)
 
 
 class Aux(NamedTuple):
