@@ -32,7 +32,7 @@ Variants (`--config=configs/byol.py:VARIANT`):
                predictor hidden width 64, output 32).
 """
 
-from contrastive_jax.config_defaults import (base_config,
+from contrastive_jax.config.defaults import (base_config,
                                              use_pretraining_dataset,
                                              variant_of)
 

@@ -17,7 +17,7 @@ head's first layer (SimCLR v2's `ft_proj_selector=1`; needs a head with a
 hidden layer).
 """
 
-from contrastive_jax.config_classifier import classifier_config
+from contrastive_jax.config.classifier import classifier_config
 
 
 def get_config(arg: str | None = None):

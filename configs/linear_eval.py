@@ -26,7 +26,7 @@ linear layer) is in neither paper's protocol and off, except in the digits
 demo, whose tiny encoder needs it.
 """
 
-from contrastive_jax.config_classifier import classifier_config
+from contrastive_jax.config.classifier import classifier_config
 
 
 def get_config(arg: str | None = None):

@@ -23,7 +23,7 @@ Variants (`--config=configs/moco_v1.py:VARIANT`):
             (torch's costs this short run ~10 points of kNN).
 """
 
-from contrastive_jax.config_defaults import (moco_base_config, moco_views,
+from contrastive_jax.config.defaults import (moco_base_config, moco_views,
                                              use_pretraining_dataset)
 
 

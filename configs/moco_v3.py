@@ -39,7 +39,7 @@ Variants (`--config=configs/moco_v3.py:VARIANT`):
 
 import ml_collections
 
-from contrastive_jax.config_defaults import (base_config, moco_crop,
+from contrastive_jax.config.defaults import (base_config, moco_crop,
                                              use_pretraining_dataset,
                                              variant_of)
 

@@ -22,7 +22,7 @@ head and colour jitter, v2 recipes v2's.
 Every variant optimises the reference's loss scale (methods/simclr.py).
 """
 
-from contrastive_jax.config_defaults import (base_config, simclr_views,
+from contrastive_jax.config.defaults import (base_config, simclr_views,
                                              use_pretraining_dataset,
                                              variant_of)
 

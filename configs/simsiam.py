@@ -23,7 +23,7 @@ Variants (`--config=configs/simsiam.py:VARIANT`):
 
 import ml_collections
 
-from contrastive_jax.config_defaults import (base_config, moco_views,
+from contrastive_jax.config.defaults import (base_config, moco_views,
                                              use_pretraining_dataset,
                                              variant_of)
 

@@ -5,8 +5,9 @@ JAX/Flax, and evaluation of the encoders it learns."""
 def load_encoder(path: str):
   """The encoder of a pretraining run: `load_encoder(workdir)(images) -> h`.
 
-  See `contrastive_jax.pretrained`. Imported lazily: `import contrastive_jax`
-  stays cheap.
+  See `contrastive_jax.evaluation.pretrained`. Imported lazily:
+  `import contrastive_jax` stays cheap.
   """
-  from contrastive_jax import pretrained  # pylint: disable=g-import-not-at-top
+  # pylint: disable-next=g-import-not-at-top
+  from contrastive_jax.evaluation import pretrained
   return pretrained.load_encoder(path)

@@ -30,7 +30,8 @@ import numpy as np  # noqa: E402
 from absl import logging  # noqa: E402
 
 from contrastive_jax import cli  # noqa: E402
-from contrastive_jax import export, parallel, pretrained  # noqa: E402
+from contrastive_jax import export, parallel  # noqa: E402
+from contrastive_jax.evaluation import pretrained  # noqa: E402
 from contrastive_jax.errors import ConfigError, UserError  # noqa: E402
 
 CHUNK_SIZE = 4096
@@ -143,7 +144,7 @@ class Embedder:
 
   def __init__(self, checkpoint: str, batch_size: int):
     # pylint: disable-next=g-import-not-at-top
-    from contrastive_jax import evaluation
+    from contrastive_jax.evaluation import features
     self.mesh = parallel.make_data_mesh(jax.local_devices())
     num_devices = self.mesh.devices.size
     self.batch_size = -(-batch_size // num_devices) * num_devices
@@ -153,7 +154,7 @@ class Embedder:
     self.directory, self.variables = loaded.directory, loaded.variables
     module = pretrained.encoder_module(self.config)
     self.feature_dim = module.feature_dim
-    self._fn = evaluation.sharded_feature_fn(
+    self._fn = features.sharded_feature_fn(
         lambda v, x: module.apply(v, x, train=False), self.mesh)
 
   def __call__(self, images: np.ndarray) -> np.ndarray:
@@ -196,7 +197,7 @@ def embed(checkpoint: str, *, images: str, out: str, split: str = "train",
   # above stay one line.
   # pylint: disable=g-import-not-at-top
   from contrastive_jax.data import augment, sources
-  from contrastive_jax.evaluation import Progress
+  from contrastive_jax.evaluation.features import Progress
   # pylint: enable=g-import-not-at-top
   source = sources.open_source(images, split, data_dir=data_dir)
   embedder = Embedder(checkpoint, batch_size)

@@ -33,7 +33,8 @@ from absl import logging  # noqa: E402
 from flax import traverse_util  # noqa: E402
 
 from contrastive_jax import cli  # noqa: E402
-from contrastive_jax import checkpointing, pretrained  # noqa: E402
+from contrastive_jax import checkpointing  # noqa: E402
+from contrastive_jax.evaluation import pretrained  # noqa: E402
 from contrastive_jax.errors import (CheckpointError, ConfigError,  # noqa: E402
                                     UserError)
 from contrastive_jax.methods import encoder_with_head  # noqa: E402

@@ -16,7 +16,8 @@ holds the fitted `num_classes`, not -1).
 import os
 from typing import Any, NamedTuple
 
-from contrastive_jax import config_classifier, config_defaults
+from contrastive_jax.config import classifier as config_classifier
+from contrastive_jax.config import defaults as config_defaults
 
 # Dotted names; a parent ("knn") would cover all of its children.
 MAY_CHANGE = (

@@ -10,9 +10,10 @@ import jax
 import ml_collections
 from absl import logging
 
-from contrastive_jax import (checkpointing, config_checks, evaluation, guards,
-                             hooks, method_steps, methods, metric_logging,
-                             parallel)
+from contrastive_jax import (checkpointing, guards, hooks, method_steps,
+                             methods, metric_logging, parallel)
+from contrastive_jax.config import checks as config_checks
+from contrastive_jax.evaluation import classifier_eval, knn_monitor
 from contrastive_jax import preemption as preemption_lib
 from contrastive_jax.data import (label_subset, order, pipeline, sources,
                                   view_spec)
@@ -114,7 +115,7 @@ def _final_evaluation(state, *, method, model, config, mesh, writer,
                       workdir, source):
   """Classifier accuracy on the eval split -> TensorBoard and
   eval_results.json."""
-  results = evaluation.evaluate_classifier(
+  results = classifier_eval.evaluate_classifier(
       state, config=config, mesh=mesh, source=source,
       eval_step=functools.partial(method.eval_step, model=model,
                                   config=config,
@@ -126,7 +127,7 @@ def _final_evaluation(state, *, method, model, config, mesh, writer,
       dataset=label_subset.eval_dataset(config),
       pretrained=config.get("pretrained"),
       checkpoint_step=int(jax.device_get(state.extra["pretrained_step"])))
-  evaluation.write_results(workdir, results)
+  classifier_eval.write_results(workdir, results)
   logging.info("%s on %s: top-1 %.4f, top-5 %.4f (%d examples)",
                config.method, config.eval_split, results["top1"],
                results["top5"], results["num_examples"])
@@ -204,13 +205,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   config = fit_config_to_data(config, method, train_source)
   # An ImageNet label subset (imagenet2012_subset/1pct) is evaluated on
   # imagenet2012's validation split.
-  knn_monitor = evaluation.knn_monitor_wanted(config, method=method,
-                                              source=train_source)
+  wants_knn = knn_monitor.wanted(config, method=method,
+                                 source=train_source)
   eval_source = (sources.open_source(
       label_subset.eval_dataset(config), config.eval_split,
       data_dir=config.get("data_dir"), workdir=workdir,
       options=config.get("data"))
-                 if knn_monitor or method.evaluates else None)
+                 if wants_knn or method.evaluates else None)
   steps_per_epoch, total_steps = steps_for(config, train_source.num_examples)
   config_checks.validate_schedule(
       config, num_examples=train_source.num_examples,
@@ -271,9 +272,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       hooks.write_start_summaries(config, writer, source=train_source)
     step_hooks = hooks.create_hooks(config, workdir=workdir, writer=writer,
                                     total_steps=total_steps)
-    monitor = (evaluation.KnnMonitor(
+    monitor = (knn_monitor.KnnMonitor(
         config, method=method, mesh=mesh, bank_source=train_source,
-        query_source=eval_source) if knn_monitor else None)
+        query_source=eval_source) if wants_knn else None)
 
     # The stream starts at the resumed step: nothing is replayed.
     batches = pipeline.as_numpy_iterator(make_train_ds(start_step))

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from contrastive_jax import (config_checks, ema, losses, method_steps, methods,
-                             optim, parallel)
+from contrastive_jax import ema, losses, method_steps, methods, optim, parallel
+from contrastive_jax.config import checks as config_checks
 from contrastive_jax.errors import ConfigError
 from contrastive_jax.methods import byol
 from tests.test_configs import load

@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from contrastive_jax import config_lib
+from contrastive_jax.config import lib as config_lib
 
 
 def test_load_by_name_by_path_and_default_variant():

@@ -4,7 +4,8 @@ import math
 
 import pytest
 
-from contrastive_jax import config_checks, config_lib
+from contrastive_jax.config import checks as config_checks
+from contrastive_jax.config import lib as config_lib
 from contrastive_jax.errors import ConfigError
 
 
@@ -102,7 +103,7 @@ def test_batch_must_divide_over_processes():
 
 # Every number of every SimCLR variant (issue 13); sources in the README
 # recipe table. Fields common to all variants first.
-from contrastive_jax import config_defaults  # noqa: E402
+from contrastive_jax.config import defaults as config_defaults  # noqa: E402
 
 _SIMCLR_COMMON = dict(method="simclr", optimizer="lars", momentum=0.9,
                       lr_schedule="cosine", num_train_steps=-1)

@@ -11,7 +11,10 @@ import numpy as np
 import pytest
 
 import contrastive_jax
-from contrastive_jax import config_lib, knn, optim, pretrained, train
+from contrastive_jax import optim, train
+from contrastive_jax.config import lib as config_lib
+from contrastive_jax.evaluation import knn
+from contrastive_jax.evaluation import pretrained
 from contrastive_jax.data import digits
 from contrastive_jax.errors import CheckpointError, ConfigError
 from contrastive_jax.methods import simclr
@@ -236,7 +239,8 @@ def test_online_probe_gradient_never_reaches_the_encoder():
     (_, _, logits), _ = model.apply(
         {"params": params, "batch_stats": state.batch_stats}, images,
         train=True, mutable=["batch_stats"])
-    from contrastive_jax import probe  # pylint: disable=g-import-not-at-top
+    # pylint: disable-next=g-import-not-at-top
+    from contrastive_jax.evaluation import probe
     return probe.loss_and_accuracy(logits[:8], labels, axis_name=None)[0]
 
   grads = jax.grad(probe_only_loss)(state.params)

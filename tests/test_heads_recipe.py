@@ -14,7 +14,8 @@ import numpy as np
 import optax
 import pytest
 
-from contrastive_jax import config_lib, losses, optim
+from contrastive_jax import losses, optim
+from contrastive_jax.config import lib as config_lib
 from contrastive_jax.errors import ConfigError
 from contrastive_jax.methods import encoder_with_head
 from contrastive_jax.methods import simclr

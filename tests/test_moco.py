@@ -8,9 +8,11 @@ import numpy as np
 import pytest
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from contrastive_jax import config_checks, config_lib, ema, parallel
+from contrastive_jax import ema, parallel
+from contrastive_jax.config import checks as config_checks
+from contrastive_jax.config import lib as config_lib
 from contrastive_jax.methods import shuffle_bn
-from contrastive_jax import config_defaults
+from contrastive_jax.config import defaults as config_defaults
 from contrastive_jax.errors import ConfigError
 from contrastive_jax.methods import moco
 from tests.test_simclr_step import (build_unguarded, fixed_batch, run_steps,

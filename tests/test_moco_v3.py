@@ -10,8 +10,10 @@ import numpy as np
 import pytest
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from contrastive_jax import (config_checks, config_lib, ema, losses,
-                             method_steps, methods, models, optim, parallel)
+from contrastive_jax import (ema, losses, method_steps, methods, models,
+                             optim, parallel)
+from contrastive_jax.config import checks as config_checks
+from contrastive_jax.config import lib as config_lib
 from contrastive_jax.errors import ConfigError
 from contrastive_jax.methods import moco_v3
 from tests.test_simclr_step import fixed_batch

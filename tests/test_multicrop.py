@@ -9,7 +9,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from contrastive_jax import config_checks, config_lib, losses, method_steps
+from contrastive_jax import losses, method_steps
+from contrastive_jax.config import checks as config_checks
+from contrastive_jax.config import lib as config_lib
 from contrastive_jax import parallel, preview
 from contrastive_jax.data import pipeline, sources, view_spec
 from contrastive_jax.errors import ConfigError

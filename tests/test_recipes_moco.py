@@ -12,7 +12,9 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from contrastive_jax import config_checks, config_defaults, optim
+from contrastive_jax import optim
+from contrastive_jax.config import checks as config_checks
+from contrastive_jax.config import defaults as config_defaults
 from contrastive_jax.data import augment
 from contrastive_jax.errors import ConfigError
 from contrastive_jax.methods import classifier, encoder_with_head

@@ -1,11 +1,11 @@
-"""`python -m contrastive_jax.report`: a results file it cannot use is one
-`error:` line and exit status 2, never a traceback."""
+"""`python -m contrastive_jax.evaluation.report`: a results file it cannot
+use is one `error:` line and exit status 2, never a traceback."""
 
 import json
 
 import pytest
 
-from contrastive_jax import report
+from contrastive_jax.evaluation import report
 
 GOOD = {"top1": 0.5, "top5": 0.875, "num_examples": 64,
         "pretrained": "/runs/simclr", "checkpoint_step": 30}

@@ -13,7 +13,8 @@ import jax
 import numpy as np
 import pytest
 
-from contrastive_jax import checkpointing, config_lib, train
+from contrastive_jax import checkpointing, train
+from contrastive_jax.config import lib as config_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIRST, TOTAL = 2, 6

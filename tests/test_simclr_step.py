@@ -4,7 +4,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from contrastive_jax import config_lib, method_steps, optim, parallel
+from contrastive_jax import method_steps, optim, parallel
+from contrastive_jax.config import lib as config_lib
 
 
 def tiny_config():

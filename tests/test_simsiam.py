@@ -9,8 +9,9 @@ import optax
 import pytest
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from contrastive_jax import (config_checks, config_lib, losses, method_steps,
-                             methods, optim, parallel)
+from contrastive_jax import losses, method_steps, methods, optim, parallel
+from contrastive_jax.config import checks as config_checks
+from contrastive_jax.config import lib as config_lib
 from contrastive_jax.errors import ConfigError
 from contrastive_jax.methods import simsiam
 from tests.test_simclr_step import fixed_batch

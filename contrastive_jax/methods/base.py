@@ -16,7 +16,7 @@ import ml_collections
 import optax
 
 from contrastive_jax import ema as ema_lib
-from contrastive_jax import probe as probe_lib
+from contrastive_jax.evaluation import probe as probe_lib
 from contrastive_jax.errors import ConfigError
 from contrastive_jax.train_state import TrainState
 

@@ -37,7 +37,7 @@ import ml_collections
 import optax
 
 from contrastive_jax import ema, losses, models
-from contrastive_jax import probe as probe_lib
+from contrastive_jax.evaluation import probe as probe_lib
 from contrastive_jax.errors import ConfigError
 from contrastive_jax.methods import base, encoder_with_head
 from contrastive_jax.methods.encoder_with_head import (EncoderWithHead,

@@ -6,7 +6,7 @@ v3's, for a ViT) or `imagenet_1pct` (finetune on 1% of the labels).
 
 import ml_collections
 
-from contrastive_jax.config_defaults import (DATASETS, base_config,
+from contrastive_jax.config.defaults import (DATASETS, base_config,
                                              moco_crop, simclr_crop)
 
 # The digits demo's training view (the others take their protocol's,

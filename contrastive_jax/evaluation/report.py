@@ -1,14 +1,14 @@
 """Prints the evaluation results of one or more runs side by side:
 
-  python -m contrastive_jax.report WORKDIR [WORKDIR ...]
+  python -m contrastive_jax.evaluation.report WORKDIR [WORKDIR ...]
 """
 
 import json
 import os
 import sys
 
-# Written by evaluation.write_results; kept here so this command stays free
-# of TensorFlow and JAX imports.
+# Written by classifier_eval.write_results; kept here so this command stays
+# free of TensorFlow and JAX imports.
 RESULTS_FILE = "eval_results.json"
 # What each results file must hold for its row.
 _NUMBERS = ("top1", "top5", "num_examples")
@@ -37,8 +37,8 @@ def _problem(results) -> str | None:
 
 def main(argv: list[str]) -> int:
   if not argv:
-    print("usage: python -m contrastive_jax.report WORKDIR [WORKDIR ...]",
-          file=sys.stderr)
+    print("usage: python -m contrastive_jax.evaluation.report WORKDIR "
+          "[WORKDIR ...]", file=sys.stderr)
     return 2
   rows = []
   for workdir in argv:

@@ -1,0 +1,180 @@
+"""Config validation, before anything touches the workdir or the devices.
+
+Each check raises `ConfigError` with one line naming the field, the value and
+what is allowed. Choices that belong to a component (model names, optimizer
+names, augmentation ops) are validated by that component's factory, which
+the loop builds before training starts.
+"""
+
+import math
+import numbers
+
+import ml_collections
+
+from contrastive_jax import methods
+from contrastive_jax.data import view_spec
+from contrastive_jax.errors import ConfigError
+
+
+def _require(ok: bool, field: str, value, allowed: str):
+  if not ok:
+    raise ConfigError(f"config.{field}={value!r} is invalid: {allowed}")
+
+
+def _is_number(value) -> bool:
+  """A finite real number (not a bool): inf and nan train nothing."""
+  return (isinstance(value, numbers.Real) and not isinstance(value, bool)
+          and math.isfinite(value))
+
+
+def _positive_number(config, field: str):
+  value = config[field]
+  _require(_is_number(value) and value > 0, field, value,
+           "must be a finite number > 0")
+
+
+def _non_negative_number(config, field: str):
+  value = config[field]
+  _require(_is_number(value) and value >= 0, field, value,
+           "must be a finite number >= 0")
+
+
+def _positive_int(config, field: str):
+  value = config[field]
+  _require(isinstance(value, numbers.Integral) and not isinstance(value, bool)
+           and value > 0, field, value, "must be an integer > 0")
+
+
+def validate(config: ml_collections.ConfigDict, *, num_devices: int,
+             num_processes: int):
+  """Checks the fields every method uses."""
+  for field in ("batch_size", "image_size", "log_every_steps",
+                "checkpoint_every_steps", "keep_checkpoints"):
+    _positive_int(config, field)
+  for field in ("learning_rate", "temperature"):
+    _positive_number(config, field)
+  if config.num_train_steps == -1:
+    _positive_number(config, "num_epochs")
+  else:
+    _require(isinstance(config.num_train_steps, int)
+             and config.num_train_steps > 0, "num_train_steps",
+             config.num_train_steps,
+             "must be -1 (derive from num_epochs) or an integer > 0")
+  limit = config.get("max_consecutive_nonfinite", 0)
+  _require(isinstance(limit, int) and not isinstance(limit, bool)
+           and limit >= 0, "max_consecutive_nonfinite", limit,
+           "must be an integer >= 0")
+  for field in ("warmup_epochs", "weight_decay"):
+    _non_negative_number(config, field)
+  probe_lr = config.get("probe_learning_rate", -1.0)
+  _require(_is_number(probe_lr) and (probe_lr > 0 or probe_lr == -1)
+           and math.isfinite(probe_lr), "probe_learning_rate", probe_lr,
+           "must be a number > 0, or -1 (the method's learning rate)")
+  momentum = config.get("momentum", 0.0)
+  _require(_is_number(momentum) and 0 <= momentum < 1, "momentum", momentum,
+           "must be a number in [0, 1)")
+  _require(config.batch_size % num_devices == 0, "batch_size",
+           config.batch_size,
+           f"the global batch must divide evenly over the {num_devices} "
+           "devices")
+  _require(config.batch_size % num_processes == 0, "batch_size",
+           config.batch_size,
+           f"the global batch must divide evenly over the {num_processes} "
+           "processes")
+  _positive_int(config, "eval_batch_size")
+  _require(config.eval_batch_size % num_devices == 0, "eval_batch_size",
+           config.eval_batch_size,
+           f"must divide evenly over the {num_devices} devices")
+  _require(isinstance(config.dataset, str) and bool(config.dataset),
+           "dataset", config.dataset,
+           "must be 'digits', 'folder:PATH' or a TFDS dataset name")
+  head = config.head
+  _require(isinstance(head.num_layers, int) and head.num_layers >= 1,
+           "head.num_layers", head.num_layers, "must be an integer >= 1")
+  _require(isinstance(head.output_dim, int) and head.output_dim >= 1,
+           "head.output_dim", head.output_dim, "must be an integer >= 1")
+  _check_knn(config)
+  _check_views(config)
+  # The method's own fields (MoCo: queue size, BN groups).
+  methods.get_method(config.method).validate_config(config,
+                                                    num_devices=num_devices)
+
+
+def _check_knn(config):
+  """The kNN monitor's fields (checked whether it is on or not: a run
+  switching it on later should not stop on them)."""
+  knn = config.get("knn")
+  if knn is None:
+    return
+  _require(isinstance(knn.every_steps, int)
+           and not isinstance(knn.every_steps, bool), "knn.every_steps",
+           knn.every_steps, "must be an integer (<= 0: off)")
+  _require(isinstance(knn.k, int) and not isinstance(knn.k, bool)
+           and knn.k >= 1, "knn.k", knn.k,
+           "must be an integer >= 1: the neighbours that vote")
+  _require(_is_number(knn.temperature) and knn.temperature > 0,
+           "knn.temperature", knn.temperature, "must be a finite number > 0")
+  _require(isinstance(knn.bank_size, int)
+           and not isinstance(knn.bank_size, bool), "knn.bank_size",
+           knn.bank_size, "must be an integer (<= 0: the whole train split)")
+
+
+def _check_views(config):
+  """Each augmentation spec parses and names known ops, and the images it
+  makes are image_size: the checkpoint keeps image_size, and load_encoder
+  and export expect images of that size. The eval view must make a fixed
+  size. (Without TensorFlow: the ops' arguments are checked when the loop
+  builds the views, still before the workdir is touched.)"""
+  size = config.image_size
+  fields = ["view_augment", "eval_augment"]
+  if config.get("view_augment_2"):
+    fields.insert(1, "view_augment_2")
+  for field in fields:
+    spec = config[field]
+    output = view_spec.output_size(spec, field)
+    if output is None and field == "eval_augment":
+      raise ConfigError(f"config.eval_augment={spec!r} is invalid: must give "
+                        "a fixed image size (end it with resize or "
+                        "center_crop)")
+    if output is not None and output != (size, size):
+      raise ConfigError(
+          f"config.image_size={size} but config.{field}={spec!r} makes "
+          f"{output[0]}x{output[1]} images: set image_size to the views' "
+          "size (the checkpoint keeps it for load_encoder and export), or "
+          "change the spec")
+  _check_extra_views(config)
+
+
+def _check_extra_views(config):
+  """`extra_views`: a tuple of specs, each of a fixed size (multi-crop's
+  small views may differ from image_size), for a method that takes them."""
+  extra = config.get("extra_views") or ()
+  if isinstance(extra, str) or not isinstance(extra, (tuple, list)):
+    raise ConfigError(f"config.extra_views={extra!r} is invalid: must be a "
+                      "tuple of view specs")
+  if extra and not methods.get_method(config.method).extra_views:
+    raise ConfigError(
+        f"config.extra_views holds {len(extra)} views but method "
+        f"{config.method!r} takes none: leave it empty")
+  for i, spec in enumerate(extra):
+    field = f"extra_views[{i}]"
+    if view_spec.output_size(spec, field) is None:
+      raise ConfigError(f"config.{field}={spec!r} is invalid: must give a "
+                        "fixed image size (start it with random_resized_crop "
+                        "or end it with resize)")
+
+
+def validate_schedule(config: ml_collections.ConfigDict, *, num_examples: int,
+                      steps_per_epoch: int, total_steps: int):
+  """Checks what the train split's size decides: the warmup, counted in
+  epochs of `steps_per_epoch` (the split over the global batch), must be
+  shorter than the run. Runs before the optimizer is built, so that the
+  message names the batch and the split, which set the step counts."""
+  warmup_steps = int(round(config.warmup_epochs * steps_per_epoch))
+  if warmup_steps >= total_steps:
+    raise ConfigError(
+        f"config.warmup_epochs={config.warmup_epochs} is invalid: it is "
+        f"{warmup_steps} steps ({steps_per_epoch} per epoch: {num_examples} "
+        f"examples / batch_size={config.batch_size}), not shorter than the "
+        f"run's {total_steps} steps; lower warmup_epochs, raise batch_size "
+        "or train longer")
