@@ -41,7 +41,8 @@ Variants (`--config=configs/moco_v2.py:VARIANT`):
                head init (torch's costs this short run ~10 points of kNN).
 """
 
-from contrastive_jax.config.defaults import (moco_base_config, moco_views,
+from contrastive_jax.config.defaults import (moco_base_config, moco_digits,
+                                             moco_views,
                                              use_pretraining_dataset)
 
 
@@ -71,24 +72,10 @@ def get_config(arg: str | None = None):
   elif variant in ("cifar10_demo", "cifar10_demo_symmetric"):
     _cifar10_demo(c, symmetric=variant == "cifar10_demo_symmetric")
   elif variant == "digits":
-    use_pretraining_dataset(c, "digits")
-    # The digits are 8x8 strokes: very small crops erase the digit; blur
-    # is the identity below 20 px anyway.
-    c.view_augment = moco_views(16, version=2, blur=False,
-                                crop_area=(0.25, 1.0))
-    # 2 batches: with 1,438 images, a longer queue would hold keys of the
-    # query's own image from the previous epoch as negatives.
-    c.queue_size = 512
-    # One CPU device: 4 BN groups of 64 so that shuffle-BN has groups to mix.
-    c.bn_groups_per_device = 4
-    # A 225-step run: a faster-moving key encoder than ImageNet's 0.999 and
-    # a higher lr.
-    c.ema_momentum = 0.99
+    moco_digits(c, version=2)
+    # 225 steps, at a higher lr.
     c.learning_rate = 0.1
     c.num_epochs = 45
-    # flax's head init, not torch's: the demo's test kNN was 78.8% with it
-    # and 69.9% with head.dense_init='torch_linear' (2026-12-01, 2 CPUs).
-    c.head.dense_init = "flax"
   else:
     raise ValueError(
         f"unknown moco_v2 config variant {variant!r}: "
