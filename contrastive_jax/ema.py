@@ -90,21 +90,28 @@ def cosine_momentum(base: float, total_steps: int) -> Callable:
   return schedule
 
 
-def momentum_schedule(base: float, kind: str, total_steps: int) -> Momentum:
-  """The EMA momentum from config fields `ema_momentum` (base) and
-  `ema_momentum_schedule` (kind)."""
+def check_momentum(base, kind):
+  """`ema_momentum` (base) in [0, 1] and a known `ema_momentum_schedule`
+  (kind): what `config.checks.validate` asks of every method whose
+  `Method.ema` asks for an EMA target, and what `momentum_schedule` needs."""
   if (isinstance(base, bool) or not isinstance(base, (int, float))
       or not 0 <= base <= 1):
     raise ConfigError(
-        f"config.ema_momentum={base!r} is invalid: must be a number in "
-        f"[0, 1]")
+        f"config.ema_momentum={base!r} is invalid: the EMA target's "
+        "momentum must be a number in [0, 1]")
+  if kind not in MOMENTUM_SCHEDULES:
+    raise ConfigError(
+        f"config.ema_momentum_schedule={kind!r} is invalid: must be one of "
+        f"{', '.join(MOMENTUM_SCHEDULES)}")
+
+
+def momentum_schedule(base: float, kind: str, total_steps: int) -> Momentum:
+  """The EMA momentum from config fields `ema_momentum` (base) and
+  `ema_momentum_schedule` (kind)."""
+  check_momentum(base, kind)
   if kind == "constant":
     return float(base)
-  if kind == "cosine":
-    return cosine_momentum(float(base), total_steps)
-  raise ConfigError(
-      f"config.ema_momentum_schedule={kind!r} is invalid: must be one of "
-      f"{', '.join(MOMENTUM_SCHEDULES)}")
+  return cosine_momentum(float(base), total_steps)
 
 
 def _ema_states(opt_state) -> list[EmaParamsState]:

@@ -25,6 +25,33 @@ OPTIMIZERS = ('lars', 'sgd', 'adamw')
 WEIGHT_DECAY_MASKS = ('exclude_bn_bias', 'all')
 
 
+def _check_choice(field: str, value, allowed):
+  if value not in allowed:
+    raise ConfigError(
+        f'{field} must be one of {", ".join(allowed)}; got {value!r}')
+
+
+def check_config(config) -> None:
+  """The optimizer's named choices (`optimizer`, `lr_schedule`,
+  `lr_scaling`, `weight_decay_mask`) and `lr_decay_factor`: run by
+  `config.checks.validate` with every other field before anything is
+  built; the factories below check their arguments with the same code."""
+  _check_choice('optimizer', config.optimizer, OPTIMIZERS)
+  _check_choice('lr_schedule', config.lr_schedule, LR_SCHEDULES)
+  _check_choice('lr_scaling', config.lr_scaling, LR_SCALING_RULES)
+  _check_choice('weight_decay_mask',
+                config.get('weight_decay_mask', 'exclude_bn_bias'),
+                WEIGHT_DECAY_MASKS)
+  if config.lr_schedule == 'step':
+    _check_decay_factor(config.get('lr_decay_factor', 0.1))
+
+
+def _check_decay_factor(factor):
+  if (isinstance(factor, bool) or not isinstance(factor, (int, float))
+      or not factor >= 0):
+    raise ConfigError(f'lr_decay_factor must be >= 0; got {factor!r}')
+
+
 def scaled_learning_rate(base_lr: float, batch_size: int, rule: str) -> float:
   """Peak learning rate for a global batch size.
 
@@ -39,10 +66,8 @@ def scaled_learning_rate(base_lr: float, batch_size: int, rule: str) -> float:
     return base_lr * batch_size / 256
   if rule == 'sqrt':
     return base_lr * math.sqrt(batch_size)
-  if rule == 'none':
-    return base_lr
-  raise ConfigError(
-      f'lr_scaling must be one of {", ".join(LR_SCALING_RULES)}; got {rule!r}')
+  _check_choice('lr_scaling', rule, LR_SCALING_RULES)
+  return base_lr  # 'none'
 
 
 def learning_rate_schedule(
@@ -61,10 +86,7 @@ def learning_rate_schedule(
               (absolute steps; MoCo v1: x0.1 at epochs 120 and 160).
   'constant': stay at `peak_lr`.
   """
-  if schedule not in LR_SCHEDULES:
-    raise ConfigError(
-        f'lr_schedule must be one of {", ".join(LR_SCHEDULES)}; '
-        f'got {schedule!r}')
+  _check_choice('lr_schedule', schedule, LR_SCHEDULES)
   if total_steps <= 0:
     raise ConfigError(
         f'num_train_steps must come to a positive number of steps; got '
@@ -91,8 +113,7 @@ def learning_rate_schedule(
       raise ConfigError(
           f'lr_decay_epochs must be strictly increasing and after the warmup; '
           f'got steps {boundaries} with {warmup_steps} warmup steps')
-    if decay_factor < 0:
-      raise ConfigError(f'lr_decay_factor must be >= 0; got {decay_factor}')
+    _check_decay_factor(decay_factor)
     # join_schedules restarts the count at the warmup boundary, so the decay
     # boundaries are shifted to stay absolute.
     after_warmup = optax.piecewise_constant_schedule(
@@ -173,10 +194,8 @@ def weight_decay_mask_fn(name: str) -> Callable[[Any], Any]:
   """
   if name == 'exclude_bn_bias':
     return decay_mask
-  if name == 'all':
-    return _decay_all
-  raise ConfigError(f'weight_decay_mask must be one of '
-                    f'{", ".join(WEIGHT_DECAY_MASKS)}; got {name!r}')
+  _check_choice('weight_decay_mask', name, WEIGHT_DECAY_MASKS)
+  return _decay_all  # 'all'
 
 
 def _without(mask_fn: Callable[[Any], Any],
@@ -286,9 +305,7 @@ def create_optimizer(
   `lr_groups`: (mask_fn, learning rate) pairs: the leaves each mask marks
   are trained at that learning rate instead (`learning_rate_step`).
   """
-  if name not in OPTIMIZERS:
-    raise ConfigError(
-        f'optimizer must be one of {", ".join(OPTIMIZERS)}; got {name!r}')
+  _check_choice('optimizer', name, OPTIMIZERS)
   if not callable(learning_rate) and not learning_rate > 0:
     raise ConfigError(f'learning_rate must be positive; got {learning_rate}')
   if weight_decay < 0:
@@ -361,9 +378,6 @@ def create_optimizer_from_config(
   def to_steps(epochs):
     return int(round(epochs * steps_per_epoch))
 
-  if not config.learning_rate > 0:
-    raise ConfigError(
-        f'learning_rate must be positive; got {config.learning_rate}')
   peak_lr = scaled_learning_rate(
       config.learning_rate, config.batch_size, config.lr_scaling)
   schedule = learning_rate_schedule(

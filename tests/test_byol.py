@@ -315,7 +315,7 @@ def test_bad_byol_fields_name_the_field(overrides, field, message):
   c = load("byol", "digits")
   c.update(overrides)
   with pytest.raises(ConfigError, match=f"config.{field}=.*{message}"):
-    byol.validate_config(c, num_devices=1)
+    config_checks.validate(c, num_devices=1, num_processes=1)
 
 
 def test_unknown_variant():

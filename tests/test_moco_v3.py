@@ -566,7 +566,7 @@ def test_bad_moco_v3_fields_name_the_field(overrides, message):
     else:
       c[field] = value
   with pytest.raises(ConfigError, match=message):
-    moco_v3.validate_config(c, num_devices=1)
+    config_checks.validate(c, num_devices=1, num_processes=1)
 
 
 def test_unknown_variant():

@@ -302,9 +302,18 @@ def test_config_moco_v1_and_fractional_warmup():
         peak_lr=1.0, total_steps=10, warmup_steps=2, schedule='step',
         decay_boundaries=(6, 4)),
      'lr_decay_epochs', 'increasing'),
-    (lambda: optim.create_optimizer_from_config(
-        _config(learning_rate=0.0), steps_per_epoch=10, total_steps=100),
-     'learning_rate', 'positive'),
+    # The validation layer's check of the config's choices.
+    (lambda: optim.check_config(_config(optimizer='adam')), 'optimizer',
+     'lars, sgd, adamw'),
+    (lambda: optim.check_config(_config(lr_schedule='linear')),
+     'lr_schedule', 'cosine, step, constant'),
+    (lambda: optim.check_config(_config(lr_scaling='cubic')), 'lr_scaling',
+     'linear, sqrt, none'),
+    (lambda: optim.check_config(_config(weight_decay_mask='bn')),
+     'weight_decay_mask', 'exclude_bn_bias, all'),
+    (lambda: optim.check_config(_config(lr_schedule='step',
+                                        lr_decay_factor=-0.5)),
+     'lr_decay_factor', '>= 0'),
 ])
 def test_errors_name_the_field(call, field, allowed):
   with pytest.raises(ConfigError) as error:

@@ -1,9 +1,13 @@
 """Config validation, before anything touches the workdir or the devices.
 
-Each check raises `ConfigError` with one line naming the field, the value and
-what is allowed. Choices that belong to a component (model names, optimizer
-names, augmentation ops) are validated by that component's factory, which
-the loop builds before training starts.
+The one validation layer: `validate` checks every field of a config in one
+pass, before anything is built. Each check raises `ConfigError` with one line
+naming the field, the value and what is allowed. A component's choices are
+checked here by that component's own `check_config` (the optimizer, the EMA
+a method asks for, the method's own fields), the same code its factory runs
+on its arguments, so that each rule is written once. The augmentation ops'
+arguments need TensorFlow: the loop builds the views right after this, still
+before the workdir is touched.
 """
 
 import math
@@ -11,7 +15,7 @@ import numbers
 
 import ml_collections
 
-from contrastive_jax import methods
+from contrastive_jax import ema, methods, optim
 from contrastive_jax.data import view_spec
 from contrastive_jax.errors import ConfigError
 
@@ -95,9 +99,13 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int,
            "head.output_dim", head.output_dim, "must be an integer >= 1")
   _check_knn(config)
   _check_views(config)
+  optim.check_config(config)
+  method = methods.get_method(config.method)
+  if method.ema is not None:  # The method asks for an EMA target.
+    ema.check_momentum(config.get("ema_momentum"),
+                       config.get("ema_momentum_schedule", "constant"))
   # The method's own fields (MoCo: queue size, BN groups).
-  methods.get_method(config.method).validate_config(config,
-                                                    num_devices=num_devices)
+  method.validate_config(config, num_devices=num_devices)
 
 
 def _check_knn(config):

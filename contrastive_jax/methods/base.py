@@ -15,7 +15,6 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from contrastive_jax import ema as ema_lib
 from contrastive_jax.evaluation import probe as probe_lib
 from contrastive_jax.errors import ConfigError
 from contrastive_jax.train_state import TrainState
@@ -170,19 +169,6 @@ def initial_state(rng: jax.Array, *, network, tx: optax.GradientTransformation,
   return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                     batch_stats=batch_stats, opt_state=tx.init(params),
                     rng=state_rng, extra=extra)
-
-
-def check_ema_fields(config, *, what: str):
-  """`ema_momentum` in [0, 1] and a known `ema_momentum_schedule`, for a
-  method whose `what` (e.g. "BYOL's target") is an EMA."""
-  m = config.get("ema_momentum")
-  if isinstance(m, bool) or not isinstance(m, (int, float)) or not 0 <= m <= 1:
-    raise ConfigError(f"config.ema_momentum={m!r} is invalid: {what} is an "
-                      "EMA: must be a number in [0, 1]")
-  kind = config.get("ema_momentum_schedule")
-  if kind not in ema_lib.MOMENTUM_SCHEDULES:
-    raise ConfigError(f"config.ema_momentum_schedule={kind!r} is invalid: "
-                      f"must be one of {', '.join(ema_lib.MOMENTUM_SCHEDULES)}")
 
 
 def check_predictor(config, *, method: str, config_file: str,

@@ -94,7 +94,6 @@ def validate_config(config: ml_collections.ConfigDict, *, num_devices: int):
       or not (hidden >= 1 or hidden == -1)):
     raise ConfigError(f"config.predictor_hidden_dim={hidden!r} is invalid: "
                       "must be an integer >= 1 (or -1: the projection size)")
-  base.check_ema_fields(config, what="BYOL's target")
 
 
 def init_state(rng: jax.Array, *, model: BYOLModel,

@@ -81,13 +81,6 @@ def validate_config(config: ml_collections.ConfigDict, *, num_devices: int):
            f"key_bn='shuffle' needs at least 2 BN groups in all; on "
            f"{num_devices} device(s) use bn_groups_per_device >= 2, or "
            f"key_bn='sync'")
-  m = config.ema_momentum
-  _require(isinstance(m, (int, float)) and not isinstance(m, bool)
-           and 0 <= m <= 1, "ema_momentum", m,
-           "MoCo's key encoder is an EMA: must be a number in [0, 1]")
-  _require(config.ema_momentum_schedule in ema.MOMENTUM_SCHEDULES,
-           "ema_momentum_schedule", config.ema_momentum_schedule,
-           f"must be one of {', '.join(ema.MOMENTUM_SCHEDULES)}")
 
 
 def create_model(config: ml_collections.ConfigDict, *,

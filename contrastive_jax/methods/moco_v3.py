@@ -114,7 +114,6 @@ def validate_config(config: ml_collections.ConfigDict, *, num_devices: int):
       or not t > 0):
     raise ConfigError(f"config.temperature={t!r} is invalid: must be a "
                       "number > 0")
-  base.check_ema_fields(config, what="the momentum encoder")
   base.check_predictor(
       config, method="MoCo v3", config_file="configs/moco_v3.py",
       compared_with="contrasted with the momentum encoder's projection")
