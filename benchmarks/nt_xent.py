@@ -190,7 +190,7 @@ def run_sharded(n, reps, single):
   print(f"\nN={n} over {k} fake CPU devices (shard_map; all share the same "
         f"cores), per-device temp memory vs 1 device:")
   local_global = 4 * (2 * n // k) * (2 * n)
-  block = min(2 * n // k, losses._default_block_rows(2 * n))
+  block = min(2 * n // k, losses.default_block_rows(2 * n))
   print(f"  local x global logits (2n x 2N float32) = {_mib(local_global)} "
         f"MiB per device; blocked holds {block} x 2N at a time "
         f"({_mib(4 * block * 2 * n).strip()} MiB per buffer)")

@@ -311,9 +311,9 @@ def test_traced_temperature_matches_and_gets_a_gradient():
 
 def test_default_blocks_fit_cache_on_cpu_and_cover_the_batch_elsewhere():
   # CPU: ~16 MiB of float32 logits per block, never below 512 rows.
-  assert losses._default_block_rows(8192, "cpu") == 512
-  assert losses._default_block_rows(2048, "cpu") == 2048
+  assert losses.default_block_rows(8192, "cpu") == 512
+  assert losses.default_block_rows(2048, "cpu") == 2048
   # GPU/TPU: bounded by memory only, so a per-device batch of 2n = 8192
   # anchors against 2N = 32768 candidates is a single block.
-  assert losses._default_block_rows(32768, "gpu") >= 8192
-  assert losses._default_block_rows(32768, "tpu") >= 8192
+  assert losses.default_block_rows(32768, "gpu") >= 8192
+  assert losses.default_block_rows(32768, "tpu") >= 8192

@@ -213,7 +213,7 @@ def train_step(state: TrainState, batch, *, model: MoCoModel,
   """One MoCo update on this device's share of the global batch."""
   # The same key on every device: the shuffle permutation must agree.
   rng = jax.random.fold_in(state.rng, state.step)
-  # The loss is already global (losses.py), so these are the global
+  # The loss is already global (losses/), so these are the global
   # gradients: no extra pmean.
   grads, aux = jax.grad(loss_fn, has_aux=True)(
       state.params, ema.target_params(state.opt_state), batch,

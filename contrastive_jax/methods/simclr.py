@@ -68,7 +68,7 @@ def train_step(state: TrainState, batch, *, model: nn.Module,
                                     new_vars["batch_stats"])
 
   # `loss` is already the global-batch loss, so these gradients are the
-  # global gradients (see losses.py): no extra pmean.
+  # global gradients (see losses/): no extra pmean.
   grads, (objective, out, probe_metrics, batch_stats) = jax.grad(
       loss_fn, has_aux=True)(state.params)
   new_state = base.apply_gradients(state, grads, tx=tx,

@@ -110,7 +110,7 @@ def train_step(state: TrainState, batch, *, model: OnlineNetwork,
                axis_name: str | None):
   """One SimSiam update on this device's share of the global batch."""
   del config
-  # The loss is already global (losses.py): these are the global gradients.
+  # The loss is already global (losses/): these are the global gradients.
   grads, aux = jax.grad(loss_fn, has_aux=True)(
       state.params, batch, batch_stats=state.batch_stats, model=model,
       axis_name=axis_name)
