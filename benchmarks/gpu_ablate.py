@@ -5,20 +5,25 @@ the encoder of models/resnet.py plus a linear classifier, softmax cross
 entropy, SGD with momentum (the supervised step of gpu_resnet50.py, without
 the config machinery, so that parts can be taken out):
 
-  bn_train    BatchNorm with batch statistics, as every method trains
-  bn_frozen   BatchNorm with running statistics: a per-channel affine that
-              XLA fuses into the neighbouring elementwise kernels
-  no_norm     no normalisation at all
-  forward     bn_train's forward pass alone (no backward, no update)
+  bn_train      BatchNorm with batch statistics, as every method trains
+  bn_fused      bn_train with models/fused_norm.py's BatchNorm (bn_impl
+                'fused'): one reduction pass each way, its own VJP
+  bn_fused_sib  bn_fused with each pass's two sums as sibling reductions
+                (for XLA to multi-output fuse), not one variadic reduce
+  bn_frozen     BatchNorm with running statistics: a per-channel affine
+                that XLA fuses into the neighbouring elementwise kernels
+  no_norm       no normalisation at all
+  forward       bn_train's forward pass alone (no backward, no update)
 
 and, in the same run, the device's ceilings: a large bf16 matrix product
 (TFLOP/s) and a device-to-device copy (TB/s, bytes read + written); and
 XLA's count of the bytes each variant's program moves (on GPU all but the
 cuDNN convolutions', so bn_train - no_norm is BatchNorm's, to compare with
-its minimum). From the ceilings it prints `flops.training_step_bound`:
-the best case of a step whose training BatchNorm runs as separate
-memory-bound passes (as XLA runs it beside cuDNN convolutions), and the
-MFU that allows.
+its minimum, and with the fused variants'), and the loss each training
+variant reaches from the same start. From the ceilings it prints
+`flops.training_step_bound`: the best case of a step whose training
+BatchNorm runs as separate memory-bound passes (as XLA runs it beside cuDNN
+convolutions), and the MFU that allows.
 
   python benchmarks/gpu_ablate.py                 # on a GPU
   python benchmarks/gpu_ablate.py --smoke         # CPU check: tiny ResNet
@@ -46,9 +51,13 @@ import flops as flops_lib  # noqa: E402  pylint: disable=g-import-not-at-top
 import harness  # noqa: E402  pylint: disable=g-import-not-at-top
 
 from contrastive_jax import models  # noqa: E402  pylint: disable=g-import-not-at-top
+from contrastive_jax.models import fused_norm  # noqa: E402  pylint: disable=g-import-not-at-top
 from contrastive_jax.models import resnet  # noqa: E402  pylint: disable=g-import-not-at-top
 
-VARIANTS = ("bn_train", "bn_frozen", "no_norm", "forward")
+VARIANTS = ("bn_train", "bn_fused", "bn_fused_sib", "bn_frozen", "no_norm",
+            "forward")
+# Training-BN variants, and how their lines label them beside bn_train's.
+FUSED = {"bn_fused": "fused", "bn_fused_sib": "fused, sibling sums"}
 # By --smoke (a CPU check of the script) or not.
 DEFAULTS = {
     False: dict(batch=256, steps=10, reps=3, model="resnet50",
@@ -77,6 +86,17 @@ def _without_norm():
     resnet.batch_norm = original
 
 
+@contextlib.contextmanager
+def _sibling_sums():
+  """models/fused_norm.py takes its two sums through `two_sums`."""
+  original = fused_norm.two_sums
+  fused_norm.two_sums = fused_norm.sibling_sums
+  try:
+    yield
+  finally:
+    fused_norm.two_sums = original
+
+
 class Classifier(nn.Module):
   encoder: nn.Module
 
@@ -89,20 +109,22 @@ def build_variant(variant: str, *, model: str, image_size: int, batch: int,
                   cifar_stem: bool):
   """(step, state, XLA's bytes accessed per step) of one variant; the step
   donates its state."""
-  encoder = models.create_encoder(model, cifar_stem=cifar_stem,
-                                  dtype=jnp.bfloat16)
+  encoder = models.create_encoder(
+      model, cifar_stem=cifar_stem, dtype=jnp.bfloat16,
+      bn_impl="fused" if variant in FUSED else "flax")
   net = Classifier(encoder)
   rng = np.random.default_rng(0)
   images = jnp.asarray(
       rng.random((batch, image_size, image_size, 3), dtype=np.float32))
   labels = jnp.asarray(rng.integers(0, NUM_CLASSES, batch, dtype=np.int32))
   # The model is traced (init, lower) with its BatchNorms taken out.
-  tracing = _without_norm if variant == "no_norm" else contextlib.nullcontext
+  tracing = {"no_norm": _without_norm, "bn_fused_sib": _sibling_sums}.get(
+      variant, contextlib.nullcontext)
   with tracing():
     variables = net.init(jax.random.PRNGKey(0), images[:1], train=False)
   tx = optax.sgd(0.01, momentum=0.9)
   state = {"variables": variables, "opt": tx.init(variables["params"])}
-  train_bn = variant in ("bn_train", "forward")
+  train_bn = variant in ("bn_train", "forward", *FUSED)
 
   def loss_fn(params, variables, images, labels):
     apply_vars = {**variables, "params": params}
@@ -135,14 +157,14 @@ def build_variant(variant: str, *, model: str, image_size: int, batch: int,
 
 
 class Runner:
-  """Calls a donating step on its own state."""
+  """Calls a donating step on its own state; keeps the last loss."""
 
   def __init__(self, step, state):
-    self.step, self.state = step, state
+    self.step, self.state, self.loss = step, state, None
 
   def __call__(self):
-    self.state, loss = self.step(self.state)
-    return loss
+    self.state, self.loss = self.step(self.state)
+    return self.loss
 
 
 def ceilings(smoke: bool, timer: harness.Timer, reps: int):
@@ -160,6 +182,12 @@ def ceilings(smoke: bool, timer: harness.Timer, reps: int):
     timer.measure("copy", lambda: copy(x), calls=10)
   return (2 * n ** 3 / timer.median("matmul"),
           2 * 4 * elements / timer.median("copy"))
+
+
+def _beside(values: dict, fmt: str) -> str:
+  """'; fused: 17.5; ...' for the fused variants among `values`."""
+  return "".join(f"; {label}: {fmt.format(values[v])}"
+                 for v, label in FUSED.items() if v in values)
 
 
 def main(argv=None):
@@ -224,20 +252,30 @@ def main(argv=None):
     ])
   print(harness.table(rows, ["variant", "step ms", "images/s",
                              "conv TFLOP/s", "MFU", "XLA MB/image"]))
+  # Same init, batch and number of steps: the fused BatchNorm's training
+  # should track flax's (bfloat16 rounding apart) on this device too.
+  trained = [v for v in ("bn_train", *FUSED) if v in runners]
+  if len(trained) > 1:
+    print(f"loss after {1 + reps * steps} steps: " + "; ".join(
+        f"{v} {float(runners[v].loss):.4f}" for v in trained))
   # On GPU XLA's byte count leaves out the cuDNN convolutions, so the
   # difference is what the BatchNorm kernels move; compare with the
   # minimum flops_lib.BN_TRAIN_ACCESSES * 2 bytes per element.
   if xla_bytes.get("bn_train") and xla_bytes.get("no_norm"):
     elements = flops_lib.conv_output_elements(
         model, image_size=image_size, cifar_stem=smoke) * batch
-    per_element = (xla_bytes["bn_train"] - xla_bytes["no_norm"]) / elements
+    per_element = {v: (xla_bytes[v] - xla_bytes["no_norm"]) / elements
+                   for v in ("bn_train", *FUSED) if xla_bytes.get(v)}
     print(f"training BatchNorm's bytes per conv-output element (XLA's "
-          f"count): {per_element:.1f} (minimum "
-          f"{2 * flops_lib.BN_TRAIN_ACCESSES})")
+          f"count): {per_element['bn_train']:.1f} (minimum "
+          f"{2 * flops_lib.BN_TRAIN_ACCESSES})"
+          + _beside(per_element, "{:.1f}"))
   if "bn_train" in runners and "no_norm" in runners:
-    with_bn, without = timer.median("bn_train"), timer.median("no_norm")
+    without = timer.median("no_norm")
+    share = {v: 100 * (1 - without / timer.median(v))
+             for v in ("bn_train", *FUSED) if v in runners}
     print(f"training BatchNorm's share of the step: "
-          f"{100 * (1 - without / with_bn):.1f}%")
+          f"{share['bn_train']:.1f}%" + _beside(share, "{:.1f}%"))
   if peak and not smoke:
     bound = flops_lib.training_step_bound(
         model, image_size=image_size, matmul_flops=matmul_flops,

@@ -34,6 +34,9 @@ MAY_CHANGE = (
     "data_dir", "download", "data.allow_changed_files",
     "data.max_bad_fraction",
     "max_consecutive_nonfinite",
+    # How the step computes the same thing: the BatchNorm code (same
+    # variables; the numbers agree to float32 rounding, not bit for bit).
+    "bn_impl",
 )
 
 _UNSET = object()

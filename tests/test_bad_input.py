@@ -73,6 +73,9 @@ def _in_process_config(extra):
 # "error: "); the subprocess rows below pin the exit code and stderr.
 @pytest.mark.parametrize("extra,expected", [
     (["--config.optimizer=adam2"], "optimizer"),
+    (["--config.bn_impl=cudnn"],
+     "bn_impl must be one of flax, fused; got 'cudnn'"),
+    (["--config.model=resnet51"], "model must be one of resnet18, "),
     (["--config.learning_rate=-0.1"], "config.learning_rate=-0.1 is "
      "invalid: must be a finite number > 0"),
     # Accepted until the non-finite guard stopped the run, 12 steps on.

@@ -3,9 +3,9 @@
 The one validation layer: `validate` checks every field of a config in one
 pass, before anything is built. Each check raises `ConfigError` with one line
 naming the field, the value and what is allowed. A component's choices are
-checked here by that component's own `check_config` (the optimizer, the EMA
-a method asks for, the method's own fields), the same code its factory runs
-on its arguments, so that each rule is written once. The augmentation ops'
+checked here by that component's own `check_config` (the encoder, the
+optimizer, the EMA a method asks for, the method's own fields), the same
+code its factory runs on its arguments, so that each rule is written once. The augmentation ops'
 arguments need TensorFlow: the loop builds the views right after this, still
 before the workdir is touched.
 """
@@ -15,7 +15,7 @@ import numbers
 
 import ml_collections
 
-from contrastive_jax import ema, methods, optim
+from contrastive_jax import ema, methods, models, optim
 from contrastive_jax.data import view_spec
 from contrastive_jax.errors import ConfigError
 
@@ -99,6 +99,7 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int,
            "head.output_dim", head.output_dim, "must be an integer >= 1")
   _check_knn(config)
   _check_views(config)
+  models.check_config(config)
   optim.check_config(config)
   method = methods.get_method(config.method)
   if method.ema is not None:  # The method asks for an EMA target.

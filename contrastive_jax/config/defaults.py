@@ -166,6 +166,11 @@ def base_config() -> ml_collections.ConfigDict:
   c.conv_init = "simclr"
   c.zero_init_residual = True
   c.input_norm = "none"
+  # The ResNet's BatchNorm code: 'flax' (flax's modules) or 'fused'
+  # (models/fused_norm.py: the same variables and numbers to float32
+  # rounding, its training passes written out with their own VJP, for
+  # fewer memory passes on accelerators; BENCHMARKS.md).
+  c.bn_impl = "flax"
 
   # Data: 'digits', 'folder:PATH' (a directory or gs:// path of images) or
   # a prepared TFDS dataset name.

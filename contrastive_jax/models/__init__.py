@@ -6,6 +6,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from contrastive_jax.errors import ConfigError
+from contrastive_jax.models import norm
 from contrastive_jax.models import resnet
 from contrastive_jax.models import vit
 from contrastive_jax.models.heads import ProjectionHead
@@ -50,6 +51,7 @@ def create_encoder(
     zero_init_residual: bool = True,
     input_norm: str = 'none',
     patch_size: int = 16,
+    bn_impl: str = 'flax',
 ) -> nn.Module:
   """Builds the encoder called `name`; its `feature_dim` is the size of h.
 
@@ -58,7 +60,9 @@ def create_encoder(
   A ViT (`VIT_ENCODERS`) has no BatchNorm and its own init: it ignores
   `bn_axis_name`, `bn_groups`, `conv_init` and `zero_init_residual`, takes
   `patch_size` (8 or 16), and needs width_multiplier 1 and no cifar_stem.
-  A ResNet needs the default patch_size 16.
+  A ResNet needs the default patch_size 16. `bn_impl` (`norm.BN_IMPLS`)
+  picks the ResNet's BatchNorm code, 'flax' or 'fused' (same variables and
+  numbers; fewer memory passes); a ViT ignores it.
   """
   if name not in ENCODERS and name not in VIT_ENCODERS:
     raise ConfigError(f'model must be one of '
@@ -72,6 +76,7 @@ def create_encoder(
   _check_choice('conv_init', conv_init, resnet.CONV_INITS)
   _check_choice('input_norm', input_norm, resnet.INPUT_NORMS)
   _check_choice('patch_size', patch_size, vit.PATCH_SIZES)
+  _check_choice('bn_impl', bn_impl, norm.BN_IMPLS)
   if name in VIT_ENCODERS:
     return _create_vit(name, width_multiplier=width_multiplier,
                        cifar_stem=cifar_stem, dtype=dtype,
@@ -83,7 +88,7 @@ def create_encoder(
       width_multiplier=int(width_multiplier), cifar_stem=cifar_stem,
       dtype=dtype, bn_axis_name=bn_axis_name, bn_groups=bn_groups,
       conv_init=conv_init, zero_init_residual=bool(zero_init_residual),
-      input_norm=input_norm)
+      input_norm=input_norm, bn_impl=bn_impl)
 
 
 def _create_vit(name: str, *, width_multiplier: int, cifar_stem: bool,
@@ -105,12 +110,22 @@ def encoder_options(config) -> dict:
   Checkpoints written before these fields existed get the values they
   were trained with (SimCLR-style init, no input normalisation); only
   `input_norm` matters once trained, and it was always 'none'. `patch_size`
-  (ViTs only) defaults to 16.
+  (ViTs only) defaults to 16, `bn_impl` to 'flax' (the implementation
+  does not change the variables, so any checkpoint loads under either).
   """
   return dict(conv_init=config.get('conv_init', 'simclr'),
               zero_init_residual=config.get('zero_init_residual', True),
               input_norm=config.get('input_norm', 'none'),
-              patch_size=config.get('patch_size', 16))
+              patch_size=config.get('patch_size', 16),
+              bn_impl=config.get('bn_impl', 'flax'))
+
+
+def check_config(config) -> None:
+  """The encoder's fields (model, width, stem, init, input norm, patch
+  size, BN implementation): run by `config.checks.validate` before anything
+  is built. It is `create_encoder`'s own checking: building the module
+  object makes no parameters and costs nothing."""
+  encoder_from_config(config, bn_axis_name=None)
 
 
 def compute_dtype(config) -> Any:
@@ -133,5 +148,6 @@ def encoder_from_config(config, *, bn_axis_name: str | None,
       **encoder_options(config))
 
 
-__all__ = ['ENCODERS', 'VIT_ENCODERS', 'ProjectionHead', 'compute_dtype',
-           'create_encoder', 'encoder_from_config', 'encoder_options']
+__all__ = ['ENCODERS', 'VIT_ENCODERS', 'ProjectionHead', 'check_config',
+           'compute_dtype', 'create_encoder', 'encoder_from_config',
+           'encoder_options']

@@ -15,6 +15,12 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from contrastive_jax.models import fused_norm
+
+# `batch_norm`'s implementations: flax's modules (autodiff's backward pass),
+# or models/fused_norm.py's (the minimal memory passes, its own VJP).
+BN_IMPLS = ('flax', 'fused')
+
 
 class GroupBatchNorm(nn.Module):
   """BatchNorm whose batch statistics are taken per group of examples.
@@ -82,17 +88,26 @@ class GroupBatchNorm(nn.Module):
 
 
 def batch_norm(*, train: bool, groups: int | None, axis_name: str | None,
-               momentum: float, epsilon: float, dtype: Any):
+               momentum: float, epsilon: float, dtype: Any,
+               impl: str = 'flax'):
   """A BatchNorm constructor (call it with `name=`, `scale_init=`, ...).
 
   groups=None: `nn.BatchNorm`, its statistics averaged over `axis_name`
   (global BN when set). groups=G: `GroupBatchNorm` with G groups per device,
-  `axis_name` only keeping the running averages replicated.
+  `axis_name` only keeping the running averages replicated. impl='fused':
+  the same BatchNorm from models/fused_norm.py (same variables, same
+  numbers to float32 rounding, fewer memory passes in training).
   """
+  if impl not in BN_IMPLS:
+    raise ValueError(f'batch_norm: impl must be one of {", ".join(BN_IMPLS)}; '
+                     f'got {impl!r}')
+  fused = impl == 'fused'
   if groups is None:
     return functools.partial(
-        nn.BatchNorm, use_running_average=not train, momentum=momentum,
-        epsilon=epsilon, dtype=dtype, axis_name=axis_name)
+        fused_norm.FusedBatchNorm if fused else nn.BatchNorm,
+        use_running_average=not train, momentum=momentum, epsilon=epsilon,
+        dtype=dtype, axis_name=axis_name)
   return functools.partial(
-      GroupBatchNorm, use_running_average=not train, num_groups=groups,
-      axis_name=axis_name, momentum=momentum, epsilon=epsilon, dtype=dtype)
+      fused_norm.FusedGroupBatchNorm if fused else GroupBatchNorm,
+      use_running_average=not train, num_groups=groups, axis_name=axis_name,
+      momentum=momentum, epsilon=epsilon, dtype=dtype)

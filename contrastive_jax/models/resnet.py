@@ -142,6 +142,9 @@ class ResNet(nn.Module):
     bn_momentum: flax convention, the decay of the running average (0.9 here
       is torch's momentum=0.1).
     bn_epsilon: BatchNorm epsilon.
+    bn_impl: a key of `norm.BN_IMPLS`: 'flax' (flax's modules) or 'fused'
+      (models/fused_norm.py: the same BatchNorm, same variables, whose
+      training passes are written out with their own VJP).
     conv_init: a key of `CONV_INITS`: whose convolution init to follow.
     zero_init_residual: zero gamma in the last BN of each residual block
       (SimCLR) or one (torchvision/MoCo).
@@ -158,6 +161,7 @@ class ResNet(nn.Module):
   bn_groups: int | None = None
   bn_momentum: float = 0.9
   bn_epsilon: float = 1e-5
+  bn_impl: str = 'flax'
   conv_init: str = 'simclr'
   zero_init_residual: bool = True
   input_norm: str = 'none'
@@ -179,7 +183,8 @@ class ResNet(nn.Module):
       x = (x - mean) / std
     norm = batch_norm(
         train=train, groups=self.bn_groups, axis_name=self.bn_axis_name,
-        momentum=self.bn_momentum, epsilon=self.bn_epsilon, dtype=self.dtype)
+        momentum=self.bn_momentum, epsilon=self.bn_epsilon, dtype=self.dtype,
+        impl=self.bn_impl)
     width = self.num_filters * self.width_multiplier
 
     if self.cifar_stem:
