@@ -245,7 +245,7 @@ def test_lars_is_optax_lars_bitwise():
   """The step-overhead fix (optim.scale_by_trust_ratio without safe_norm)
   changes no update and no state structure (checkpoints)."""
   import optax  # pylint: disable=g-import-not-at-top
-  from contrastive_jax import optim  # pylint: disable=g-import-not-at-top
+  from contrastive_jax import optim, weight_decay  # pylint: disable=g-import-not-at-top
   rng = np.random.default_rng(0)
   params = {"conv1": {"kernel": rng.standard_normal((3, 3, 4, 8))},
             "bn1": {"scale": rng.standard_normal(8),
@@ -257,8 +257,8 @@ def test_lars_is_optax_lars_bitwise():
   grads = jax.tree.map(lambda x: 0.1 * jnp.cos(x) + 0.01, params)
   grads["dense"]["kernel"] = jnp.zeros_like(grads["dense"]["kernel"])
   reference = optax.lars(
-      0.3, weight_decay=1e-4, weight_decay_mask=optim.decay_mask,
-      trust_coefficient=1e-3, trust_ratio_mask=optim.decay_mask,
+      0.3, weight_decay=1e-4, weight_decay_mask=weight_decay.decay_mask,
+      trust_coefficient=1e-3, trust_ratio_mask=weight_decay.decay_mask,
       momentum=0.9)
   ours = optim.create_optimizer(name="lars", learning_rate=0.3,
                                 weight_decay=1e-4, momentum=0.9)

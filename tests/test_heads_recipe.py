@@ -14,7 +14,7 @@ import numpy as np
 import optax
 import pytest
 
-from contrastive_jax import losses, optim
+from contrastive_jax import losses, weight_decay
 from contrastive_jax.config import lib as config_lib
 from contrastive_jax.errors import ConfigError
 from contrastive_jax.methods import encoder_with_head
@@ -156,7 +156,7 @@ def test_config_builds_the_reference_head(variant, features, width, layers):
   assert head == want
   # LARS: decay and trust ratio on the Dense kernels only, none on the BNs
   # (the reference excludes 'batch_normalization' and 'bias').
-  mask = optim.decay_mask(variables["params"]["head"])
+  mask = weight_decay.decay_mask(variables["params"]["head"])
   assert all(mask[f"dense{i}"]["kernel"] for i in range(1, layers + 1))
   assert not any(jax.tree.leaves(
       {k: v for k, v in mask.items() if k.startswith("bn")}))

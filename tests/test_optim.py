@@ -9,7 +9,7 @@ import numpy as np
 import optax
 import pytest
 
-from contrastive_jax import optim
+from contrastive_jax import optim, weight_decay
 from contrastive_jax.errors import ConfigError
 from contrastive_jax.models import ProjectionHead, create_encoder
 
@@ -89,7 +89,7 @@ def _expected_mask(params):
 
 
 def _assert_mask_matches(params):
-  mask = optim.decay_mask(params)
+  mask = weight_decay.decay_mask(params)
   assert jax.tree.structure(mask) == jax.tree.structure(params)
   got = traverse_util.flatten_dict(mask)
   assert got == _expected_mask(params)
@@ -138,7 +138,7 @@ def test_decay_mask_recognises_flax_default_names_only_by_token():
       return nn.Dense(3, use_bias=False, name='bnet')(x)  # not a BN
 
   params = Mixed().init(jax.random.key(0), jnp.ones((2, 3)))['params']
-  got = traverse_util.flatten_dict(optim.decay_mask(params))
+  got = traverse_util.flatten_dict(weight_decay.decay_mask(params))
   assert got == {
       ('Dense_0', 'kernel'): True, ('Dense_0', 'bias'): False,
       ('BatchNorm_0', 'scale'): False, ('BatchNorm_0', 'bias'): False,

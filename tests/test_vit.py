@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 from scipy import special
 
-from contrastive_jax import optim
+from contrastive_jax import weight_decay
 from contrastive_jax.errors import ConfigError
 from contrastive_jax.models import VIT_ENCODERS, create_encoder
 from contrastive_jax.models import encoder_from_config, resnet, vit
@@ -321,7 +321,7 @@ def test_init_follows_vits():
 
 def test_vit_decays_exactly_its_kernels():
   params = _abstract_params(create_encoder('vit_small'))
-  flat = traverse_util.flatten_dict(optim.decay_mask(params))
+  flat = traverse_util.flatten_dict(weight_decay.decay_mask(params))
   decayed = {path for path, decay in flat.items() if decay}
   kernels = {path for path in flat if path[-1] == 'kernel'}
   assert decayed == kernels
@@ -343,7 +343,7 @@ def test_decay_mask_layer_norm_names_and_leaves():
       'normal': {'kernel': leaf}, 'kiln': {'kernel': leaf},
       'norms': {'kernel': leaf},
   }
-  got = traverse_util.flatten_dict(optim.decay_mask(params))
+  got = traverse_util.flatten_dict(weight_decay.decay_mask(params))
   assert {path for path, decay in got.items() if decay} == {
       ('normal', 'kernel'), ('kiln', 'kernel'), ('norms', 'kernel')}
 

@@ -1,7 +1,8 @@
 """Projection head g(h) -> z on which the contrastive loss is computed.
 
 Module names follow the same rule as the ResNet (BatchNorm names start with
-`bn`), so `contrastive_jax.optim.decay_mask` recognises them by path.
+`bn`), so `contrastive_jax.weight_decay.decay_mask` recognises them by
+path.
 """
 
 import math

@@ -5,8 +5,8 @@ average pooling, and heads/linear probes live elsewhere.
 
 Naming is part of the contract. Every BatchNorm module's name starts with
 `bn` (`stem_bn`, `bn1`, `proj_bn`), and every convolution is named `*conv*`,
-so `contrastive_jax.optim.decay_mask` can tell BN parameters from kernels by
-their path alone; `contrastive_jax.export` maps these names (stem_*,
+so `contrastive_jax.weight_decay.decay_mask` can tell BN parameters from
+kernels by their path alone; `contrastive_jax.export` maps these names (stem_*,
 stage{i}_block{j}, proj_*) to torchvision's, so renaming one breaks exports.
 """
 

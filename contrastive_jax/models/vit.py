@@ -13,9 +13,9 @@ it: `patch_embed` (the patch projection; a frozen mask selects
 `params['encoder']['patch_embed']`, MoCo v3's `stop_grad_conv1`,
 vits.py:49-51), the leaf `cls_token`, `block{i}` (1-based) with `norm1`,
 `attn/{qkv,proj}`, `norm2`, `mlp/{fc1,fc2}`, and the final `norm`. Every
-LayerNorm's name has a `norm` token, so `contrastive_jax.optim.decay_mask`
-excludes its scale and bias by path, and it excludes the leaf `cls_token` by
-name (timm's `no_weight_decay()`; MoCo v3 itself trains ViTs with AdamW on
+LayerNorm's name has a `norm` token, so
+`contrastive_jax.weight_decay.decay_mask` excludes its scale and bias by
+path, and it excludes the leaf `cls_token` by name (timm's `no_weight_decay()`; MoCo v3 itself trains ViTs with AdamW on
 every parameter, main_moco.py:228-230, i.e. `weight_decay_mask='all'`).
 The position table is a constant (vits.py:69 `requires_grad = False`), not
 a parameter: nothing to decay, train or checkpoint.
