@@ -30,13 +30,19 @@ Variants (`--config=configs/byol.py:VARIANT`):
                ResNet that trains in about a minute on 2 CPU cores (B=256,
                30 epochs, LARS lr 4.0*B/256, EMA 0.96 -> 1, head and
                predictor hidden width 64, output 32).
+  digits_multicrop  digits plus 4 views of 8 px (crop 0.14-0.5, no blur or
+               solarize) through the online network only, as `multicrop`:
+               multi-crop end to end on 2 CPU cores (78.27% linear top-1
+               vs 62.67% for a random encoder, 2026-12-01; the two-view
+               digits demo reaches ~80%).
 """
 
 from contrastive_jax.config.defaults import (base_config,
                                              use_pretraining_dataset,
                                              variant_of)
 
-VARIANTS = ("imagenet1000", "imagenet", "multicrop", "cifar10", "digits")
+VARIANTS = ("imagenet1000", "imagenet", "multicrop", "cifar10", "digits",
+            "digits_multicrop")
 
 # Per epoch count, as the reference's presets (ref configs/byol.py:21-23):
 # (base lr, weight decay, base EMA).
@@ -131,6 +137,11 @@ def get_config(arg: str | None = None):
     c.num_epochs = 30
     c.learning_rate, c.weight_decay, c.ema_momentum = 4.0, 1.5e-6, 0.96
     c.warmup_epochs = 2.0
+    if variant == "digits_multicrop":
+      # Small crops of the 8x8 strokes: half the side, a quarter of the
+      # area at most, as ImageNet's 96-of-224 px views.
+      c.extra_views = (byol_views(8, crop_area=(0.14, 0.5), blur=(0.0, 0.0),
+                                  solarize=(0.0, 0.0))[0],) * 4
   return c
 
 
