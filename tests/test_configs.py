@@ -163,3 +163,17 @@ def test_simclr_recipe_numbers(variant):
 def test_simclr_variants_are_all_pinned():
   module = config_lib.module("simclr")
   assert set(module.VARIANTS) == set(SIMCLR_RECIPES)
+
+
+def _declared_variants():
+  """(config, variant) for every config file that lists its VARIANTS."""
+  for name in config_lib.config_names():
+    module = config_lib.module(name)
+    for variant in getattr(module, "VARIANTS", ()):
+      yield name, variant
+
+
+@pytest.mark.parametrize("name,variant", list(_declared_variants()))
+def test_every_declared_variant_passes_the_validation_layer(name, variant):
+  c = load(name, variant)
+  config_checks.validate(c, num_devices=8, num_processes=1)
