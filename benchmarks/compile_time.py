@@ -36,7 +36,8 @@ import harness  # noqa: E402  pylint: disable=g-import-not-at-top
 # Every variant each config's get_config accepts (see the configs'
 # docstrings); the classifier configs take DATASET[_moco][_Npct].
 VARIANTS = {
-    "byol": ["imagenet1000", "imagenet", "multicrop", "cifar10", "digits"],
+    "byol": ["imagenet1000", "imagenet", "multicrop", "cifar10", "digits",
+             "digits_multicrop"],
     "simclr": ["cifar10", "imagenet", "imagenet1000", "digits"],
     "simsiam": ["imagenet", "cifar10", "digits"],
     "moco_v1": ["cifar10", "imagenet", "digits"],
