@@ -4,19 +4,18 @@ devices, what the EMA follows, the stop-gradient, and the recipes."""
 import functools
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
-from jax.sharding import NamedSharding, PartitionSpec as P
 
-from contrastive_jax import ema, losses, method_steps, methods, optim, parallel
+from contrastive_jax import ema, losses, methods, optim
 from contrastive_jax.config import checks as config_checks
 from contrastive_jax.errors import ConfigError
 from contrastive_jax.methods import byol
+from tests import method_checks
 from tests.test_configs import load
 from tests.test_simclr_step import fixed_batch
 
-BATCH, SIZE, STEPS = 32, 8, 2
+BATCH, SIZE, STEPS = 32, 8, method_checks.STEPS
 
 
 def tiny_config(**overrides):
@@ -70,18 +69,9 @@ def test_loss_and_gradient_match_the_float64_reference(num_devices):
                     for _ in range(4))
   want, want_g1, want_g2 = reference_loss_and_grads(p1, p2, z1, z2)
 
-  def loss_and_grads(p1, p2, z1, z2):
-    return jax.value_and_grad(
-        lambda *a: losses.byol_loss(*a, axis_name="data"),
-        argnums=(0, 1, 2, 3))(p1, p2, z1, z2)
-
-  mesh = parallel.make_data_mesh(jax.devices()[:num_devices])
-  fn = jax.jit(jax.shard_map(loss_and_grads, mesh=mesh,
-                             in_specs=(P("data"),) * 4,
-                             out_specs=(P(), (P("data"),) * 4)))
-  args = [jax.device_put(a, NamedSharding(mesh, P("data")))
-          for a in (p1, p2, z1, z2)]
-  loss, (g1, g2, gz1, gz2) = jax.device_get(fn(*args))
+  loss, (g1, g2, gz1, gz2) = method_checks.sharded_value_and_grads(
+      functools.partial(losses.byol_loss, axis_name="data"), (p1, p2, z1, z2),
+      num_devices)
   np.testing.assert_allclose(loss, want, rtol=1e-6)
   np.testing.assert_allclose(g1, want_g1, rtol=1e-5, atol=1e-7)
   np.testing.assert_allclose(g2, want_g2, rtol=1e-5, atol=1e-7)
@@ -94,100 +84,27 @@ def test_loss_and_gradient_match_the_float64_reference(num_devices):
 
 # ------------------------------------------------------------ the step --
 
-@pytest.fixture(scope="module", autouse=True)
-def fast_compiles():
-  """XLA with most optimisations off, as flax's imagenet train_test: the
-  steps here compile in about half the time."""
-  before = jax.config.read("jax_disable_most_optimizations")
-  jax.config.update("jax_disable_most_optimizations", True)
-  yield
-  jax.config.update("jax_disable_most_optimizations", before)
-
-
-@pytest.fixture(scope="module")
-def initial_state():
-  """tiny_config's initial state on the host, initialised once (on one
-  device) for every test here."""
-  mesh = parallel.make_data_mesh(jax.devices()[:1])
-  built = method_steps.build(tiny_config(), mesh, steps_per_epoch=10,
-                             total_steps=100, guard=False)
-  with jax.set_mesh(mesh):
-    return jax.device_get(built.init(jax.random.PRNGKey(0)))
-
-
-def _run(initial, num_devices):
-  """(states: the initial one and after each step, metrics of each step),
-  on the host, for tiny_config on `num_devices` devices and one batch."""
-  mesh = parallel.make_data_mesh(jax.devices()[:num_devices])
-  step = method_steps.build(tiny_config(), mesh, steps_per_epoch=10,
-                            total_steps=100, guard=False).train_step
-  states, history = [initial], []
-  with jax.set_mesh(mesh):
-    state = jax.device_put(initial, parallel.replicated(mesh))
-    batch = parallel.global_batch(fixed_batch(BATCH, SIZE, seed=1), mesh)
-    for _ in range(STEPS):
-      state, metrics = step(state, batch)
-      states.append(jax.device_get(state))
-      history.append(jax.device_get(metrics))
-  return states, history
-
-
-@pytest.fixture(scope="module")
-def one_device(initial_state):
-  return _run(initial_state, 1)
-
-
-def _assert_trees_close(a, b, rtol=1e-4, atol=1e-6):
-  assert jax.tree.structure(a) == jax.tree.structure(b)
-  for (path, x), y in zip(jax.tree_util.tree_flatten_with_path(a)[0],
-                          jax.tree.leaves(b)):
-    np.testing.assert_allclose(np.asarray(y), np.asarray(x), rtol=rtol,
-                               atol=atol, err_msg=jax.tree_util.keystr(path))
+initial_state, one_device = method_checks.step_fixtures(tiny_config)
 
 
 def test_eight_devices_match_one_device(one_device):
   # Global BN per view + a loss over the global batch: sharding the batch
   # changes nothing.
-  states1, hist1 = one_device
-  states8, hist8 = _run(states1[0], 8)
-  for h1, h8 in zip(hist1, hist8):
-    for name in ("loss", "grad_norm", "probe_loss", "ema_momentum"):
-      np.testing.assert_allclose(h8[name], h1[name], rtol=1e-4, err_msg=name)
-  s1, s8 = states1[-1], states8[-1]
-  _assert_trees_close(s1.params, s8.params)
-  _assert_trees_close(s1.batch_stats, s8.batch_stats)
-  _assert_trees_close(s1.extra, s8.extra)
-  _assert_trees_close(ema.target_params(s1.opt_state),
-                      ema.target_params(s8.opt_state))
-  assert all(np.isfinite(h["loss"]) for h in hist1)
+  method_checks.assert_matches_one_device(
+      one_device, tiny_config(),
+      ("loss", "grad_norm", "probe_loss", "ema_momentum"), ema_target=True)
 
 
 def test_the_target_is_an_ema_of_encoder_and_projector_only(one_device):
   states, history = one_device
-  for before, after, metrics in zip(states, states[1:], history):
-    target0 = ema.target_params(before.opt_state)
-    target1 = ema.target_params(after.opt_state)
-    # Only the encoder and the projector have a target; the predictor and
-    # the online probe have none, anywhere in the optimizer state.
-    assert set(target1) == {"encoder", "head"}
-    assert set(after.params) == {"encoder", "head", "predictor", "probe"}
-    assert set(after.extra["target_batch_stats"]) == {"encoder", "head"}
-    for k in ("encoder", "head"):
-      assert (jax.tree.structure(target1[k])
-              == jax.tree.structure(after.params[k]))
-    # target <- m target + (1 - m) online, towards the updated online net.
-    m = float(metrics["ema_momentum"])
-    assert m == pytest.approx(0.9)
-    for t0, q1, t1 in zip(jax.tree.leaves(target0),
-                          jax.tree.leaves(byol.METHOD.ema(after.params)),
-                          jax.tree.leaves(target1)):
-      np.testing.assert_allclose(t1, m * t0 + (1 - m) * q1, rtol=1e-5,
-                                 atol=1e-6)
+  # Only the encoder and the projector have a target; the predictor and
+  # the online probe have none, anywhere in the optimizer state. target <-
+  # m target + (1 - m) online, towards the updated online net.
+  method_checks.assert_ema_of(states, history, byol.METHOD,
+                              parts=("encoder", "head"), momentum=0.9)
   # Every online part moved, the predictor included.
-  first, last = states[0].params, states[-1].params
-  for k in ("encoder", "head", "predictor", "probe"):
-    assert any(np.any(a != b) for a, b in zip(jax.tree.leaves(first[k]),
-                                              jax.tree.leaves(last[k]))), k
+  method_checks.assert_every_part_moved(
+      states[0].params, states[-1].params, method_checks.ONLINE)
   assert int(ema.ema_state(states[-1].opt_state).count) == STEPS
 
 
@@ -197,31 +114,10 @@ def test_target_gets_no_gradient_and_the_views_pair_up(initial_state,
   loss is the paper's formula on p1 vs z'2 and p2 vs z'1, each network
   normalising each view's batch on its own."""
   model = byol.create_model(tiny_config(), axis_name=None)
-  state = initial_state
-  batch = {k: jnp.asarray(v)
-           for k, v in fixed_batch(BATCH, SIZE, seed=1).items()}
-
-  @jax.jit
-  def target_grads_and_outputs(params, target_params):
-    # Only w.r.t. the target: without the stop-gradient JAX would
-    # differentiate through the target network here.
-    grads, aux = jax.grad(
-        functools.partial(byol.loss_fn, model=model, axis_name=None),
-        argnums=1, has_aux=True)(
-            params, target_params, batch, batch_stats=state.batch_stats,
-            extra=state.extra)
-    online = lambda x: model.online.apply(
-        {"params": params, "batch_stats": state.batch_stats}, x, train=True,
-        mutable=["batch_stats"])[0][2]
-    target = lambda x: model.target.apply(
-        {"params": target_params,
-         "batch_stats": state.extra["target_batch_stats"]}, x, train=True,
-        mutable=["batch_stats"])[0][1]
-    return grads, aux.loss, [online(batch["view1"]), online(batch["view2"]),
-                             target(batch["view1"]), target(batch["view2"])]
-
-  g_target, loss, outputs = jax.device_get(target_grads_and_outputs(
-      state.params, ema.target_params(state.opt_state)))
+  g_target, loss, outputs = method_checks.target_gradient_and_outputs(
+      functools.partial(byol.loss_fn, model=model, axis_name=None),
+      model.online, model.target, initial_state,
+      fixed_batch(BATCH, SIZE, seed=1))
   assert set(g_target) == {"encoder", "head"}
   assert all(not np.any(g) for g in jax.tree.leaves(g_target))
   want, _, _ = reference_loss_and_grads(*outputs)

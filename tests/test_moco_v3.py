@@ -1,24 +1,22 @@
 """MoCo v3: the loss against a float64 NumPy reference, the step on 1 and 8
-devices (ResNet and ViT), what the momentum encoder follows, the
-stop-gradient, the ViT's frozen patch projection, and the recipes."""
+devices (ResNet; the ViT's in test_moco_v3_vit.py), what the momentum
+encoder follows, the stop-gradient, and the recipes."""
 
 import functools
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
-from jax.sharding import NamedSharding, PartitionSpec as P
 
-from contrastive_jax import (ema, losses, method_steps, methods, models,
-                             optim, parallel)
+from contrastive_jax import ema, losses, methods, optim
 from contrastive_jax.config import checks as config_checks
 from contrastive_jax.config import lib as config_lib
 from contrastive_jax.errors import ConfigError
 from contrastive_jax.methods import moco_v3
+from tests import method_checks
 from tests.test_simclr_step import fixed_batch
 
-BATCH, SIZE, STEPS = 32, 8, 2
+BATCH, SIZE = 32, 8
 
 
 def tiny_config(**overrides):
@@ -94,18 +92,9 @@ def test_loss_and_gradient_match_the_float64_reference(num_devices):
   want, want_g1, want_g2 = reference_loss_and_grads(q1, q2, k1, k2, tau,
                                                     num_devices)
 
-  def loss_and_grads(*args):
-    return jax.value_and_grad(
-        lambda *a: losses.moco_v3_loss(*a, temperature=tau, axis_name="data"),
-        argnums=(0, 1, 2, 3))(*args)
-
-  mesh = parallel.make_data_mesh(jax.devices()[:num_devices])
-  fn = jax.jit(jax.shard_map(loss_and_grads, mesh=mesh,
-                             in_specs=(P("data"),) * 4,
-                             out_specs=(P(), (P("data"),) * 4)))
-  args = [jax.device_put(a, NamedSharding(mesh, P("data")))
-          for a in (q1, q2, k1, k2)]
-  loss, (g1, g2, gk1, gk2) = jax.device_get(fn(*args))
+  loss, (g1, g2, gk1, gk2) = method_checks.sharded_value_and_grads(
+      functools.partial(losses.moco_v3_loss, temperature=tau,
+                        axis_name="data"), (q1, q2, k1, k2), num_devices)
   np.testing.assert_allclose(loss, want, rtol=1e-6)
   np.testing.assert_allclose(g1, want_g1, rtol=1e-5, atol=1e-7)
   np.testing.assert_allclose(g2, want_g2, rtol=1e-5, atol=1e-7)
@@ -128,104 +117,25 @@ def test_loss_scale_is_two_tau():
 
 # ------------------------------------------------------------ the step --
 
-@pytest.fixture(scope="module", autouse=True)
-def fast_compiles():
-  before = jax.config.read("jax_disable_most_optimizations")
-  jax.config.update("jax_disable_most_optimizations", True)
-  yield
-  jax.config.update("jax_disable_most_optimizations", before)
-
-
-def _build(num_devices, config=None):
-  mesh = parallel.make_data_mesh(jax.devices()[:num_devices])
-  return mesh, method_steps.build(config or tiny_config(), mesh,
-                                  steps_per_epoch=10, total_steps=100,
-                                  guard=False)
-
-
-def _init(config=None):
-  mesh, built = _build(1, config)
-  with jax.set_mesh(mesh):
-    return jax.device_get(built.init(jax.random.PRNGKey(0)))
-
-
-@pytest.fixture(scope="module")
-def initial_state():
-  return _init()
-
-
-def _run(initial, num_devices, config=None):
-  """(states: the initial one and after each step, metrics of each step),
-  on the host, for `config` (default tiny_config) on `num_devices` devices
-  and one batch."""
-  config = config or tiny_config()
-  mesh, built = _build(num_devices, config)
-  states, history = [initial], []
-  with jax.set_mesh(mesh):
-    state = jax.device_put(initial, parallel.replicated(mesh))
-    batch = parallel.global_batch(
-        fixed_batch(config.batch_size, config.image_size, seed=1), mesh)
-    for _ in range(STEPS):
-      state, metrics = built.train_step(state, batch)
-      states.append(jax.device_get(state))
-      history.append(jax.device_get(metrics))
-  return states, history
-
-
-@pytest.fixture(scope="module")
-def one_device(initial_state):
-  return _run(initial_state, 1)
-
-
-def _assert_trees_close(a, b, rtol=1e-4, atol=1e-6):
-  assert jax.tree.structure(a) == jax.tree.structure(b)
-  for (path, x), y in zip(jax.tree_util.tree_flatten_with_path(a)[0],
-                          jax.tree.leaves(b)):
-    np.testing.assert_allclose(np.asarray(y), np.asarray(x), rtol=rtol,
-                               atol=atol, err_msg=jax.tree_util.keystr(path))
+initial_state, one_device = method_checks.step_fixtures(tiny_config)
 
 
 def test_eight_devices_match_one_device(one_device):
   # Global BN per view + keys gathered over the global batch: sharding the
   # batch changes nothing.
-  states1, hist1 = one_device
-  states8, hist8 = _run(states1[0], 8)
-  for h1, h8 in zip(hist1, hist8):
-    for name in ("loss", "grad_norm", "probe_loss", "ema_momentum"):
-      np.testing.assert_allclose(h8[name], h1[name], rtol=1e-4, err_msg=name)
-  s1, s8 = states1[-1], states8[-1]
-  _assert_trees_close(s1.params, s8.params)
-  _assert_trees_close(s1.batch_stats, s8.batch_stats)
-  _assert_trees_close(s1.extra, s8.extra)
-  _assert_trees_close(ema.target_params(s1.opt_state),
-                      ema.target_params(s8.opt_state))
-  assert all(np.isfinite(h["loss"]) for h in hist1)
+  method_checks.assert_matches_one_device(
+      one_device, tiny_config(),
+      ("loss", "grad_norm", "probe_loss", "ema_momentum"), ema_target=True)
 
 
 def test_momentum_encoder_is_an_ema_of_encoder_and_projector(one_device):
   states, history = one_device
-  for before, after, metrics in zip(states, states[1:], history):
-    target0 = ema.target_params(before.opt_state)
-    target1 = ema.target_params(after.opt_state)
-    # Only the encoder and the projector have a momentum copy; the
-    # predictor and the online probe have none.
-    assert set(target1) == {"encoder", "head"}
-    assert set(after.params) == {"encoder", "head", "predictor", "probe"}
-    assert set(after.extra["target_batch_stats"]) == {"encoder", "head"}
-    for k in ("encoder", "head"):
-      assert (jax.tree.structure(target1[k])
-              == jax.tree.structure(after.params[k]))
-    m = float(metrics["ema_momentum"])
-    assert m == pytest.approx(0.9)
-    for t0, q1, t1 in zip(jax.tree.leaves(target0),
-                          jax.tree.leaves(moco_v3.METHOD.ema(after.params)),
-                          jax.tree.leaves(target1)):
-      np.testing.assert_allclose(t1, m * t0 + (1 - m) * q1, rtol=1e-5,
-                                 atol=1e-6)
-  first, last = states[0].params, states[-1].params
-  for k in ("encoder", "head", "predictor", "probe"):
-    assert any(np.any(a != b) for a, b in zip(jax.tree.leaves(first[k]),
-                                              jax.tree.leaves(last[k]))), k
+  # Only the encoder and the projector have a momentum copy; the
+  # predictor and the online probe have none.
+  method_checks.assert_ema_of(states, history, moco_v3.METHOD,
+                              parts=("encoder", "head"), momentum=0.9)
+  method_checks.assert_every_part_moved(
+      states[0].params, states[-1].params, method_checks.ONLINE)
 
 
 def test_no_gradient_to_the_momentum_encoder_and_the_views_pair_up(
@@ -236,29 +146,10 @@ def test_no_gradient_to_the_momentum_encoder_and_the_views_pair_up(
   config = tiny_config()
   model = moco_v3.create_model(config, axis_name=None)
   state = initial_state
-  batch = {k: jnp.asarray(v)
-           for k, v in fixed_batch(BATCH, SIZE, seed=1).items()}
-
-  @jax.jit
-  def target_grads_and_outputs(params, target_params):
-    grads, aux = jax.grad(
-        functools.partial(moco_v3.loss_fn, model=model,
-                          temperature=config.temperature, axis_name=None),
-        argnums=1, has_aux=True)(
-            params, target_params, batch, batch_stats=state.batch_stats,
-            extra=state.extra)
-    query = lambda x: model.base.apply(
-        {"params": params, "batch_stats": state.batch_stats}, x, train=True,
-        mutable=["batch_stats"])[0][2]
-    key = lambda x: model.momentum.apply(
-        {"params": target_params,
-         "batch_stats": state.extra["target_batch_stats"]}, x, train=True,
-        mutable=["batch_stats"])[0][1]
-    return grads, aux.loss, [query(batch["view1"]), query(batch["view2"]),
-                             key(batch["view1"]), key(batch["view2"])]
-
-  g_target, loss, outputs = jax.device_get(target_grads_and_outputs(
-      state.params, ema.target_params(state.opt_state)))
+  g_target, loss, outputs = method_checks.target_gradient_and_outputs(
+      functools.partial(moco_v3.loss_fn, model=model,
+                        temperature=config.temperature, axis_name=None),
+      model.base, model.momentum, state, fixed_batch(BATCH, SIZE, seed=1))
   assert set(g_target) == {"encoder", "head"}
   assert all(not np.any(g) for g in jax.tree.leaves(g_target))
   want, _, _ = reference_loss_and_grads(*outputs, config.temperature)
@@ -273,134 +164,6 @@ def test_no_gradient_to_the_momentum_encoder_and_the_views_pair_up(
   assert "bn_out" not in state.batch_stats["predictor"]
   for mlp in (head, pred):
     assert set(mlp["dense1"]) == set(mlp["dense2"]) == {"kernel"}
-
-
-# ------------------------------------------------------------ the ViT --
-
-# The smallest registered ViT: models/__init__.py's test-size `tiny_vit`
-# (32 wide, 2 blocks; ~8 s for a 2-step run here) where it is registered,
-# else timm's ViT-Ti (192 wide, 12 blocks; ~30 s).
-VIT_MODEL = "tiny_vit" if "tiny_vit" in models.VIT_ENCODERS else "vit_tiny"
-VIT_BATCH, VIT_SIZE = 8, 16
-
-
-def tiny_vit_config():
-  """The `vit_small` recipe (AdamW, wd 0.1 on every parameter, the 3-layer
-  projector and the predictor both ending in a BN without affine, m 0.99)
-  on VIT_MODEL at 16 px in 8-px patches (4 patches + the cls token), MLPs
-  32 -> 16 wide, with a constant lr and m so that each step moves every
-  trainable leaf. No online probe (ours, tested with the ResNet above):
-  on an all-zero label batch Adam turns its near-zero gradients into
-  steps of noise that differ between 1 and 8 devices."""
-  c = config_lib.load("moco_v3:vit_small")
-  c.model, c.image_size, c.patch_size = VIT_MODEL, VIT_SIZE, 8
-  for field in ("view_augment", "view_augment_2"):
-    c[field] = c[field].replace("random_resized_crop(224,",
-                                f"random_resized_crop({VIT_SIZE},")
-  c.eval_augment = f"resize({VIT_SIZE})"
-  c.batch_size, c.online_probe = VIT_BATCH, False
-  for mlp in (c.head, c.predictor):
-    mlp.hidden_dim, mlp.output_dim = 32, 16
-  c.learning_rate, c.lr_scaling, c.lr_schedule = 1e-3, "none", "constant"
-  c.warmup_epochs = 0.0
-  c.ema_momentum, c.ema_momentum_schedule = 0.9, "constant"
-  assert (c.optimizer, c.weight_decay, c.weight_decay_mask) == (
-      "adamw", 0.1, "all")
-  return c
-
-
-@pytest.fixture(scope="module")
-def vit_one_device():
-  config = tiny_vit_config()
-  return _run(_init(config), 1, config)
-
-
-def _leaves_by_path(tree) -> dict:
-  return {jax.tree_util.keystr(path): np.asarray(leaf)
-          for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
-
-
-def test_vit_patch_embedding_stays_at_its_init(vit_one_device):
-  """--stop-grad-conv1 (main_moco.py:108-110, vits.py:49-51): after two
-  AdamW steps with decoupled decay 0.1 on every parameter, the patch
-  projection is bit-identical to its init while every other encoder leaf
-  has moved; the momentum encoder's copy is equal to it up to the rounding
-  of m t + (1 - m) p with p = t (the reference's update, builder.py:60-61,
-  rounds the same way); the MLPs are builder.py:112-122's."""
-  states, history = vit_one_device
-  first, last = states[0], states[-1]
-  assert all(np.isfinite(h["loss"]) for h in history)
-  before = _leaves_by_path(first.params["encoder"])
-  after = _leaves_by_path(last.params["encoder"])
-  frozen = {"['patch_embed']['kernel']", "['patch_embed']['bias']"}
-  assert frozen <= set(before) and "['cls_token']" in before
-  for path in frozen:
-    np.testing.assert_array_equal(after[path], before[path], err_msg=path)
-  assert {p for p in before if np.array_equal(after[p], before[p])} == frozen
-  target = _leaves_by_path(ema.target_params(last.opt_state)["encoder"])
-  for path in frozen:
-    np.testing.assert_allclose(target[path], before[path], rtol=1e-6,
-                               atol=0, err_msg=path)
-  # The mask the optimizer applies: exactly the patch projection.
-  mask = _leaves_by_path(moco_v3.METHOD.frozen(first.params))
-  assert {p for p, m in mask.items() if m} == {
-      "['encoder']" + p for p in frozen}
-  # No BatchNorm in a ViT: the MLPs' statistics are the only ones, and the
-  # momentum encoder keeps its projector's.
-  assert set(last.batch_stats) == {"head", "predictor"}
-  assert set(last.extra["target_batch_stats"]) == {"head"}
-  # Projector Linear-BN-ReLU x 2, Linear, BN without affine; predictor
-  # Linear-BN-ReLU, Linear, BN without affine; no biases.
-  head, pred = last.params["head"], last.params["predictor"]
-  assert set(head) == {"dense1", "bn1", "dense2", "bn2", "dense3"}
-  assert set(pred) == {"dense1", "bn1", "dense2"}
-  assert "bn_out" in last.batch_stats["head"]
-  assert "bn_out" in last.batch_stats["predictor"]
-  for name, layer in (*head.items(), *pred.items()):
-    if name.startswith("dense"):
-      assert set(layer) == {"kernel"}
-
-
-def _without_null_directions(params):
-  """`params` without the two leaves whose gradient is 0 in exact
-  arithmetic: the key third of every qkv bias (q.(k + b) adds q.b to a whole
-  row of logits, which the softmax ignores) and the final LayerNorm's bias
-  (a shift of every h that the projector's first BN subtracts again).
-  Adam divides their float rounding noise by its own size, so they take
-  +-lr steps of noise, different on 1 and 8 devices (torch's AdamW in the
-  reference does the same)."""
-
-  def drop(path, x):
-    name = jax.tree_util.keystr(path)
-    if name.endswith("['qkv']['bias']"):
-      third = x.shape[0] // 3
-      return np.concatenate([x[:third], x[2 * third:]])
-    if name.endswith("['encoder']['norm']['bias']"):
-      return x[:0]
-    return x
-
-  return jax.tree_util.tree_map_with_path(drop, params)
-
-
-@pytest.mark.skipif(VIT_MODEL != "tiny_vit",
-                    reason="only with the test-size tiny_vit: ViT-Ti's "
-                    "8-device compile takes ~30 s on CPU")
-def test_vit_eight_devices_match_one_device(vit_one_device):
-  states1, hist1 = vit_one_device
-  states8, hist8 = _run(states1[0], 8, tiny_vit_config())
-  for h1, h8 in zip(hist1, hist8):
-    for name in ("loss", "grad_norm", "ema_momentum"):
-      np.testing.assert_allclose(h8[name], h1[name], rtol=1e-4, err_msg=name)
-  s1, s8 = states1[-1], states8[-1]
-  _assert_trees_close(_without_null_directions(s1.params),
-                      _without_null_directions(s8.params))
-  # BN statistics of the first step: the second step's see h shifted by the
-  # noise in the final LayerNorm's bias.
-  _assert_trees_close(states1[1].batch_stats, states8[1].batch_stats)
-  _assert_trees_close(states1[1].extra, states8[1].extra)
-  target1, target8 = (_without_null_directions(ema.target_params(s.opt_state))
-                      for s in (s1, s8))
-  _assert_trees_close(target1, target8)
 
 
 # ------------------------------------------------------------ config --
@@ -490,21 +253,6 @@ def test_recipe_numbers(variant):
   config_checks.validate(c, num_devices=8, num_processes=1)
 
 
-def test_vit_learning_rates_and_schedules():
-  """lr = 1.5e-4 * B / 256 (main_moco.py:190): 6e-4 at ViT-S's B 1024,
-  2.4e-3 at ViT-B's 4096; 40 of 300 epochs of linear warmup, then half a
-  cosine (main_moco.py:420-428); m 0.99 -> 1 (:431-434)."""
-  for variant, peak in (("vit_small", 6e-4), ("vit_base", 2.4e-3)):
-    c = config_lib.load(f"moco_v3:{variant}")
-    assert optim.scaled_learning_rate(
-        c.learning_rate, c.batch_size, c.lr_scaling) == pytest.approx(peak)
-    # 1 step per epoch: the schedule in epochs.
-    _, lr = optim.create_optimizer_from_config(
-        c, steps_per_epoch=1, total_steps=300)
-    assert [float(lr(e)) for e in (0, 20, 40, 170, 300)] == pytest.approx(
-        [0.0, peak / 2, peak, peak / 2, 0.0], rel=1e-5, abs=1e-12)
-
-
 def test_reference_schedules():
   c = config_lib.load("moco_v3")  # the default: the 100-epoch command
   assert c.num_epochs == 100
@@ -559,12 +307,7 @@ def test_method_fields():
 ])
 def test_bad_moco_v3_fields_name_the_field(overrides, message):
   c = config_lib.load("moco_v3:digits")
-  for field, value in overrides.items():
-    if "." in field:
-      block, name = field.split(".")
-      c[block][name] = value
-    else:
-      c[field] = value
+  method_checks.set_fields(c, overrides)
   with pytest.raises(ConfigError, match=message):
     config_checks.validate(c, num_devices=1, num_processes=1)
 

@@ -2,21 +2,23 @@
 devices, the stop-gradient, the predictor's constant learning rate, and the
 recipes."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from jax.sharding import NamedSharding, PartitionSpec as P
 
-from contrastive_jax import losses, method_steps, methods, optim, parallel
+from contrastive_jax import losses, methods, optim
 from contrastive_jax.config import checks as config_checks
 from contrastive_jax.config import lib as config_lib
 from contrastive_jax.errors import ConfigError
 from contrastive_jax.methods import simsiam
+from tests import method_checks
 from tests.test_simclr_step import fixed_batch
 
-BATCH, SIZE, STEPS = 32, 8, 2
+BATCH, SIZE = 32, 8
 
 
 def tiny_config(**overrides):
@@ -62,18 +64,9 @@ def test_loss_and_gradient_match_the_float64_reference(num_devices):
                     for _ in range(4))
   want, want_g1, want_g2 = reference_loss_and_grads(p1, p2, z1, z2)
 
-  def loss_and_grads(p1, p2, z1, z2):
-    return jax.value_and_grad(
-        lambda *a: losses.simsiam_loss(*a, axis_name="data"),
-        argnums=(0, 1, 2, 3))(p1, p2, z1, z2)
-
-  mesh = parallel.make_data_mesh(jax.devices()[:num_devices])
-  fn = jax.jit(jax.shard_map(loss_and_grads, mesh=mesh,
-                             in_specs=(P("data"),) * 4,
-                             out_specs=(P(), (P("data"),) * 4)))
-  args = [jax.device_put(a, NamedSharding(mesh, P("data")))
-          for a in (p1, p2, z1, z2)]
-  loss, (g1, g2, gz1, gz2) = jax.device_get(fn(*args))
+  loss, (g1, g2, gz1, gz2) = method_checks.sharded_value_and_grads(
+      functools.partial(losses.simsiam_loss, axis_name="data"),
+      (p1, p2, z1, z2), num_devices)
   np.testing.assert_allclose(loss, want, rtol=1e-6, atol=1e-7)
   np.testing.assert_allclose(g1, want_g1, rtol=1e-5, atol=1e-8)
   np.testing.assert_allclose(g2, want_g2, rtol=1e-5, atol=1e-8)
@@ -86,70 +79,19 @@ def test_loss_and_gradient_match_the_float64_reference(num_devices):
 
 # ------------------------------------------------------------ the step --
 
-@pytest.fixture(scope="module", autouse=True)
-def fast_compiles():
-  before = jax.config.read("jax_disable_most_optimizations")
-  jax.config.update("jax_disable_most_optimizations", True)
-  yield
-  jax.config.update("jax_disable_most_optimizations", before)
-
-
-def _build(num_devices, **overrides):
-  mesh = parallel.make_data_mesh(jax.devices()[:num_devices])
-  return mesh, method_steps.build(tiny_config(**overrides), mesh,
-                                  steps_per_epoch=10, total_steps=100,
-                                  guard=False)
-
-
-@pytest.fixture(scope="module")
-def initial_state():
-  mesh, built = _build(1)
-  with jax.set_mesh(mesh):
-    return jax.device_get(built.init(jax.random.PRNGKey(0)))
-
-
-def _run(initial, num_devices):
-  mesh, built = _build(num_devices)
-  states, history = [initial], []
-  with jax.set_mesh(mesh):
-    state = jax.device_put(initial, parallel.replicated(mesh))
-    batch = parallel.global_batch(fixed_batch(BATCH, SIZE, seed=1), mesh)
-    for _ in range(STEPS):
-      state, metrics = built.train_step(state, batch)
-      states.append(jax.device_get(state))
-      history.append(jax.device_get(metrics))
-  return states, history
-
-
-@pytest.fixture(scope="module")
-def one_device(initial_state):
-  return _run(initial_state, 1)
-
-
-def _assert_trees_close(a, b, rtol=1e-4, atol=1e-6):
-  assert jax.tree.structure(a) == jax.tree.structure(b)
-  for (path, x), y in zip(jax.tree_util.tree_flatten_with_path(a)[0],
-                          jax.tree.leaves(b)):
-    np.testing.assert_allclose(np.asarray(y), np.asarray(x), rtol=rtol,
-                               atol=atol, err_msg=jax.tree_util.keystr(path))
+initial_state, one_device = method_checks.step_fixtures(tiny_config)
 
 
 def test_eight_devices_match_one_device(one_device):
   # Global BN per view + a loss over the global batch.
-  states1, hist1 = one_device
-  states8, hist8 = _run(states1[0], 8)
-  for h1, h8 in zip(hist1, hist8):
-    for name in ("loss", "grad_norm", "probe_loss", "z_std"):
-      np.testing.assert_allclose(h8[name], h1[name], rtol=1e-4, err_msg=name)
-  _assert_trees_close(states1[-1].params, states8[-1].params)
-  _assert_trees_close(states1[-1].batch_stats, states8[-1].batch_stats)
-  assert all(np.isfinite(h["loss"]) for h in hist1)
+  method_checks.assert_matches_one_device(
+      one_device, tiny_config(), ("loss", "grad_norm", "probe_loss", "z_std"),
+      ema_target=False)
   # Every part moved; there is no target network.
+  states1, _ = one_device
   first, last = states1[0].params, states1[-1].params
   assert set(last) == {"encoder", "head", "predictor", "probe"}
-  for k in last:
-    assert any(np.any(a != b) for a, b in zip(jax.tree.leaves(first[k]),
-                                              jax.tree.leaves(last[k]))), k
+  method_checks.assert_every_part_moved(first, last, method_checks.ONLINE)
 
 
 def test_the_step_loss_is_the_formula_on_its_own_outputs(initial_state,
@@ -214,7 +156,7 @@ def test_the_predictor_keeps_the_peak_lr_as_the_rest_decays():
   for _ in range(3):
     ua, a = tx_fixed.update(grads, a, params)
     ub, b = tx_plain.update(grads, b, params)
-    _assert_trees_close(ua, ub, rtol=1e-6)
+    method_checks.assert_trees_close(ua, ub, rtol=1e-6)
     params = optax.apply_updates(params, ua)
 
 
@@ -289,12 +231,7 @@ def test_method_fields():
 ])
 def test_bad_simsiam_fields_name_the_field(overrides, message):
   c = config_lib.load("simsiam:digits")
-  for field, value in overrides.items():
-    if "." in field:
-      block, name = field.split(".")
-      c[block][name] = value
-    else:
-      c[field] = value
+  method_checks.set_fields(c, overrides)
   with pytest.raises(ConfigError, match=message):
     simsiam.validate_config(c, num_devices=1)
 

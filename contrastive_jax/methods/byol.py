@@ -31,13 +31,11 @@ does the same with the same cosine schedule (`ema.cosine_momentum`).
 
 from typing import Any, NamedTuple
 
-import flax.linen as nn
 import jax
 import ml_collections
 import optax
 
-from contrastive_jax import ema, losses, models
-from contrastive_jax.evaluation import probe as probe_lib
+from contrastive_jax import ema, losses
 from contrastive_jax.errors import ConfigError
 from contrastive_jax.methods import base, encoder_with_head
 from contrastive_jax.methods.encoder_with_head import (EncoderWithHead,
@@ -54,36 +52,18 @@ class BYOLModel(NamedTuple):
   target: EncoderWithHead
 
 
-def _mlp(config, *, hidden_dim: int, axis_name, dtype) -> nn.Module:
-  """A projector/predictor MLP from `config.head`'s fields: the reference's
-  Linear(hidden) -> BN -> ReLU -> Linear(out), no BN on the output
-  (networks.py:40-45) with `head.output_bn=False`."""
-  return encoder_with_head.mlp_from_config(
-      config.head, hidden_dim=hidden_dim, bn_axis_name=axis_name,
-      dtype=dtype)
-
-
-def _encoder_and_projector(config, axis_name):
-  dtype = models.compute_dtype(config)
-  return (models.encoder_from_config(config, bn_axis_name=axis_name),
-          _mlp(config, hidden_dim=config.head.hidden_dim,
-               axis_name=axis_name, dtype=dtype))
-
-
 def create_model(config: ml_collections.ConfigDict, *,
                  axis_name: str | None) -> BYOLModel:
   """Global BN (statistics over `axis_name`) everywhere, as the reference's
-  `cross_replica_axis` (configs/byol.py:47-56)."""
-  encoder, projector = _encoder_and_projector(config, axis_name)
-  predictor = _mlp(config, hidden_dim=config.predictor_hidden_dim,
-                   axis_name=axis_name, dtype=models.compute_dtype(config))
-  probe = (probe_lib.LinearProbe(config.num_classes)
-           if encoder_with_head.online_probe_enabled(config) else None)
-  online = OnlineNetwork(encoder=encoder, head=projector, predictor=predictor,
-                         probe=probe)
-  encoder, projector = _encoder_and_projector(config, axis_name)
-  return BYOLModel(online=online,
-                   target=EncoderWithHead(encoder=encoder, head=projector))
+  `cross_replica_axis` (configs/byol.py:47-56). The projector and the
+  predictor are both `config.head`'s MLP (the predictor
+  `predictor_hidden_dim` wide): the reference's Linear(hidden) -> BN ->
+  ReLU -> Linear(out), no BN on the output (networks.py:40-45) with
+  `head.output_bn=False`."""
+  online, target = encoder_with_head.online_and_target(
+      config, config.head, axis_name=axis_name,
+      hidden_dim=config.predictor_hidden_dim)
+  return BYOLModel(online=online, target=target)
 
 
 def validate_config(config: ml_collections.ConfigDict, *, num_devices: int):
@@ -118,35 +98,25 @@ def loss_fn(params, target_params, batch, *, batch_stats, extra,
   """BYOL's loss of the global batch (plus the online probe's, if any), as a
   function of the online and target parameters; its gradient w.r.t.
   `target_params` is zero (tested)."""
-  target_vars = jax.lax.stop_gradient(
+  online = {"params": params, "batch_stats": batch_stats}
+  target = jax.lax.stop_gradient(
       {"params": target_params, "batch_stats": extra["target_batch_stats"]})
-
-  def online(stats, images):
-    out, new = model.online.apply(
-        {"params": params, "batch_stats": stats}, images, train=True,
-        mutable=["batch_stats"])
-    return out, new["batch_stats"]
-
-  def target(stats, images):
-    (_, z, _), new = model.target.apply(
-        {**target_vars, "batch_stats": stats}, images, train=True,
-        mutable=["batch_stats"])
-    return z, new["batch_stats"]
-
-  (_, _, p1, logits), stats = online(batch_stats, batch["view1"])
-  (_, _, p2, _), stats = online(stats, batch["view2"])
-  z1, target_stats = target(target_vars["batch_stats"], batch["view1"])
-  z2, target_stats = target(target_stats, batch["view2"])
+  views = [batch["view1"], batch["view2"]]
+  apply = encoder_with_head.apply_per_view
+  [(_, _, p1, logits), (_, _, p2, _)], stats = apply(model.online, online,
+                                                     views)
+  [(_, z1, _), (_, z2, _)], target_stats = apply(model.target, target, views)
   # Multi-crop's small views (config.extra_views): through the online
   # network only, each on its own.
-  extra, v = [], 3
+  small, v = [], 3
   while f"view{v}" in batch:
-    (_, _, p, _), stats = online(stats, batch[f"view{v}"])
-    extra.append(p)
+    small.append(batch[f"view{v}"])
     v += 1
-  if extra:
-    loss = losses.byol_multicrop_loss([p1, p2, *extra], [z1, z2],
-                                      axis_name=axis_name)
+  if small:
+    small, stats = apply(model.online, {**online, "batch_stats": stats},
+                         small)
+    loss = losses.byol_multicrop_loss(
+        [p1, p2, *(p for _, _, p, _ in small)], [z1, z2], axis_name=axis_name)
   else:
     loss = losses.byol_loss(p1, p2, z1, z2, axis_name=axis_name)
   # The probe sees the first view of each image (as the reference's

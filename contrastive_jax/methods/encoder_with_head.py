@@ -41,6 +41,47 @@ def online_probe_enabled(config) -> bool:
   return bool(config.online_probe) and config.num_classes > 0
 
 
+def online_and_target(config: ml_collections.ConfigDict, predictor_fields, *,
+                      axis_name: str | None, **predictor_overrides
+                      ) -> tuple[OnlineNetwork, EncoderWithHead]:
+  """(online, target) of a method with an EMA target (BYOL, MoCo v3): the
+  config's encoder, projector (`config.head`), a predictor MLP from
+  `predictor_fields` (`mlp_from_config`'s block and overrides) and the
+  online probe if enabled; and a target with an encoder and projector of
+  its own, of the same shapes, whose params are exactly the EMA target's
+  {'encoder', 'head'}. Global BN (statistics over `axis_name`)
+  everywhere."""
+  dtype = models.compute_dtype(config)
+
+  def encoder_and_projector():
+    return (models.encoder_from_config(config, bn_axis_name=axis_name),
+            mlp_from_config(config.head, bn_axis_name=axis_name, dtype=dtype))
+
+  encoder, projector = encoder_and_projector()
+  predictor = mlp_from_config(predictor_fields, bn_axis_name=axis_name,
+                              dtype=dtype, **predictor_overrides)
+  probe = (probe_lib.LinearProbe(config.num_classes)
+           if online_probe_enabled(config) else None)
+  online = OnlineNetwork(encoder=encoder, head=projector, predictor=predictor,
+                         probe=probe)
+  encoder, projector = encoder_and_projector()
+  return online, EncoderWithHead(encoder=encoder, head=projector)
+
+
+def apply_per_view(network: nn.Module, variables: dict, views) -> tuple:
+  """([network's outputs on each of `views`], the new batch_stats):
+  `network` in training mode on each view in turn, so that every BN
+  normalises one view's batch on its own, its running statistics threaded
+  from one view to the next (those of `variables` first)."""
+  outputs, stats = [], variables["batch_stats"]
+  for images in views:
+    out, new = network.apply({**variables, "batch_stats": stats}, images,
+                             train=True, mutable=["batch_stats"])
+    outputs.append(out)
+    stats = new["batch_stats"]
+  return outputs, stats
+
+
 def create(config: ml_collections.ConfigDict, *, bn_axis_name: str | None,
            bn_groups: int | None = None) -> EncoderWithHead:
   """The config's encoder, head and probe. BatchNorm statistics are

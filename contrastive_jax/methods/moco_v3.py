@@ -61,8 +61,7 @@ import jax
 import ml_collections
 import optax
 
-from contrastive_jax import ema, losses, models
-from contrastive_jax.evaluation import probe as probe_lib
+from contrastive_jax import ema, losses
 from contrastive_jax.errors import ConfigError
 from contrastive_jax.methods import base, encoder_with_head
 from contrastive_jax.methods.encoder_with_head import (EncoderWithHead,
@@ -80,30 +79,13 @@ class MoCoV3Model(NamedTuple):
   momentum: EncoderWithHead
 
 
-def _encoder_and_projector(config, axis_name):
-  return (models.encoder_from_config(config, bn_axis_name=axis_name),
-          encoder_with_head.mlp_from_config(
-              config.head, bn_axis_name=axis_name,
-              dtype=models.compute_dtype(config)))
-
-
 def create_model(config: ml_collections.ConfigDict, *,
                  axis_name: str | None) -> MoCoV3Model:
   """Encoder, projector (`config.head`), predictor (`config.predictor`),
   and the momentum encoder + projector, with global BN over `axis_name`."""
-  encoder, projector = _encoder_and_projector(config, axis_name)
-  predictor = encoder_with_head.mlp_from_config(
-      config.predictor, bn_axis_name=axis_name,
-      dtype=models.compute_dtype(config))
-  probe = (probe_lib.LinearProbe(config.num_classes)
-           if encoder_with_head.online_probe_enabled(config) else None)
-  online = OnlineNetwork(encoder=encoder, head=projector, predictor=predictor,
-                         probe=probe)
-  encoder, projector = _encoder_and_projector(config, axis_name)
-  return MoCoV3Model(base=online,
-                     momentum=EncoderWithHead(encoder=encoder, head=projector))
-
-
+  online, momentum = encoder_with_head.online_and_target(
+      config, config.predictor, axis_name=axis_name)
+  return MoCoV3Model(base=online, momentum=momentum)
 
 
 def validate_config(config: ml_collections.ConfigDict, *, num_devices: int):
@@ -156,25 +138,15 @@ def loss_fn(params, target_params, batch, *, batch_stats, extra,
   """ctr(q1, k2) + ctr(q2, k1) of the global batch (plus the online
   probe's, if any), as a function of the base and momentum parameters; its
   gradient w.r.t. `target_params` is zero (tested)."""
-  target_vars = jax.lax.stop_gradient(
+  base_vars = {"params": params, "batch_stats": batch_stats}
+  momentum_vars = jax.lax.stop_gradient(
       {"params": target_params, "batch_stats": extra["target_batch_stats"]})
-
-  def query(stats, images):
-    out, new = model.base.apply(
-        {"params": params, "batch_stats": stats}, images, train=True,
-        mutable=["batch_stats"])
-    return out, new["batch_stats"]
-
-  def key(stats, images):
-    (_, k, _), new = model.momentum.apply(
-        {**target_vars, "batch_stats": stats}, images, train=True,
-        mutable=["batch_stats"])
-    return k, new["batch_stats"]
-
-  (_, _, q1, logits), stats = query(batch_stats, batch["view1"])
-  (_, _, q2, _), stats = query(stats, batch["view2"])
-  k1, target_stats = key(target_vars["batch_stats"], batch["view1"])
-  k2, target_stats = key(target_stats, batch["view2"])
+  views = [batch["view1"], batch["view2"]]
+  apply = encoder_with_head.apply_per_view
+  [(_, _, q1, logits), (_, _, q2, _)], stats = apply(model.base, base_vars,
+                                                     views)
+  [(_, k1, _), (_, k2, _)], target_stats = apply(model.momentum,
+                                                 momentum_vars, views)
   loss = losses.moco_v3_loss(q1, q2, k1, k2, temperature=temperature,
                              axis_name=axis_name)
   # The probe sees the first view of each image (ours; the reference has
