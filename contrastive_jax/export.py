@@ -21,7 +21,6 @@ import logging as std_logging
 import os
 import re
 import shutil
-import sys
 import tempfile
 
 # Before TensorFlow loads: keep its C++ start-up chatter out of the output.

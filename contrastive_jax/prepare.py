@@ -20,7 +20,6 @@ random-access API (`as_data_source`) reads. Bad input or any failure: one
 import contextlib
 import os
 import re
-import sys
 
 # Before TensorFlow loads: keep its C++ start-up chatter out of the output.
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')

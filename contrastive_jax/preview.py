@@ -14,7 +14,6 @@ derived from `seed`.
 import ast
 import math
 import os
-import sys
 
 # Before TensorFlow loads: keep its C++ start-up chatter out of the output.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

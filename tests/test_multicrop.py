@@ -2,7 +2,6 @@
 two views unchanged, the preview of every view, the checks, and BYOL's
 multi-crop loss and step."""
 
-import itertools
 
 import jax
 import jax.numpy as jnp
@@ -13,7 +12,7 @@ from contrastive_jax import losses, method_steps
 from contrastive_jax.config import checks as config_checks
 from contrastive_jax.config import lib as config_lib
 from contrastive_jax import parallel, preview
-from contrastive_jax.data import pipeline, sources, view_spec
+from contrastive_jax.data import sources, view_spec
 from contrastive_jax.errors import ConfigError
 from tests import test_byol
 from tests.test_pipeline import SPEC, _pretrain, _take
@@ -73,14 +72,6 @@ def test_an_extra_view_needs_a_fixed_size():
 
 
 # ------------------------------------------------------------ BYOL --
-
-@pytest.fixture(autouse=True)
-def fast_compiles():
-  before = jax.config.read('jax_disable_most_optimizations')
-  jax.config.update('jax_disable_most_optimizations', True)
-  yield
-  jax.config.update('jax_disable_most_optimizations', before)
-
 
 def test_multicrop_loss_matches_the_float64_pair_sum():
   rng = np.random.default_rng(0)

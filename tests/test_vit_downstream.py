@@ -19,14 +19,6 @@ VIT = dict(model="tiny_vit", patch_size=8, cifar_stem=False,
            width_multiplier=1)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def fast_compiles():
-  before = jax.config.read("jax_disable_most_optimizations")
-  jax.config.update("jax_disable_most_optimizations", True)
-  yield
-  jax.config.update("jax_disable_most_optimizations", before)
-
-
 @pytest.fixture(scope="module")
 def vit_run(tmp_path_factory):
   """A 2-step SimCLR digits run at 8 px with the tiny ViT."""

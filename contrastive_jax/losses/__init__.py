@@ -22,3 +22,8 @@ from contrastive_jax.losses.nt_xent import (NTXentOutput, default_block_rows,
                                             nt_xent, nt_xent_with_accuracy)
 from contrastive_jax.losses.prediction import (byol_loss, byol_multicrop_loss,
                                                simsiam_loss)
+
+__all__ = ['InfoNCEOutput', 'NTXentOutput', 'byol_loss', 'byol_multicrop_loss',
+           'default_block_rows', 'info_nce', 'info_nce_with_accuracy',
+           'l2_normalize', 'moco_v3_loss', 'nt_xent', 'nt_xent_with_accuracy',
+           'simsiam_loss', 'symmetric_info_nce_with_accuracy']
