@@ -18,12 +18,20 @@ cuDNN convolutions (2% of the analytic count on an H200), and MFU then uses
 the analytic count: the "MFU from" column says which. Targets:
 SimCLR views/s >= 90% of supervised images/s, MFU >= 35%.
 
+`--device_augment` adds the job simclr_aug: the SimCLR step with
+`augment_on_device` (the size-keeping ops of simclr:imagenet's view, flip,
+colour jitter, grayscale, blur, run in the step by data/device_ops.py), on
+a device-resident batch of crops and their uniforms, timed beside the plain
+step in the same rounds; it prints the time the ops add to a step and the
+ops alone (jit(shard_map(augment)) on the same batch).
+
 Needs no TensorFlow, TFDS, clu (see benchmarks/run_gpu.sh for the one
 package to carry, ml_collections).
 
   python benchmarks/gpu_resnet50.py                      # on a GPU
   python benchmarks/gpu_resnet50.py --smoke              # CPU check: tiny
                                                          # ResNet, 32 px
+  python benchmarks/gpu_resnet50.py --jobs simclr --device_augment
 """
 
 import argparse
@@ -32,6 +40,8 @@ import sys
 import time
 
 import jax
+import numpy as np
+from jax.sharding import PartitionSpec as P
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 # This directory, and the repo root for contrastive_jax when not installed.
@@ -39,14 +49,22 @@ sys.path[:0] = [_HERE, os.path.dirname(_HERE)]
 import flops as flops_lib  # noqa: E402  pylint: disable=g-import-not-at-top
 import harness  # noqa: E402  pylint: disable=g-import-not-at-top
 
+# pylint: disable=g-import-not-at-top
+from contrastive_jax import parallel  # noqa: E402
+from contrastive_jax.data import device_augment  # noqa: E402
+# pylint: enable=g-import-not-at-top
+
 SUPERVISED = "supervised"
+DEVICE_AUGMENT = "simclr_aug"
 # name, config spec, how many encoder passes of each kind per image
 # (train: forward+backward, forward: forward only), what the rate counts.
 JOBS = {
     "simclr": ("simclr:imagenet", 2, 0, "views"),
     "moco_v2": ("moco_v2:imagenet", 1, 1, "views"),
     SUPERVISED: ("finetune:imagenet", 1, 0, "images"),
+    DEVICE_AUGMENT: ("simclr:imagenet", 2, 0, "views"),
 }
+DEFAULT_JOBS = ("simclr", "moco_v2", SUPERVISED)
 TARGET_SIMCLR_VS_SUPERVISED = 0.90
 TARGET_MFU = 0.35
 
@@ -59,6 +77,13 @@ def job_config(name: str, *, batch_size: int, image_size: int, model: str,
       half_precision=half_precision, cifar_stem=cifar_stem,
       # A short run's schedule; the step's cost does not depend on it.
       num_train_steps=1000, warmup_epochs=0.0)
+  if name == DEVICE_AUGMENT:
+    # The recipe's size-keeping ops after a resize to the benchmark's size
+    # (load_config replaced the views by a plain resize).
+    tail = device_augment.size_keeping_tail(
+        harness.load_config(spec).view_augment)
+    config.view_augment = f"resize({image_size})|{tail}"
+    config.augment_on_device = True
   if (config.method == "moco" and num_devices * config.bn_groups_per_device
       < 2):
     # One accelerator: 8 BN groups, as the reference's 8 GPUs (config doc).
@@ -73,10 +98,15 @@ class Job:
     self.name, self.config = name, config
     self.bench = harness.build(config)
     self.batch = harness.synthetic_batch(config, self.bench.mesh)
+    self.augment = self.bench.built.augment
+    if self.augment is not None:
+      self.batch.update(synthetic_uniforms(self.augment.num_uniforms,
+                                           config.batch_size,
+                                           self.bench.mesh))
     with jax.set_mesh(self.bench.mesh):
       start = time.perf_counter()
       lowered = self.bench.step.lower(self.bench.abstract_state(),
-                                      self.bench.abstract_batch())
+                                      _abstract(self.batch))
       self.compiled = lowered.compile()
       self.compile_s = time.perf_counter() - start
       self.state = self.bench.init(jax.random.PRNGKey(0))
@@ -96,6 +126,35 @@ class Job:
       self.state, metrics = self.compiled(self.state, self.batch)
     jax.block_until_ready(metrics)
     return (time.perf_counter() - start) / steps
+
+  def time_augment(self, steps: int, reps: int) -> float:
+    """Median seconds per call of the device ops alone on this job's batch,
+    sharded as in the step."""
+    mesh = self.bench.mesh
+    spec = P(parallel.DATA_AXIS)
+    run = jax.jit(jax.shard_map(self.augment, mesh=mesh, in_specs=spec,
+                                out_specs=spec))
+    timer = harness.Timer()
+    with jax.set_mesh(mesh):
+      jax.block_until_ready(run(self.batch))  # Compile.
+      for _ in range(reps):
+        timer.measure("augment", lambda: run(self.batch), calls=steps)
+    return timer.median("augment")
+
+
+def synthetic_uniforms(counts, batch_size: int, mesh, seed: int = 1):
+  """'uniforms{i}' float32 [B, counts[i - 1]] in [0, 1), on the devices:
+  what the pipeline draws for view i with augment_on_device."""
+  rng = np.random.default_rng(seed)
+  return jax.device_put(
+      {f"uniforms{i + 1}": rng.random((batch_size, n), dtype=np.float32)
+       for i, n in enumerate(counts)}, parallel.batch_sharded(mesh))
+
+
+def _abstract(batch):
+  return jax.tree.map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
+      batch)
 
 
 def analytic_flops_per_step(name: str, config, num_devices: int) -> float:
@@ -146,8 +205,12 @@ def main(argv=None):
   parser.add_argument("--peak_tflops", type=float, default=None,
                       help="peak dense bf16 TFLOP/s per device (default: "
                       "from the device kind)")
-  parser.add_argument("--jobs", nargs="+", default=list(JOBS),
+  parser.add_argument("--jobs", nargs="+", default=list(DEFAULT_JOBS),
                       choices=list(JOBS))
+  parser.add_argument("--device_augment", action="store_true",
+                      help=f"add {DEVICE_AUGMENT}: the SimCLR step with "
+                      "the size-keeping augmentations on the device, timed "
+                      "beside simclr")
   parser.add_argument("--smoke", action="store_true",
                       help="tiny ResNet, 32 px, CIFAR stem, small batch: "
                       "checks the script on CPU")
@@ -169,7 +232,10 @@ def main(argv=None):
         f"{f'{peak / 1e12:.0f} TFLOP/s' if peak else 'unknown (no MFU)'}",
         flush=True)
   jobs = []
-  for name in args.jobs:
+  names = list(args.jobs)
+  if args.device_augment:
+    names += [n for n in ("simclr", DEVICE_AUGMENT) if n not in names]
+  for name in names:
     per_device = (args.supervised_batch or 2 * n) if name == SUPERVISED else n
     config = job_config(name, batch_size=per_device * num_devices,
                         image_size=image_size, model=model,
@@ -207,12 +273,30 @@ def main(argv=None):
       "job", "global batch", "step ms", "rate", "XLA GFLOP/step/dev",
       "analytic GFLOP", "XLA/analytic", "MFU from", "MFU",
       f"MFU>={TARGET_MFU:.0%}"]))
+  if "simclr" in rate and DEVICE_AUGMENT in rate:
+    _print_device_augment(jobs, steps, reps)
   if "simclr" in rate and SUPERVISED in rate:
     ratio = rate["simclr"] / rate[SUPERVISED]
     print(f"SimCLR views/s / supervised images/s = {ratio:.3f} (target >= "
           f"{TARGET_SIMCLR_VS_SUPERVISED:.2f}: "
           f"{'met' if ratio >= TARGET_SIMCLR_VS_SUPERVISED else 'NOT met'})")
   return rows, rate
+
+
+def _print_device_augment(jobs, steps: int, reps: int):
+  """The step time the device ops add (simclr_aug vs simclr, medians of
+  the same interleaved rounds) and the ops alone."""
+  median = {job.name: sorted(job.samples)[len(job.samples) // 2]
+            for job in jobs}
+  job = next(j for j in jobs if j.name == DEVICE_AUGMENT)
+  added = median[DEVICE_AUGMENT] - median["simclr"]
+  alone = job.time_augment(steps, reps)
+  views = 2 * job.config.batch_size
+  print(f"device augmentation ({job.config.view_augment}): "
+        f"{added * 1e3:+.2f} ms/step "
+        f"({100 * added / median['simclr']:+.1f}% of simclr); the ops "
+        f"alone {alone * 1e3:.2f} ms/step, {alone / views * 1e6:.2f} "
+        f"us/view")
 
 
 if __name__ == "__main__":

@@ -18,8 +18,9 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from contrastive_jax import (config_checks, config_lib, method_steps, methods,
-                             parallel)
+from contrastive_jax import method_steps, methods, parallel
+from contrastive_jax.config import checks as config_checks
+from contrastive_jax.config import lib as config_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG_DIR = os.path.join(REPO, "configs")

@@ -11,6 +11,7 @@ import ml_collections
 import optax
 
 from contrastive_jax import guards, methods, optim, parallel
+from contrastive_jax.data import device_augment, view_spec
 
 
 @dataclasses.dataclass(frozen=True)
@@ -21,10 +22,14 @@ class MethodSteps:
   learning_rate_fn: Callable
   mesh: jax.sharding.Mesh
   init: Callable             # rng -> state, created replicated on the mesh
-  per_device_step: Callable  # method.train_step with its arguments bound
+  # method.train_step with its arguments bound, after `augment` when set.
+  per_device_step: Callable
   # jit(shard_map(step)), the step inside guards.skip_nonfinite when built
   # with guard=True; donates the input state.
   train_step: Callable
+  # config.augment_on_device: the per-device batch -> the batch with its
+  # views augmented (device_augment.batch_augmenter); else None.
+  augment: Callable | None = None
 
   def abstract_state(self):
     """The state as ShapeDtypeStructs in its (replicated) sharding."""
@@ -52,10 +57,43 @@ def build(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, *,
   per_device_step = functools.partial(
       method.train_step, model=model, tx=tx, config=config,
       learning_rate_fn=learning_rate_fn, axis_name=parallel.DATA_AXIS)
+  augment = None
+  if config.get("augment_on_device", False):
+    views = view_spec.training_views(config, method.num_views,
+                                     method.extra_views)
+    augment = device_augment.batch_augmenter(
+        [spec for _, spec in views], [field for field, _ in views])
+    per_device_step = _after(augment, per_device_step)
+  else:
+    per_device_step = _without_uniforms(per_device_step)
   step = per_device_step
   if guard:
     step = guards.skip_nonfinite(step, axis_name=parallel.DATA_AXIS)
   return MethodSteps(
       method=method, model=model, tx=tx, learning_rate_fn=learning_rate_fn,
       mesh=mesh, init=init, per_device_step=per_device_step,
-      train_step=parallel.shard_train_step(step, mesh))
+      train_step=parallel.shard_train_step(step, mesh), augment=augment)
+
+
+def _after(augment, per_device_step):
+  """The step on the augmented batch. Inside shard_map, so each device
+  augments only its own examples, and the host ships un-augmented crops
+  and a few uniforms per view."""
+
+  def step(state, batch):
+    return per_device_step(state, augment(batch))
+  return step
+
+
+def _without_uniforms(per_device_step):
+  """Refuses, when traced, a batch of a stream made with
+  augment_on_device=True: the step would train on the bare crops."""
+
+  def step(state, batch):
+    if isinstance(batch, dict) and any(key.startswith("uniforms")
+                                       for key in batch):
+      raise ValueError("the batch holds uniforms (a stream made with "
+                       "augment_on_device=True) but config.augment_on_device "
+                       "is off: set both from the same config field")
+    return per_device_step(state, batch)
+  return step

@@ -34,9 +34,10 @@ MAY_CHANGE = (
     "data_dir", "download", "data.allow_changed_files",
     "data.max_bad_fraction",
     "max_consecutive_nonfinite",
-    # How the step computes the same thing: the BatchNorm code (same
-    # variables; the numbers agree to float32 rounding, not bit for bit).
-    "bn_impl",
+    # How the step computes the same thing: the BatchNorm code, and where
+    # the size-keeping augmentations run (same variables and randomness;
+    # the numbers agree to float32 rounding, not bit for bit).
+    "bn_impl", "augment_on_device",
 )
 
 _UNSET = object()

@@ -227,7 +227,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       view_specs=[spec for _, spec in views],
       view_fields=[field for field, _ in views],
       seed=config.seed,
-      process_index=jax.process_index(), process_count=jax.process_count())
+      process_index=jax.process_index(), process_count=jax.process_count(),
+      augment_on_device=config.get("augment_on_device", False))
   pipeline.eval_view(config.eval_augment)  # Its op arguments, checked now.
   # A new run's state, warm-started (e.g. from config.pretrained, which may
   # be rejected) before the workdir is touched.

@@ -85,7 +85,7 @@ def test_jitter_order_is_drawn_per_example():
   # The same factors for all; only the order keys differ.
   uniforms[:, 5:] = uniforms[0, 5:]
   out = op.apply(tf.constant(images), tf.constant(uniforms)).numpy()
-  adjusts = [adjust for adjust, _ in color_jitter.IMPLS['torchvision']]
+  adjusts = list(color_jitter.IMPLS['torchvision'])
   lows = np.array([0.2, 0.2, 0.2, -0.2], np.float32)
   highs = np.array([1.8, 1.8, 1.8, 0.2], np.float32)
   factors = lows + uniforms[0, 5:] * (highs - lows)

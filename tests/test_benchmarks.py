@@ -141,9 +141,12 @@ def test_gpu_script_smoke_runs_without_tensorflow():
       "gpu_resnet50.py", "--smoke", "--image_size", "16", "--batch", "8",
       # A tiny peak keeps the printed MFU (one decimal) above 0.0% on a
       # slow or loaded CPU.
-      "--steps", "1", "--warmup", "0", "--peak_tflops", "0.001")
-  rows = _table_rows(stdout, ("simclr", "moco_v2", "supervised"))
-  assert set(rows) == {"simclr", "moco_v2", "supervised"}, stdout
+      "--steps", "1", "--warmup", "0", "--peak_tflops", "0.001",
+      "--device_augment")
+  rows = _table_rows(stdout, ("simclr", "moco_v2", "supervised",
+                              "simclr_aug"))
+  assert set(rows) == {"simclr", "moco_v2", "supervised", "simclr_aug"}, (
+      stdout)
   for name, row in rows.items():
     step_ms, rate = float(row[2]), float(row[3])
     mfu = float(row[-2].rstrip("%"))
@@ -151,6 +154,10 @@ def test_gpu_script_smoke_runs_without_tensorflow():
   # On CPU XLA's count covers the convolutions: MFU comes from it.
   assert rows["simclr"][-3] == "XLA", stdout
   assert "SimCLR views/s / supervised images/s" in stdout
+  # The device ops' cost, measured beside the plain step (issue 15).
+  assert re.search(r"device augmentation \(resize\(16\)\|flip_lr.*\): "
+                   r"-?[\d.]+ ms/step .*the ops alone [\d.]+ ms/step",
+                   stdout), stdout
 
 
 def test_gpu_ablation_smoke_runs_without_tensorflow():

@@ -142,7 +142,7 @@ def test_hsv_saturation_is_tf_adjust_saturation(factor):
   # Factors past 1 / S saturate the pixel (S clipped to 1 in HSV).
   images = _images(1, seed=2)
   impl = color_jitter.IMPLS['simclr_v1']
-  saturate = impl[2][0]
+  saturate = impl[2]
   out = saturate(tf.constant(images), tf.constant([factor])).numpy()
   np.testing.assert_allclose(
       out[0], tf.image.adjust_saturation(images[0], factor).numpy(),

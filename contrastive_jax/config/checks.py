@@ -99,6 +99,9 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int,
            "head.output_dim", head.output_dim, "must be an integer >= 1")
   _check_knn(config)
   _check_views(config)
+  on_device = config.get("augment_on_device", False)
+  _require(isinstance(on_device, bool), "augment_on_device", on_device,
+           "must be True or False")
   models.check_config(config)
   optim.check_config(config)
   method = methods.get_method(config.method)

@@ -18,7 +18,6 @@ the ops after the last of them keep the size and also run on whole batches
 view of an image is the same function of (image, seed) either way.
 """
 
-import inspect
 import math
 
 import tensorflow as tf
@@ -285,14 +284,6 @@ def build_view(spec, field='view_augment'):
     if factory is None:
       raise ConfigError(
           f'{field}: unknown op {name!r} in {spec!r}; {_known_ops()}')
-    try:
-      inspect.signature(factory).bind(*args, **kwargs)
-    except TypeError as e:
-      raise ConfigError(f'{field}: bad arguments for op {name!r} in {spec!r} '
-                        f'({e}); signature {name}{inspect.signature(factory)}'
-                        ) from None
-    try:
-      ops.append(factory(*args, **kwargs))
-    except ConfigError as e:
-      raise ConfigError(f'{field}: {e}') from None
+    ops.append(op_args.build_op(factory, name, args, kwargs, spec=spec,
+                                field=field))
   return View(ops)

@@ -31,7 +31,6 @@ per image size; the two paths agree to float rounding.
 import tensorflow as tf
 
 from contrastive_jax.data import op_args
-from contrastive_jax.errors import ConfigError
 
 
 class BatchedOp:
@@ -183,10 +182,7 @@ def grayscale(p=0.2):
 
 def solarize(p=0.0, threshold=0.5):
   """Inverts pixels >= threshold (x -> 1 - x), with probability p (BYOL)."""
-  op_args.check_probability('solarize', p)
-  if isinstance(threshold, bool) or not isinstance(threshold, (int, float)):
-    raise ConfigError(
-        f'solarize: threshold must be a number, got {threshold!r}')
+  op_args.check_solarize(p, threshold)
   return _coin(p, 0, lambda images, _: tf.where(images >= threshold,
                                                 1.0 - images, images))
 
@@ -231,17 +227,7 @@ def gaussian_blur(p=0.5, sigma=(0.1, 2.0), kernel_fraction=0.1):
   depthwise convolutions) with reflect padding, which keeps a constant image
   constant. Only the examples whose coin says blur are convolved.
   """
-  op_args.check_probability('gaussian_blur', p)
-  low, high = op_args.check_range('gaussian_blur', 'sigma', sigma, 0.0,
-                                  float('inf'))
-  if low <= 0:
-    raise ConfigError(
-        f'gaussian_blur: sigma must be > 0, got {sigma!r}')
-  if (isinstance(kernel_fraction, bool) or
-      not isinstance(kernel_fraction, (int, float)) or
-      not 0 < kernel_fraction < 1):
-    raise ConfigError('gaussian_blur: kernel_fraction must be in '
-                              f'(0, 1), got {kernel_fraction!r}')
+  low, high = op_args.check_blur(p, sigma, kernel_fraction)
   if p == 0:
     return IDENTITY
 

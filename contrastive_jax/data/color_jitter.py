@@ -18,7 +18,6 @@ import tensorflow as tf
 
 from contrastive_jax.data import batched_ops
 from contrastive_jax.data import op_args
-from contrastive_jax.errors import ConfigError
 
 
 def _per_example(values):
@@ -104,20 +103,16 @@ def _jitter_step(adjust, image, factor):
   return batched_ops.clip(adjust(image[None], factor[None]))[0]
 
 
-# Per impl, in SimCLR's order (brightness, contrast, saturation, hue): each
-# op's adjust function and whether its amount x is an additive delta drawn
-# from [-x, x] (else a factor from [max(0, 1 - x), 1 + x]).
+# Per impl (op_args.JITTER_IMPLS: which amounts are deltas), in SimCLR's
+# order: the brightness, contrast, saturation and hue adjust functions.
 IMPLS = {
-    'simclr_v1': ((_shift_brightness, True), (_contrast_per_channel, False),
-                  (_saturation_hsv, False), (adjust_hue, True)),
-    'simclr_v2': ((_scale_brightness, False), (_contrast_per_channel, False),
-                  (_saturation_hsv, False), (adjust_hue, True)),
-    'torchvision': ((_scale_brightness, False), (_contrast_around_grey, False),
-                    (_saturation_blend, False), (adjust_hue, True)),
+    'simclr_v1': (_shift_brightness, _contrast_per_channel, _saturation_hsv,
+                  adjust_hue),
+    'simclr_v2': (_scale_brightness, _contrast_per_channel, _saturation_hsv,
+                  adjust_hue),
+    'torchvision': (_scale_brightness, _contrast_around_grey,
+                    _saturation_blend, adjust_hue),
 }
-# The default amounts are SimCLR's, times `strength`.
-_FIELDS = (('brightness', 0.8), ('contrast', 0.8), ('saturation', 0.8),
-           ('hue', 0.2))
 
 
 def color_jitter(strength=1.0, p=0.8, brightness=None, contrast=None,
@@ -139,27 +134,12 @@ def color_jitter(strength=1.0, p=0.8, brightness=None, contrast=None,
   The default impl is 'torchvision' because that is what this op computed
   before impls existed: existing spec strings keep their stream.
   """
-  name = 'color_jitter'
-  op_args.check_probability(name, p)
-  if impl not in IMPLS:
-    raise ConfigError(f'{name}: impl must be one of {", ".join(IMPLS)}, '
-                      f'got {impl!r}')
-  given = dict(brightness=brightness, contrast=contrast,
-               saturation=saturation, hue=hue)
-  adjusts, lows, highs = [], [], []
-  for (field, scale), (adjust, is_delta) in zip(_FIELDS, IMPLS[impl]):
-    value = scale * strength if given[field] is None else given[field]
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or (
-        value < 0):
-      raise ConfigError(f'{name}: {field} (and strength) must be a '
-                        f'number >= 0, got {value!r}')
-    if field == 'hue' and value > 0.5:
-      raise ConfigError(f'{name}: hue must be <= 0.5 (0.2 * strength '
-                        f'unless set), got {float(value)!r}')
-    if value > 0:
-      adjusts.append(adjust)
-      lows.append(-value if is_delta else max(0.0, 1.0 - value))
-      highs.append(value if is_delta else 1.0 + value)
+  ranges = op_args.jitter_ranges(
+      strength=strength, p=p, impl=impl, brightness=brightness,
+      contrast=contrast, saturation=saturation, hue=hue)
+  adjusts = [IMPLS[impl][i] for i, _, _ in ranges]
+  lows = [low for _, low, _ in ranges]
+  highs = [high for _, _, high in ranges]
   if not adjusts or p == 0:
     return batched_ops.IDENTITY
   count = len(adjusts)

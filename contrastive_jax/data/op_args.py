@@ -1,8 +1,12 @@
-"""Checks of augmentation op arguments, shared by every op module.
+"""Checks of augmentation op arguments, shared by every op module: the
+host's TF ops and their device twins (device_ops.py) take the same
+arguments and check them here, once.
 
-Each raises a one-line ConfigError naming the op; `augment.build_view`
-prefixes the config field.
+Each raises a one-line ConfigError naming the op; `build_op` prefixes the
+config field.
 """
+
+import inspect
 
 from contrastive_jax.errors import ConfigError
 
@@ -40,3 +44,83 @@ def check_method(op, method):
   if method not in RESIZE_METHODS:
     raise ConfigError(f'{op}: method must be one of '
                       f'{", ".join(RESIZE_METHODS)}, got {method!r}')
+
+
+def build_op(factory, name, args, kwargs, *, spec, field):
+  """`factory(*args, **kwargs)` for op `name` of `spec` (config field
+  `field`): a call that does not fit the factory's signature, or arguments
+  it rejects, as one ConfigError naming the field."""
+  try:
+    inspect.signature(factory).bind(*args, **kwargs)
+  except TypeError as e:
+    raise ConfigError(f'{field}: bad arguments for op {name!r} in {spec!r} '
+                      f'({e}); signature {name}{inspect.signature(factory)}'
+                      ) from None
+  try:
+    return factory(*args, **kwargs)
+  except ConfigError as e:
+    raise ConfigError(f'{field}: {e}') from None
+
+
+def check_solarize(p, threshold):
+  check_probability('solarize', p)
+  if isinstance(threshold, bool) or not isinstance(threshold, (int, float)):
+    raise ConfigError(
+        f'solarize: threshold must be a number, got {threshold!r}')
+
+
+def check_blur(p, sigma, kernel_fraction):
+  """gaussian_blur's arguments; returns sigma's (low, high)."""
+  check_probability('gaussian_blur', p)
+  low, high = check_range('gaussian_blur', 'sigma', sigma, 0.0, float('inf'))
+  if low <= 0:
+    raise ConfigError(f'gaussian_blur: sigma must be > 0, got {sigma!r}')
+  if (isinstance(kernel_fraction, bool) or
+      not isinstance(kernel_fraction, (int, float)) or
+      not 0 < kernel_fraction < 1):
+    raise ConfigError('gaussian_blur: kernel_fraction must be in '
+                      f'(0, 1), got {kernel_fraction!r}')
+  return low, high
+
+
+# color_jitter's references (color_jitter.py's docstring) and, per impl,
+# which of brightness, contrast, saturation, hue is an added delta (the
+# others are factors).
+JITTER_IMPLS = {
+    'simclr_v1': (True, False, False, True),
+    'simclr_v2': (False, False, False, True),
+    'torchvision': (False, False, False, True),
+}
+# The default amounts are SimCLR's, times `strength`.
+JITTER_FIELDS = (('brightness', 0.8), ('contrast', 0.8), ('saturation', 0.8),
+                 ('hue', 0.2))
+
+
+def jitter_ranges(*, strength, p, impl, brightness, contrast, saturation,
+                  hue):
+  """color_jitter's arguments; returns (i, low, high) for each op that
+  acts (amount > 0), i its place in (brightness, contrast, saturation,
+  hue): a factor uniform in [max(0, 1 - x), 1 + x] for an amount x, a
+  delta in [-x, x]."""
+  name = 'color_jitter'
+  check_probability(name, p)
+  if impl not in JITTER_IMPLS:
+    raise ConfigError(f'{name}: impl must be one of '
+                      f'{", ".join(JITTER_IMPLS)}, got {impl!r}')
+  given = dict(brightness=brightness, contrast=contrast,
+               saturation=saturation, hue=hue)
+  ranges = []
+  for i, ((field, scale), is_delta) in enumerate(
+      zip(JITTER_FIELDS, JITTER_IMPLS[impl])):
+    value = scale * strength if given[field] is None else given[field]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (
+        value < 0):
+      raise ConfigError(f'{name}: {field} (and strength) must be a '
+                        f'number >= 0, got {value!r}')
+    if field == 'hue' and value > 0.5:
+      raise ConfigError(f'{name}: hue must be <= 0.5 (0.2 * strength '
+                        f'unless set), got {float(value)!r}')
+    if value > 0:
+      ranges.append((i, -value if is_delta else max(0.0, 1.0 - value),
+                     value if is_delta else 1.0 + value))
+  return ranges

@@ -20,7 +20,8 @@ and the size-setting ops (crops) run per example in a parallel map; the
 size-keeping ops (flip, colour, blur) run in a parallel map over batches of
 up to `_micro_batch` examples (augment.View). A view of an example does not
 depend on which examples share its group or batch, so none of this changes
-a single bit of the stream.
+a single bit of the stream. With `augment_on_device` the size-keeping ops
+run in the train step instead (device_ops.py), on the same uniforms.
 """
 
 import tensorflow as tf
@@ -41,7 +42,7 @@ _BATCH_FLOATS = 2**22
 def pretrain_stream(*, source, local_batch_size, view_specs, seed,
                     process_index, process_count,
                     num_parallel=tf.data.AUTOTUNE, batch_augment=True,
-                    view_fields=None):
+                    view_fields=None, augment_on_device=False):
   """Checks the arguments; returns `make(start_step)`, which builds the
   stream of batches of `source` (a `sources.Source`) from global batch
   `start_step` on.
@@ -57,8 +58,18 @@ def pretrain_stream(*, source, local_batch_size, view_specs, seed,
   encoder as they are (as in SimCLR's reference implementation; its first
   BatchNorm absorbs the scale). Every batch is full. `batch_augment=False`
   runs whole views per example instead (the same values; for benchmarks).
+
+  `augment_on_device=True` stops each view after its per-example stage
+  (`augment.View.prepare`: decode, crops): 'view{i}' holds the crops and
+  'uniforms{i}' (float32 [B, n]) what the view's size-keeping ops will draw
+  on, for `device_ops.batch_augmenter` to apply in the train step. The keys
+  are those of the default stream, so the views it makes are the same to
+  float rounding, and `make(k)` is still the tail of `make(0)`.
   """
   _check_batch_size(local_batch_size)
+  if augment_on_device and not batch_augment:
+    raise ValueError('augment_on_device needs batch_augment (the two-stage '
+                     'views)')
   if (not isinstance(view_specs, (tuple, list)) or not view_specs
       or not all(isinstance(s, str) for s in view_specs)):
     raise ConfigError(f'view_augment: expected one or more view spec '
@@ -107,7 +118,7 @@ def pretrain_stream(*, source, local_batch_size, view_specs, seed,
     ds = ds.batch(READ_GROUP).map(read, num_parallel_calls=num_parallel,
                                   deterministic=True).unbatch()
     ds = ds.map(prepare, num_parallel_calls=num_parallel, deterministic=True)
-    if not batch_augment:
+    if not batch_augment or augment_on_device:
       ds = ds.batch(local_batch_size, drop_remainder=True)
       return ds.with_options(_options()).prefetch(tf.data.AUTOTUNE)
     micro = min(_micro_batch(ds.element_spec[f'view{i + 1}'].shape,
