@@ -160,6 +160,17 @@ def test_gpu_script_smoke_runs_without_tensorflow():
                    stdout), stdout
 
 
+def test_gpu_feed_smoke_runs_without_tensorflow():
+  stdout = _run_without_tensorflow("gpu_feed.py", "--smoke", "--batch", "8",
+                                   "--steps", "1", "--reps", "1")
+  rows = _table_rows(stdout, ("simclr", "simclr_aug"))
+  assert set(rows) == {"simclr", "simclr_aug"}, stdout
+  for name, row in rows.items():
+    on_device, host_fed, ratio = (float(v) for v in row[1:4])
+    assert on_device > 0 and host_fed > 0, (name, row)
+    assert ratio == pytest.approx(host_fed / on_device, rel=2e-3)
+
+
 def test_gpu_ablation_smoke_runs_without_tensorflow():
   import gpu_ablate  # pylint: disable=g-import-not-at-top
   stdout = _run_without_tensorflow("gpu_ablate.py", "--smoke",

@@ -15,14 +15,14 @@ or (the blur) sums of shifted slices with that example's own taps, never a
 reduction or convolution whose grouping XLA may pick by batch shape. In one
 compiled program a row is the same bits whatever else is in the batch (and
 on CPU for any batch size). Programs compiled for another device count
-agree to float rounding (~1e-7), not bit for bit: XLA always contracts
-a * b + c into an FMA where both land in one fused kernel, and the program
-partitioned for N > 1 devices fuses a little differently from the 1-device
-one. Coin ops compute every example and keep the changed ones with
+agree to float rounding (~1e-7): XLA contracts a * b + c into an FMA where
+both land in one fused kernel, and the program partitioned for N > 1
+devices fuses a little differently from the 1-device one. On a target
+without FMA they give the same bits (tests/test_device_ops.py). Coin ops compute every example and keep the changed ones with
 `jnp.where`: on an accelerator that costs less than gathering them.
 
 Each factory takes its host twin's arguments, checks them with the same
-messages and returns a `DeviceOp`; device_augment.py builds views from
+code (op_args) and returns a `DeviceOp`; device_augment.py builds views from
 spec strings. Pure jax.numpy: the GPU machines have no TensorFlow, so
 nothing imported here (op_args) may import it either.
 """
