@@ -109,7 +109,7 @@ def test_one_device_groups_equal_group_batchnorm(groups):
   x, ct = _data((16, 3, 3, 4))
   ref = norm.GroupBatchNorm(num_groups=groups)
   variables = _variables(ref, x)
-  _assert_close(_run(fused_norm.FusedGroupBatchNorm(num_groups=groups),
+  _assert_close(_run(norm.FusedGroupBatchNorm(num_groups=groups),
                      variables, x, ct),
                 _run(ref, variables, x, ct))
 
@@ -134,12 +134,12 @@ def test_eight_devices_with_groups_equal_group_batchnorm():
   # over the groups and the devices, so replicated.
   x, ct = _data((32, 2, 2, 4))
   ref = norm.GroupBatchNorm(num_groups=2, axis_name=AXIS)
-  fused = fused_norm.FusedGroupBatchNorm(num_groups=2, axis_name=AXIS)
+  fused = norm.FusedGroupBatchNorm(num_groups=2, axis_name=AXIS)
   variables = _variables(ref, x)
   got = _run(fused, variables, x, ct, devices=8)
   _assert_close(got, _run(ref, variables, x, ct, devices=8))
   # 8 devices x 2 groups = one device with 16 groups.
-  one = fused_norm.FusedGroupBatchNorm(num_groups=16)
+  one = norm.FusedGroupBatchNorm(num_groups=16)
   _assert_close(got, _run(one, variables, x, ct))
 
 

@@ -23,7 +23,7 @@ Statistics are float32 whatever the compute dtype, the variance is flax's
 default `use_fast_variance` (E[x^2] - E[x]^2, clipped at 0), and the
 modules keep the fields, defaults, variable names and running-average
 updates of `nn.BatchNorm` (`FusedBatchNorm`) and `norm.GroupBatchNorm`
-(`FusedGroupBatchNorm`), so parameters and checkpoints move freely between
+(`norm.FusedGroupBatchNorm`, which runs `batch_norm_of`), so parameters and checkpoints move freely between
 the implementations. The feature axis is the last one; `nn.BatchNorm`'s
 `axis`, `axis_index_groups`, `mask` and `param_dtype` are not offered.
 
@@ -188,9 +188,10 @@ def _out_dtype(dtype, x, use_affine: bool):
   return jnp.result_type(x, jnp.float32) if use_affine else x.dtype
 
 
-def _batch_norm(mdl, x, *, use_running_average: bool, groups: int,
-                stats_axis: str | None, running_axis: str | None):
-  """The shared body of both modules; creates `mdl`'s variables.
+def batch_norm_of(mdl, x, *, use_running_average: bool, groups: int,
+                  stats_axis: str | None, running_axis: str | None):
+  """The body of `FusedBatchNorm` and `norm.FusedGroupBatchNorm`; creates
+  `mdl`'s variables.
 
   stats_axis: the axis whose devices share the batch statistics (global
   BN). running_axis: the axis over which the running averages alone are
@@ -254,27 +255,5 @@ class FusedBatchNorm(nn.Module):
   def __call__(self, x, use_running_average: bool | None = None):
     use_running_average = nn.merge_param(
         'use_running_average', self.use_running_average, use_running_average)
-    return _batch_norm(self, x, use_running_average=use_running_average,
+    return batch_norm_of(self, x, use_running_average=use_running_average,
                        groups=1, stats_axis=self.axis_name, running_axis=None)
-
-
-class FusedGroupBatchNorm(nn.Module):
-  """`norm.GroupBatchNorm` (per-group statistics, MoCo's per-device BN) with
-  the minimal-pass training path; same fields and defaults. `axis_name` only
-  averages the running statistics."""
-  use_running_average: bool = False
-  num_groups: int = 1
-  axis_name: str | None = None
-  momentum: float = 0.9
-  epsilon: float = 1e-5
-  dtype: Any = jnp.float32
-  use_bias: bool = True
-  use_scale: bool = True
-  scale_init: Callable = nn.initializers.ones
-  bias_init: Callable = nn.initializers.zeros
-
-  @nn.compact
-  def __call__(self, x):
-    return _batch_norm(self, x, use_running_average=self.use_running_average,
-                       groups=self.num_groups, stats_axis=None,
-                       running_axis=self.axis_name)

@@ -87,6 +87,18 @@ class GroupBatchNorm(nn.Module):
     return y.astype(self.dtype)
 
 
+class FusedGroupBatchNorm(GroupBatchNorm):
+  """`GroupBatchNorm` (same fields, defaults and variables) whose training
+  statistics and their gradient take the minimal memory passes
+  (fused_norm.py)."""
+
+  @nn.compact
+  def __call__(self, x):
+    return fused_norm.batch_norm_of(
+        self, x, use_running_average=self.use_running_average,
+        groups=self.num_groups, stats_axis=None, running_axis=self.axis_name)
+
+
 def batch_norm(*, train: bool, groups: int | None, axis_name: str | None,
                momentum: float, epsilon: float, dtype: Any,
                impl: str = 'flax'):
@@ -108,6 +120,6 @@ def batch_norm(*, train: bool, groups: int | None, axis_name: str | None,
         use_running_average=not train, momentum=momentum, epsilon=epsilon,
         dtype=dtype, axis_name=axis_name)
   return functools.partial(
-      fused_norm.FusedGroupBatchNorm if fused else GroupBatchNorm,
+      FusedGroupBatchNorm if fused else GroupBatchNorm,
       use_running_average=not train, num_groups=groups, axis_name=axis_name,
       momentum=momentum, epsilon=epsilon, dtype=dtype)
