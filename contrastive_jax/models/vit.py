@@ -132,16 +132,37 @@ class Attention(nn.Module):
     return dense(width, dtype=self.dtype, name='proj')(y)
 
 
+@jax.custom_jvp
+def gelu(x):
+  """Exact (erf) GELU, x Phi(x), as torch's `nn.GELU()`: `jax.nn.gelu(x,
+  approximate=False)`'s values, with its derivative Phi(x) + x phi(x)
+  written out. jax >= 0.11 cannot differentiate erf inside `shard_map`
+  (its derivative's polynomial mixes the batch's varying axis with
+  constants: 'Primitive polynomial requires varying manual axes to
+  match'); the explicit rule uses only exp and erfc's value."""
+  return jax.nn.gelu(x, approximate=False)
+
+
+@gelu.defjvp
+def _gelu_jvp(primals, tangents):
+  (x,), (dx,) = primals, tangents
+  # erfc: no cancellation in the left tail, where Phi(x) is tiny.
+  cdf = 0.5 * jax.lax.erfc(x * np.asarray(-1 / math.sqrt(2), x.dtype))
+  pdf = jnp.exp(-0.5 * x * x) * np.asarray(1 / math.sqrt(2 * math.pi),
+                                            x.dtype)
+  return gelu(x), (cdf + x * pdf) * dx
+
+
 class Mlp(nn.Module):
   """timm's `Mlp`: `fc1` to `hidden` wide, exact (erf) GELU as torch's
-  `nn.GELU()`, `fc2` back."""
+  `nn.GELU()` (`gelu`), `fc2` back."""
   hidden: int
   dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x):
     y = dense(self.hidden, dtype=self.dtype, name='fc1')(x)
-    y = nn.gelu(y, approximate=False)
+    y = gelu(y)
     return dense(x.shape[-1], dtype=self.dtype, name='fc2')(y)
 
 
