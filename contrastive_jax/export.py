@@ -294,6 +294,19 @@ def _save_saved_model(loaded: pretrained.Pretrained, path: str):
   encoder = Encoder(jax.tree.map(np.asarray, loaded.variables))
   tf.saved_model.save(encoder, path,
                       signatures={"serving_default": encoder.__call__})
+  # A SavedModel that TensorFlow cannot run is no export: jax >= 0.11
+  # writes StableHLO newer than TensorFlow 2.21's XlaCallModule reads
+  # ('failed to deserialize portable artifact'), found only when run.
+  try:
+    tf.saved_model.load(path)(tf.zeros([1, size, size, 3], tf.float32))
+  except tf.errors.InvalidArgumentError as e:
+    if "deserialize" not in str(e):
+      raise
+    raise UserError(
+        f"--format=saved_model: TensorFlow {tf.__version__} cannot run the "
+        f"SavedModel that jax {jax.__version__} writes (its StableHLO is "
+        "newer than TensorFlow reads); export --format=torchvision or npz, "
+        "or write the SavedModel with jax 0.10") from None
 
 
 def _torchvision_tensors(loaded, variables, head, meta) -> dict:

@@ -309,7 +309,14 @@ def test_npz_is_the_flax_tree(digits_run, tmp_path):
 def test_saved_model_computes_the_encoder(digits_run, tmp_path):
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   out = str(tmp_path / "saved_model")
-  export.export(digits_run, fmt="saved_model", out=out)
+  try:
+    export.export(digits_run, fmt="saved_model", out=out)
+  except UserError as e:
+    # jax >= 0.11 writes StableHLO that TensorFlow 2.21 cannot read: one
+    # line, and no SavedModel that would fail only when run.
+    assert "cannot run the SavedModel that jax" in str(e), e
+    assert jax.__version_info__ >= (0, 11) and not os.path.exists(out)
+    return
   encoder = contrastive_jax.load_encoder(digits_run)
   images = digit_images(encoder.image_size)
   loaded = tf.saved_model.load(out)
