@@ -134,12 +134,9 @@ def color_jitter(strength=1.0, p=0.8, brightness=None, contrast=None,
   The default impl is 'torchvision' because that is what this op computed
   before impls existed: existing spec strings keep their stream.
   """
-  ranges = op_args.jitter_ranges(
-      strength=strength, p=p, impl=impl, brightness=brightness,
+  adjusts, lows, highs = op_args.jitter_ops(
+      IMPLS, strength=strength, p=p, impl=impl, brightness=brightness,
       contrast=contrast, saturation=saturation, hue=hue)
-  adjusts = [IMPLS[impl][i] for i, _, _ in ranges]
-  lows = [low for _, low, _ in ranges]
-  highs = [high for _, _, high in ranges]
   if not adjusts or p == 0:
     return batched_ops.IDENTITY
   count = len(adjusts)

@@ -270,12 +270,9 @@ def color_jitter(strength=1.0, p=0.8, brightness=None, contrast=None,
   per example, so each position computes every op and keeps the one the
   example's order names there: 16 op evaluations instead of 4, all
   elementwise or per-example means (cheap beside the network)."""
-  ranges = op_args.jitter_ranges(
-      strength=strength, p=p, impl=impl, brightness=brightness,
+  adjusts, lows, highs = op_args.jitter_ops(
+      IMPLS, strength=strength, p=p, impl=impl, brightness=brightness,
       contrast=contrast, saturation=saturation, hue=hue)
-  adjusts = [IMPLS[impl][i] for i, _, _ in ranges]
-  lows = [low for _, low, _ in ranges]
-  highs = [high for _, _, high in ranges]
   if not adjusts or p == 0:
     return IDENTITY
   count = len(adjusts)

@@ -96,12 +96,14 @@ JITTER_FIELDS = (('brightness', 0.8), ('contrast', 0.8), ('saturation', 0.8),
                  ('hue', 0.2))
 
 
-def jitter_ranges(*, strength, p, impl, brightness, contrast, saturation,
-                  hue):
-  """color_jitter's arguments; returns (i, low, high) for each op that
-  acts (amount > 0), i its place in (brightness, contrast, saturation,
-  hue): a factor uniform in [max(0, 1 - x), 1 + x] for an amount x, a
-  delta in [-x, x]."""
+def jitter_ops(impls, *, strength, p, impl, brightness, contrast,
+               saturation, hue):
+  """color_jitter's arguments checked; returns (adjusts, lows, highs) of
+  the ops that act (amount > 0), in order: each one's adjust function from
+  `impls[impl]` (a module's brightness, contrast, saturation and hue
+  functions: the host's TF ones or the device's JAX ones) and the range of
+  its draw, a factor uniform in [max(0, 1 - x), 1 + x] for an amount x or
+  a delta in [-x, x]."""
   name = 'color_jitter'
   check_probability(name, p)
   if impl not in JITTER_IMPLS:
@@ -109,9 +111,9 @@ def jitter_ranges(*, strength, p, impl, brightness, contrast, saturation,
                       f'{", ".join(JITTER_IMPLS)}, got {impl!r}')
   given = dict(brightness=brightness, contrast=contrast,
                saturation=saturation, hue=hue)
-  ranges = []
-  for i, ((field, scale), is_delta) in enumerate(
-      zip(JITTER_FIELDS, JITTER_IMPLS[impl])):
+  adjusts, lows, highs = [], [], []
+  for adjust, (field, scale), is_delta in zip(
+      impls[impl], JITTER_FIELDS, JITTER_IMPLS[impl]):
     value = scale * strength if given[field] is None else given[field]
     if isinstance(value, bool) or not isinstance(value, (int, float)) or (
         value < 0):
@@ -121,6 +123,7 @@ def jitter_ranges(*, strength, p, impl, brightness, contrast, saturation,
       raise ConfigError(f'{name}: hue must be <= 0.5 (0.2 * strength '
                         f'unless set), got {float(value)!r}')
     if value > 0:
-      ranges.append((i, -value if is_delta else max(0.0, 1.0 - value),
-                     value if is_delta else 1.0 + value))
-  return ranges
+      adjusts.append(adjust)
+      lows.append(-value if is_delta else max(0.0, 1.0 - value))
+      highs.append(value if is_delta else 1.0 + value)
+  return adjusts, lows, highs
