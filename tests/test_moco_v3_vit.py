@@ -4,12 +4,15 @@ rates. The ResNet's step, the loss and the recipes are in
 test_moco_v3.py."""
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax.sharding import PartitionSpec as P
 
-from contrastive_jax import ema, models, optim
+from contrastive_jax import ema, models, optim, parallel
 from contrastive_jax.config import lib as config_lib
 from contrastive_jax.methods import moco_v3
+from contrastive_jax.models import vit
 from tests import method_checks
 from tests.method_checks import assert_trees_close
 
@@ -150,3 +153,22 @@ def test_vit_learning_rates_and_schedules():
         c, steps_per_epoch=1, total_steps=300)
     assert [float(lr(e)) for e in (0, 20, 40, 170, 300)] == pytest.approx(
         [0.0, peak / 2, peak, peak / 2, 0.0], rel=1e-5, abs=1e-12)
+
+
+def test_gelu_is_the_exact_gelu_with_its_derivative():
+  # Our rule (jax >= 0.11 cannot differentiate erf inside shard_map) gives
+  # jax.nn.gelu's exact values and derivative.
+  x = jnp.linspace(-6.0, 6.0, 241, dtype=jnp.float32)
+  np.testing.assert_array_equal(vit.gelu(x),
+                                jax.nn.gelu(x, approximate=False))
+  ours = jax.vmap(jax.grad(vit.gelu))(x)
+  theirs = jax.vmap(jax.grad(lambda v: jax.nn.gelu(v, approximate=False)))(x)
+  np.testing.assert_allclose(ours, theirs, rtol=1e-6, atol=1e-7)
+  # And inside shard_map, where erf's own derivative fails on jax >= 0.11.
+  mesh = parallel.make_data_mesh(jax.devices()[:2])
+  grad = jax.jit(jax.shard_map(
+      jax.grad(lambda v: jnp.sum(vit.gelu(v))), mesh=mesh,
+      in_specs=P(parallel.DATA_AXIS), out_specs=P(parallel.DATA_AXIS)))
+  with jax.set_mesh(mesh):
+    sharded = grad(jax.device_put(x[:240], parallel.batch_sharded(mesh)))
+  np.testing.assert_allclose(sharded, ours[:240], rtol=1e-6, atol=1e-7)

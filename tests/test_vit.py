@@ -22,10 +22,9 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
-from jax.sharding import PartitionSpec as P
 from scipy import special
 
-from contrastive_jax import parallel, weight_decay
+from contrastive_jax import weight_decay
 from contrastive_jax.errors import ConfigError
 from contrastive_jax.models import VIT_ENCODERS, create_encoder
 from contrastive_jax.models import encoder_from_config, resnet, vit
@@ -387,21 +386,3 @@ def test_encoder_from_config_reads_patch_size():
   del config.patch_size  # older configs: 16
   assert encoder_from_config(config, bn_axis_name=None).patch_size == 16
 
-
-def test_gelu_is_the_exact_gelu_with_its_derivative():
-  # Our rule (jax >= 0.11 cannot differentiate erf inside shard_map) gives
-  # jax.nn.gelu's exact values and derivative.
-  x = jnp.linspace(-6.0, 6.0, 241, dtype=jnp.float32)
-  np.testing.assert_array_equal(vit.gelu(x),
-                                jax.nn.gelu(x, approximate=False))
-  ours = jax.vmap(jax.grad(vit.gelu))(x)
-  theirs = jax.vmap(jax.grad(lambda v: jax.nn.gelu(v, approximate=False)))(x)
-  np.testing.assert_allclose(ours, theirs, rtol=1e-6, atol=1e-7)
-  # And inside shard_map, where erf's own derivative fails on jax >= 0.11.
-  mesh = parallel.make_data_mesh(jax.devices()[:2])
-  grad = jax.jit(jax.shard_map(
-      jax.grad(lambda v: jnp.sum(vit.gelu(v))), mesh=mesh,
-      in_specs=P(parallel.DATA_AXIS), out_specs=P(parallel.DATA_AXIS)))
-  with jax.set_mesh(mesh):
-    sharded = grad(jax.device_put(x[:240], parallel.batch_sharded(mesh)))
-  np.testing.assert_allclose(sharded, ours[:240], rtol=1e-6, atol=1e-7)
