@@ -16,6 +16,10 @@ head and colour jitter, v2 recipes v2's.
   imagenet1000  as imagenet, 1000 epochs, lr 0.075*sqrt(B) (v1 paper B.1).
   imagenet_v2   SimCLR v2: as imagenet with the 3-layer BN head, wd 1e-4,
                 lr 0.075*sqrt(B) (README at HEAD), 800 epochs (v2 paper).
+  small         your own folder of ~1k-100k images (`--config.dataset=
+                folder:PATH`, nothing else needed) at 32 px on one machine:
+                chosen by measurement on real MNIST and the digits
+                (BENCHMARKS.md, "Small data").
   digits        offline demo on scikit-learn's handwritten digits: a tiny
                 ResNet that trains in minutes on 2 CPU cores.
 
@@ -27,7 +31,7 @@ from contrastive_jax.config.defaults import (base_config, simclr_views,
                                              variant_of)
 
 VARIANTS = ("cifar10", "cifar10_v1", "imagenet", "imagenet1000",
-            "imagenet_v2", "digits")
+            "imagenet_v2", "small", "digits")
 
 
 def use_reference_head(c, version: int):
@@ -77,6 +81,18 @@ def get_config(arg: str | None = None):
       else:
         c.num_epochs = 1000
         c.learning_rate, c.lr_scaling = 0.075, "sqrt"
+  elif variant == "small":
+    use_pretraining_dataset(c, "small")
+    use_reference_head(c, version=1)
+    c.head.hidden_dim = 128
+    c.view_augment = simclr_views(32, jitter_strength=0.5, blur=False,
+                                  crop_area=(0.2, 1.0))
+    c.temperature = 0.2
+    c.num_epochs = -1
+    c.num_train_steps = 600
+    c.learning_rate, c.lr_scaling = 1.0, "linear"
+    c.weight_decay = 1e-4
+    c.warmup_epochs = 0.0
   else:  # digits
     # Linear evaluation then scores clearly above a random encoder (README
     # Quickstart).

@@ -3,7 +3,6 @@ model, state and step; the pipeline owns the data; checkpointing, metrics and
 parallelism live in their own modules."""
 
 import copy
-import functools
 import os
 
 import jax
@@ -13,7 +12,7 @@ from absl import logging
 from contrastive_jax import (checkpointing, guards, hooks, method_steps,
                              methods, metric_logging, parallel)
 from contrastive_jax.config import checks as config_checks
-from contrastive_jax.evaluation import classifier_eval, knn_monitor
+from contrastive_jax.evaluation import evaluators as evaluators_lib
 from contrastive_jax import preemption as preemption_lib
 from contrastive_jax.data import (label_subset, order, pipeline, sources,
                                   view_spec)
@@ -111,30 +110,8 @@ def _fresh_state(built, method, config):
 
 
 
-def _final_evaluation(state, *, method, model, config, mesh, writer,
-                      workdir, source):
-  """Classifier accuracy on the eval split -> TensorBoard and
-  eval_results.json."""
-  results = classifier_eval.evaluate_classifier(
-      state, config=config, mesh=mesh, source=source,
-      eval_step=functools.partial(method.eval_step, model=model,
-                                  config=config,
-                                  axis_name=parallel.DATA_AXIS))
-  step = int(jax.device_get(state.step))
-  writer.write_scalars(step, {f"eval/{k}": v for k, v in results.items()})
-  results.update(
-      step=step, split=config.eval_split,
-      dataset=label_subset.eval_dataset(config),
-      pretrained=config.get("pretrained"),
-      checkpoint_step=int(jax.device_get(state.extra["pretrained_step"])))
-  classifier_eval.write_results(workdir, results)
-  logging.info("%s on %s: top-1 %.4f, top-5 %.4f (%d examples)",
-               config.method, config.eval_split, results["top1"],
-               results["top5"], results["num_examples"])
-
-
 def _train_loop(state, batches, *, train_step, mesh, start_step, total_steps,
-                config, ckpt, writer, step_hooks, monitor, input_metrics):
+                config, ckpt, writer, step_hooks, evaluators, input_metrics):
   """Steps start_step+1..total_steps. Returns (state, whether it stopped
   early for a preemption, after saving that step)."""
   nonfinite = guards.ConsecutiveNonFinite(
@@ -155,8 +132,7 @@ def _train_loop(state, batches, *, train_step, mesh, start_step, total_steps,
         writer.write_scalars(step, {**metric_logging.summarize(window),
                                     **input_metrics()})
         window = []
-      if monitor and monitor.due(step, total_steps):
-        writer.write_scalars(step, monitor(state))
+      evaluators_lib.run_due(evaluators, state, step, total_steps, writer)
       stop = preemption.reached(step)
       if stop or step == total_steps:
         nonfinite.flush()  # No final save after a fatal streak.
@@ -170,7 +146,7 @@ def _train_loop(state, batches, *, train_step, mesh, start_step, total_steps,
                         "same command to resume", step, total_steps,
                         ckpt.directory)
         return state, True
-  except guards.NonFiniteError:
+  except UserError:  # A fatal streak, a collapse (stop_on_collapse), ...
     ckpt.wait()  # A save in flight completes; nothing is deleted.
     raise
   finally:
@@ -205,13 +181,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   config = fit_config_to_data(config, method, train_source)
   # An ImageNet label subset (imagenet2012_subset/1pct) is evaluated on
   # imagenet2012's validation split.
-  wants_knn = knn_monitor.wanted(config, method=method,
-                                 source=train_source)
+  evaluator_entries = evaluators_lib.wanted(config, method=method,
+                                            source=train_source)
   eval_source = (sources.open_source(
       label_subset.eval_dataset(config), config.eval_split,
       data_dir=config.get("data_dir"), workdir=workdir,
       options=config.get("data"))
-                 if wants_knn or method.evaluates else None)
+                 if evaluators_lib.reads_eval_split(evaluator_entries)
+                 else None)
   steps_per_epoch, total_steps = steps_for(config, train_source.num_examples)
   config_checks.validate_schedule(
       config, num_examples=train_source.num_examples,
@@ -273,26 +250,27 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       hooks.write_start_summaries(config, writer, source=train_source)
     step_hooks = hooks.create_hooks(config, workdir=workdir, writer=writer,
                                     total_steps=total_steps)
-    monitor = (knn_monitor.KnnMonitor(
-        config, method=method, mesh=mesh, bank_source=train_source,
-        query_source=eval_source) if wants_knn else None)
+    evaluators = evaluators_lib.create(
+        evaluator_entries, evaluators_lib.Context(
+            config=config, method=method, model=model, mesh=mesh,
+            workdir=workdir, train_source=train_source,
+            eval_source=eval_source))
 
     # The stream starts at the resumed step: nothing is replayed.
     batches = pipeline.as_numpy_iterator(make_train_ds(start_step))
     state, preempted = _train_loop(
         state, batches, train_step=train_step, mesh=mesh,
         start_step=start_step, total_steps=total_steps, config=config,
-        ckpt=ckpt, writer=writer, step_hooks=step_hooks, monitor=monitor,
+        ckpt=ckpt, writer=writer, step_hooks=step_hooks,
+        evaluators=evaluators,
         input_metrics=train_source.input_metrics)
     if preempted:
       writer.flush()
       writer.close()
       ckpt.close()
       return state
-    if method.evaluates:
-      _final_evaluation(state, method=method, model=model, config=config,
-                        mesh=mesh, writer=writer, workdir=workdir,
-                        source=eval_source)
+    evaluators_lib.run_at_end(evaluators, state,
+                              int(jax.device_get(state.step)), writer)
     writer.flush()
     writer.close()
     ckpt.close()

@@ -136,6 +136,14 @@ SIMCLR_RECIPES = {
         weight_decay=1e-4, warmup_epochs=2.0,
         views=dict(image_size=16, jitter_strength=0.5, blur=False,
                    crop_area=(0.25, 1.0)))),
+    # Chosen by measurement (BENCHMARKS.md, "Small data").
+    "small": (1, 128, dict(
+        dataset="", model="tiny_resnet", cifar_stem=True, width_multiplier=2,
+        image_size=32, batch_size=256, temperature=0.2, num_epochs=-1,
+        num_train_steps=600, learning_rate=1.0, lr_scaling="linear",
+        weight_decay=1e-4, warmup_epochs=0.0,
+        views=dict(image_size=32, jitter_strength=0.5, blur=False,
+                   crop_area=(0.2, 1.0)))),
 }
 
 
@@ -145,7 +153,10 @@ def test_simclr_recipe_numbers(variant):
   c = load("simclr", variant)
   fields = dict(fields)
   views = dict(fields.pop("views"))
-  for field, value in {**_SIMCLR_COMMON, **fields}.items():
+  common = dict(_SIMCLR_COMMON)
+  if "num_train_steps" in fields:  # A step budget, not epochs.
+    common.pop("num_train_steps")
+  for field, value in {**common, **fields}.items():
     assert c[field] == value, (field, c[field], value)
   # The op spec itself belongs to simclr_views; the recipe is its arguments.
   size = views.pop("image_size")
@@ -156,7 +167,9 @@ def test_simclr_recipe_numbers(variant):
           head.kernel_init_stddev) == _HEAD[version]
   assert head.dense_init == "flax"  # N(0, 0.01^2), not torch's init
   assert (head.hidden_dim, head.output_dim) == (
-      hidden_dim, 32 if variant == "digits" else 128)
+      hidden_dim, {"digits": 32, "small": 64}.get(variant, 128))
+  if variant == "small":
+    c.dataset = "folder:/data/my_images"
   config_checks.validate(c, num_devices=8, num_processes=1)
 
 
@@ -176,4 +189,9 @@ def _declared_variants():
 @pytest.mark.parametrize("name,variant", list(_declared_variants()))
 def test_every_declared_variant_passes_the_validation_layer(name, variant):
   c = load(name, variant)
+  if variant == "small":
+    # The small-data recipes take the user's folder and nothing else.
+    with pytest.raises(ConfigError, match="config.dataset=''.*folder:PATH"):
+      config_checks.validate(c, num_devices=8, num_processes=1)
+    c.dataset = "folder:/data/my_images"
   config_checks.validate(c, num_devices=8, num_processes=1)

@@ -135,6 +135,54 @@ def test_random_baseline_needs_no_checkpoint(tmp_path):
   train.train_and_evaluate(config, str(tmp_path), devices=jax.devices()[:1])
   results = json.loads((tmp_path / "eval_results.json").read_text())
   assert results["pretrained"] == "random" and results["checkpoint_step"] == -1
+  assert 0.0 <= results["knn_top1"] <= 1.0  # kNN of the random features
+
+
+def _knn_by_hand(queries, query_labels, bank, bank_labels, k, temperature):
+  """Weighted kNN written out: cosine similarities, the k largest vote
+  with exp(s / T)."""
+  unit = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True)
+  sims = unit(queries) @ unit(bank).T
+  hits = 0
+  for row, label in zip(sims, query_labels):
+    top = np.argsort(-row, kind="stable")[:k]
+    votes = np.zeros(10)
+    np.add.at(votes, bank_labels[top], np.exp(row[top] / temperature))
+    hits += int(np.argmax(votes) == label)
+  return hits / len(query_labels)
+
+
+def test_pixels_baseline_is_the_images_through_the_same_protocol(tmp_path):
+  config = tiny_eval_config("linear_eval", "pixels", num_steps=2)
+  config.knn.k = 20
+  state = train.train_and_evaluate(config, str(tmp_path),
+                                   devices=jax.devices()[:2])
+  assert state.extra["encoder"] == {"params": {}, "batch_stats": {}}
+  # The linear layer reads 8 x 8 x 3 pixels.
+  assert state.params["linear"]["kernel"].shape == (8 * 8 * 3, 10)
+  results = json.loads((tmp_path / "eval_results.json").read_text())
+  assert results["pretrained"] == "pixels"
+  assert results["checkpoint_step"] == -1
+  train_split, test_split = (digits.load_digits_split(s)
+                             for s in ("train", "test"))
+  flat = lambda split: split["image"].reshape(len(split["image"]), -1) / 255.
+  want = _knn_by_hand(flat(test_split), test_split["label"], flat(train_split),
+                      train_split["label"], k=20, temperature=0.1)
+  assert results["knn_top1"] == pytest.approx(want, abs=1 / 359 + 1e-9)
+  assert results["knn_top1"] > 0.9  # raw digits are easy for kNN
+
+
+def test_pixels_is_a_baseline_to_evaluate_not_to_train_or_finetune(tmp_path):
+  with pytest.raises(ConfigError, match="no parameters to finetune"):
+    train.train_and_evaluate(tiny_eval_config("finetune", "pixels"),
+                             str(tmp_path / "ft"), devices=jax.devices()[:1])
+  config = tiny_config()
+  config.model = "pixels"
+  with pytest.raises(ConfigError, match="pixels baseline of linear "
+                                        "evaluation"):
+    train.train_and_evaluate(config, str(tmp_path / "pre"),
+                             devices=jax.devices()[:1])
+  assert not (tmp_path / "ft").exists() and not (tmp_path / "pre").exists()
 
 
 def test_label_fractions_are_deterministic_and_sized():

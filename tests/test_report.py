@@ -49,3 +49,27 @@ def test_unusable_results_are_one_line(tmp_path, capsys, content, message):
 def test_no_results_is_one_line(tmp_path, capsys):
   assert report.main([str(tmp_path)]) == 2
   assert capsys.readouterr().err.startswith("error: no evaluation results")
+
+
+def test_baselines_side_by_side_with_the_margin(tmp_path, capsys):
+  same = {"dataset": "digits", "split": "test"}
+  enc = _workdir(tmp_path, "enc", dict(GOOD, top1=0.92, knn_top1=0.9,
+                                       **same))
+  rnd = _workdir(tmp_path, "rnd", dict(GOOD, pretrained="random", top1=0.6,
+                                       checkpoint_step=-1, knn_top1=0.5,
+                                       **same))
+  pix = _workdir(tmp_path, "pix", dict(GOOD, pretrained="pixels", top1=0.89,
+                                       checkpoint_step=-1, knn_top1=0.93,
+                                       **same))
+  # A baseline of another dataset is not compared with.
+  other = _workdir(tmp_path, "other", dict(GOOD, pretrained="pixels",
+                                           top1=0.99, dataset="mnist",
+                                           split="test"))
+  assert report.main([enc, rnd, pix, other]) == 0
+  lines = capsys.readouterr().out.splitlines()
+  assert "random (baseline)" in lines[2] and "50.00%" in lines[2]
+  assert "pixels (baseline)" in lines[3] and "93.00%" in lines[3]
+  assert lines[5] == (f"margin: {enc}: +3.00 points top-1 over the better "
+                      "baseline (pixels, 89.00%); kNN -3.00 (pixels, "
+                      "93.00%)")
+  assert len(lines) == 6

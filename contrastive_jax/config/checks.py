@@ -98,6 +98,7 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int,
   _require(isinstance(head.output_dim, int) and head.output_dim >= 1,
            "head.output_dim", head.output_dim, "must be an integer >= 1")
   _check_knn(config)
+  _check_health(config)
   _check_views(config)
   on_device = config.get("augment_on_device", False)
   _require(isinstance(on_device, bool), "augment_on_device", on_device,
@@ -129,6 +130,24 @@ def _check_knn(config):
   _require(isinstance(knn.bank_size, int)
            and not isinstance(knn.bank_size, bool), "knn.bank_size",
            knn.bank_size, "must be an integer (<= 0: the whole train split)")
+
+
+def _check_health(config):
+  """The health monitor's fields and stop_on_collapse (absent in configs
+  from before the monitor: its defaults)."""
+  health = config.get("health")
+  if health is not None:
+    every = health.get("every_steps", -1)
+    _require(isinstance(every, int) and not isinstance(every, bool),
+             "health.every_steps", every,
+             "must be an integer (-1: knn.every_steps; 0: off)")
+    examples = health.get("num_examples", 512)
+    _require(isinstance(examples, int) and not isinstance(examples, bool)
+             and examples >= 0, "health.num_examples", examples,
+             "must be an integer >= 0 (0: off)")
+  for field in ("stop_on_collapse", "knn_eval"):
+    value = config.get(field, False)
+    _require(isinstance(value, bool), field, value, "must be True or False")
 
 
 def _check_views(config):

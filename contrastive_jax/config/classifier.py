@@ -20,6 +20,12 @@ def _views(c, name: str, protocol: str):
   if name == "digits":
     c.view_augment = _DIGITS_VIEW
     return
+  if name == "small":
+    # A plain linear probe on fixed features (logistic regression, as an
+    # independent scikit-learn probe runs it): no augmentation, the fairest
+    # protocol for the pixels baseline, which crops would only hurt.
+    c.view_augment = c.eval_augment
+    return
   if protocol in ("moco", "mocov3"):
     # MoCo v3's are v1/v2's (moco-v3 main_lincls.py:272-274, :289-292
     # @c349e6e). main_lincls.py:251-252 @90e244a: RandomResizedCrop(224) (torchvision's
@@ -130,7 +136,7 @@ def classifier_config(method: str, variant: str) -> ml_collections.ConfigDict:
   c = base_config()
   c.method = method
   c.update(DATASETS[name])
-  # A pretraining workdir or checkpoint path, or 'random'.
+  # A pretraining workdir or checkpoint path, 'random' or 'pixels'.
   c.pretrained = ml_collections.config_dict.placeholder(str)
   c.view_augment_2 = ""
   c.weight_decay = 0.0
@@ -138,6 +144,10 @@ def classifier_config(method: str, variant: str) -> ml_collections.ConfigDict:
   c.warmup_epochs = 0.0
   c.online_probe = False
   c.knn.every_steps = 0
+  # The final evaluation also scores the features the classifier reads by
+  # kNN (`knn`'s k, temperature and train-split bank): eval_results.json's
+  # knn_top1, for the encoder and the random and pixels baselines alike.
+  c.knn_eval = True
   # The linear layer's kernel init: 0: zeros (SimCLR's
   # --zero_init_logits_layer=True); > 0: N(0, stddev^2). Bias: zero.
   c.classifier_init_stddev = 0.0
@@ -172,6 +182,14 @@ def classifier_config(method: str, variant: str) -> ml_collections.ConfigDict:
     _linear_protocol(c, name, protocol, vit=vit)
     if protocol == "moco":
       c.batch_size = 256
+  if name == "small":
+    # The small-data recipes' protocol (the quality benchmark's): SimCLR's
+    # (SGD, Nesterov, lr 0.1*B/256, cosine, zero-initialised classifier)
+    # on standardised features, 30 epochs of a folder's train split.
+    c.feature_bn = True
+    c.num_epochs = 30
+    c.log_every_steps = 20
+    c.checkpoint_every_steps = 500
   if name == "digits":
     # The quickstart's linear eval: a tiny encoder's raw features need the
     # standardisation for SGD to clear the random-encoder margin in CI.

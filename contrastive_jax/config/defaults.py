@@ -111,6 +111,16 @@ DATASETS = {
         num_classes=10, image_size=16, model="tiny_resnet", cifar_stem=True,
         width_multiplier=2, eval_augment="resize(16)", batch_size=256,
         eval_batch_size=512),
+    # Your own small folder (`--config.dataset=folder:PATH`, which it needs):
+    # about 1k-100k images of any size, resized to 32 px, on one machine
+    # (2 CPU cores to one GPU). The model and size are the `:small`
+    # recipes' (BENCHMARKS.md, "Small data"). Labelled folders are
+    # evaluated on their 'test' split.
+    "small": dict(
+        dataset="", train_split="train", eval_split="test", num_classes=-1,
+        image_size=32, model="tiny_resnet", cifar_stem=True,
+        width_multiplier=2, eval_augment="resize(32)", batch_size=256,
+        eval_batch_size=512),
 }
 
 # What a pretraining run on each dataset adds: bookkeeping and monitors.
@@ -124,6 +134,9 @@ _PRETRAINING = {
         # The demos' method learning rates (0.5-4 x B/256) swing a linear
         # probe on 150 steps; the monitor gets its own.
         probe_learning_rate=0.1),
+    "small": dict(
+        head_output_dim=64, log_every_steps=20, checkpoint_every_steps=200,
+        knn_every_steps=200, probe_learning_rate=0.1),
 }
 
 
@@ -211,6 +224,16 @@ def base_config() -> ml_collections.ConfigDict:
   # weighted k-NN on encoder features, train-split bank, eval-split queries.
   c.knn = ml_collections.ConfigDict(dict(
       every_steps=5000, k=200, temperature=0.1, bank_size=50_000))
+  # Label-free health monitor during pretraining (any data, labels or not;
+  # evaluation/health.py): RankMe of h and z, the collapse std of the
+  # normalised z, alignment and uniformity, on a fixed slice of
+  # num_examples train images in their two training views. every_steps: -1
+  # the kNN monitor's cadence (knn.every_steps), <= 0 off.
+  c.health = ml_collections.ConfigDict(dict(every_steps=-1,
+                                            num_examples=512))
+  # On collapse (health.collapsed) the monitor logs one warning; True: the
+  # run stops with one error line instead, keeping its checkpoints.
+  c.stop_on_collapse = False
   # Online linear probe: a classifier on stop-gradient(h), trained alongside
   # (0 classes: off). Needs labels; unlabelled examples (label -1) are skipped,
   # and on a dataset without labels it is off.

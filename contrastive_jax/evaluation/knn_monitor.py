@@ -10,6 +10,8 @@ from contrastive_jax.evaluation import features, knn, pretrained
 class KnnMonitor:
   """kNN accuracy of the encoder during pretraining: a bank of train-split
   features (at most knn.bank_size), test-split queries, eval-view images."""
+  name = "knn"
+  at_end = False
 
   def __init__(self, config, *, method, mesh, bank_source, query_source):
     self._config, self._method, self._mesh = config, method, mesh
@@ -23,7 +25,8 @@ class KnnMonitor:
     every = self._config.knn.every_steps
     return step % every == 0 or step == total_steps
 
-  def __call__(self, state) -> dict:
+  def run(self, state, step: int) -> dict:
+    del step
     config = self._config
     variables = self._method.encoder_variables(
         flax.serialization.to_state_dict(state))

@@ -1,6 +1,12 @@
 """Prints the evaluation results of one or more runs side by side:
 
   python -m contrastive_jax.evaluation.report WORKDIR [WORKDIR ...]
+
+Rows are linear-evaluation (or finetuning) workdirs. The baselines, runs
+with `pretrained=random` or `pretrained=pixels`, are marked as such; each
+pretrained encoder then gets its margin over the better of the baselines
+evaluated on the same dataset and split (top-1, and kNN top-1 where both
+have it).
 """
 
 import json
@@ -12,6 +18,8 @@ import sys
 RESULTS_FILE = "eval_results.json"
 # What each results file must hold for its row.
 _NUMBERS = ("top1", "top5", "num_examples")
+# `pretrained` of the baselines (methods/classifier.py BASELINES).
+BASELINES = ("random", "pixels")
 
 
 def _problem(results) -> str | None:
@@ -32,7 +40,41 @@ def _problem(results) -> str | None:
   pretrained = results.get("pretrained")
   if pretrained is not None and not isinstance(pretrained, str):
     return f"pretrained is {pretrained!r}, not a path"
+  knn = results.get("knn_top1")
+  if knn is not None and (isinstance(knn, bool)
+                          or not isinstance(knn, (int, float))):
+    return f"knn_top1 is {knn!r}, not a number"
   return None
+
+
+def _percent(value) -> str:
+  return "" if value is None else f"{100 * value:.2f}%"
+
+
+def margins(rows) -> list[str]:
+  """A line per pretrained encoder: its margin over the better baseline
+  of its dataset and split."""
+  lines = []
+  for workdir, r in rows:
+    if r.get("pretrained") in BASELINES:
+      continue
+    same = [b for _, b in rows if b.get("pretrained") in BASELINES
+            and (b.get("dataset"), b.get("split")) == (r.get("dataset"),
+                                                       r.get("split"))]
+    if not same:
+      continue
+    best = max(same, key=lambda b: b["top1"])
+    text = (f"{workdir}: {100 * (r['top1'] - best['top1']):+.2f} points "
+            f"top-1 over the better baseline ({best['pretrained']}, "
+            f"{_percent(best['top1'])})")
+    knn_base = [b for b in same if b.get("knn_top1") is not None]
+    if r.get("knn_top1") is not None and knn_base:
+      best_knn = max(knn_base, key=lambda b: b["knn_top1"])
+      text += (f"; kNN {100 * (r['knn_top1'] - best_knn['knn_top1']):+.2f} "
+               f"({best_knn['pretrained']}, "
+               f"{_percent(best_knn['knn_top1'])})")
+    lines.append(text)
+  return lines
 
 
 def main(argv: list[str]) -> int:
@@ -61,13 +103,19 @@ def main(argv: list[str]) -> int:
       print(f"error: {path} is not an evaluation results file: {problem}",
             file=sys.stderr)
       return 2
-  print(f"{'run':<40} {'encoder':<28} {'top-1':>7} {'top-5':>7} {'n':>7}")
+  print(f"{'run':<40} {'encoder':<28} {'top-1':>7} {'top-5':>7} "
+        f"{'kNN':>7} {'n':>7}")
   for workdir, r in rows:
     encoder = r.get("pretrained") or "?"
-    if r.get("checkpoint_step", -1) >= 0:
+    if encoder in BASELINES:
+      encoder = f"{encoder} (baseline)"
+    elif r.get("checkpoint_step", -1) >= 0:
       encoder = f"{encoder} @{r['checkpoint_step']}"
     print(f"{workdir:<40} {encoder[-28:]:<28} {100 * r['top1']:>6.2f}% "
-          f"{100 * r['top5']:>6.2f}% {r['num_examples']:>7}")
+          f"{100 * r['top5']:>6.2f}% {_percent(r.get('knn_top1')):>7} "
+          f"{r['num_examples']:>7}")
+  for line in margins(rows):
+    print(f"margin: {line}")
   return 0
 
 

@@ -50,6 +50,12 @@ class Method:
     encoder_variables(state_dict) -> {'params', 'batch_stats'}: the encoder
       out of a checkpointed state (nested dicts). Methods that have it
       pretrain an encoder: kNN monitor, load_encoder, export, evaluation.
+    projector_variables(state_dict) -> {'params', 'batch_stats'} of
+      {'encoder', 'head'}: the encoder and projection head (`config.head`)
+      of a checkpointed state, for the health monitor's z.
+    eval_features(state, images, *, model, config) -> [B, d]: the
+      features a classifier classifies (its encoder's h); its final
+      evaluation then also scores them by kNN (`config.knn_eval`).
     warm_start(state, *, config) -> state: applied to a fresh state only
       (not on resume), e.g. a classifier loading its pretrained encoder.
     eval_step(state, batch, *, model, config, axis_name) -> [hits@1, hits@5,
@@ -82,6 +88,8 @@ class Method:
   num_views: int = 2
   extra_views: bool = False
   encoder_variables: Callable[[dict], dict] | None = None
+  projector_variables: Callable[[dict], dict] | None = None
+  eval_features: Callable[..., Any] | None = None
   warm_start: Callable[..., Any] | None = None
   eval_step: Callable[..., Any] | None = None
   validate_config: Callable[..., None] = _no_checks

@@ -161,6 +161,7 @@ METHOD = base.Method(
     extra_views=True,
     # The online encoder: the network BYOL evaluates downstream.
     encoder_variables=encoder_with_head.encoder_variables,
+    projector_variables=encoder_with_head.projector_variables,
     validate_config=validate_config,
     # The target: an EMA of the online encoder and projector only.
     ema=base.select(*TARGET),

@@ -7,10 +7,13 @@ linear_eval: the encoder is frozen - its variables live in `state.extra`,
 finetune: encoder and linear layer are trained together, BatchNorm in
   training mode, synchronized over the data axis.
 The pretrained encoder comes from `config.pretrained` (a pretraining workdir
-or checkpoint; 'random' keeps the random initialisation, the baseline any
-comparison needs).
+or checkpoint). Two baselines stand in for it, each through exactly the same
+protocol: 'random' keeps the random initialisation of the same architecture,
+and 'pixels' is the eval view's pixels, flattened (`models.pixels`): what
+any comparison needs, so that a report shows what pretraining adds.
 """
 
+import copy
 from typing import Any
 
 import flax.linen as nn
@@ -27,6 +30,8 @@ from contrastive_jax.models.norm import batch_norm
 from contrastive_jax.train_state import TrainState
 
 RANDOM = "random"
+PIXELS = "pixels"
+BASELINES = (RANDOM, PIXELS)
 
 
 class FirstHeadLayer(nn.Module):
@@ -63,11 +68,16 @@ class EncoderClassifier(nn.Module):
   # The bias starts at zero either way.
   init_stddev: float = 0.0
 
-  @nn.compact
-  def __call__(self, images, *, train: bool, encoder_train: bool):
+  def features(self, images, *, encoder_train: bool = False):
+    """What the linear layer reads, before any standardisation."""
     h = self.encoder(images, train=encoder_train).astype(jnp.float32)
     if self.head is not None:
       h = self.head(h, train=encoder_train)
+    return h
+
+  @nn.compact
+  def __call__(self, images, *, train: bool, encoder_train: bool):
+    h = self.features(images, encoder_train=encoder_train)
     # Features standardised by a BatchNorm without scale or shift (as MAE's
     # linear probe): at test time a fixed affine map that folds into the
     # linear layer, so the classifier stays linear, while SGD no longer
@@ -92,9 +102,17 @@ def architecture_config(config: ml_collections.ConfigDict):
   evaluating a random encoder, which uses this config's own fields."""
   if not isinstance(config.pretrained, str) or not config.pretrained:
     raise ConfigError("config.pretrained is empty: give a pretraining "
-                      "workdir or checkpoint path, or 'random'")
+                      "workdir or checkpoint path, 'random' or 'pixels'")
   if config.pretrained == RANDOM:
     return config
+  if config.pretrained == PIXELS:
+    if _finetunes(config):
+      raise ConfigError("config.pretrained='pixels' has no parameters to "
+                        "finetune: evaluate the pixels baseline with "
+                        "linear_eval")
+    arch = copy.deepcopy(config)
+    arch.model = models.pixels.NAME
+    return arch
   return pretrained_lib.read_config(config.pretrained)
 
 
@@ -151,8 +169,8 @@ def init_state(rng: jax.Array, *, model: nn.Module,
   batch_stats = dict(variables.get("batch_stats", {}))
   extra = {"pretrained_step": jnp.asarray(-1, jnp.int32)}
   if not _finetunes(config):
-    # A ViT encoder has no BatchNorm statistics: {}.
-    extra["encoder"] = {"params": params.pop("encoder"),
+    # A ViT has no BatchNorm statistics, the pixels baseline no parameters.
+    extra["encoder"] = {"params": params.pop("encoder", {}),
                         "batch_stats": batch_stats.pop("encoder", {})}
   return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                     batch_stats=batch_stats, opt_state=tx.init(params),
@@ -162,7 +180,7 @@ def init_state(rng: jax.Array, *, model: nn.Module,
 def warm_start(state: TrainState, *,
                config: ml_collections.ConfigDict) -> TrainState:
   """Puts the pretrained encoder into a freshly initialised state."""
-  if config.pretrained == RANDOM:
+  if config.pretrained in BASELINES:
     return state
   loaded = pretrained_lib.load(config.pretrained)
 
@@ -280,12 +298,20 @@ def eval_step(state: TrainState, batch, *, model: nn.Module, config,
   return counts if axis_name is None else jax.lax.psum(counts, axis_name)
 
 
+def eval_features(state: TrainState, images, *, model: nn.Module, config):
+  """The features the classifier classifies (kNN in the final
+  evaluation)."""
+  return model.apply(_variables(state, state.params, config), images,
+                     method=EncoderClassifier.features)
+
+
 def _method(name: str, no_decay=None) -> base.Method:
   # One view, labels, and a final evaluation on the eval split.
   return base.Method(
       name=name, create_model=create_model, init_state=init_state,
       train_step=train_step, num_views=1, warm_start=warm_start,
-      eval_step=eval_step, needs_labels=True, no_decay=no_decay)
+      eval_step=eval_step, eval_features=eval_features, needs_labels=True,
+      no_decay=no_decay)
 
 
 # Linear evaluation decays the classifier, kernel and bias (SimCLR's momentum

@@ -127,3 +127,13 @@ def encoder_variables(state: dict) -> dict:
   return {"params": state["params"]["encoder"],
           # A ViT encoder has no BatchNorm statistics.
           "batch_stats": state.get("batch_stats", {}).get("encoder", {})}
+
+
+def projector_variables(state: dict) -> dict:
+  """The encoder's and projection head's variables ({'encoder', 'head'})
+  out of a checkpointed state of a method whose `state.params` holds both
+  (an EncoderWithHead's or OnlineNetwork's)."""
+  stats = state.get("batch_stats", {})
+  return {"params": {k: state["params"][k] for k in ("encoder", "head")},
+          "batch_stats": {k: stats[k] for k in ("encoder", "head")
+                          if k in stats}}

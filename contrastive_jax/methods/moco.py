@@ -241,6 +241,7 @@ METHOD = base.Method(
     train_step=train_step, num_views=2,
     # The query encoder: the network MoCo evaluates downstream.
     encoder_variables=encoder_with_head.encoder_variables,
+    projector_variables=encoder_with_head.projector_variables,
     # The key encoder: an EMA of the whole query network.
     validate_config=validate_config, ema=ema.everything,
     # The online probe (ours; MoCo trains none) is plain momentum SGD.

@@ -185,6 +185,7 @@ METHOD = base.Method(
     # The base encoder: the network MoCo v3 evaluates downstream
     # (main_lincls.py:180-183 keeps `module.base_encoder`).
     encoder_variables=encoder_with_head.encoder_variables,
+    projector_variables=encoder_with_head.projector_variables,
     validate_config=validate_config,
     # The momentum encoder: an EMA of the base encoder and projector only.
     ema=base.select(*MOMENTUM),

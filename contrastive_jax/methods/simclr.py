@@ -98,5 +98,6 @@ METHOD = base.Method(
     name="simclr", create_model=create_model, init_state=init_state,
     train_step=train_step, num_views=2, validate_config=validate_config,
     encoder_variables=encoder_with_head.encoder_variables,
+    projector_variables=encoder_with_head.projector_variables,
     # The online probe, as the tf2 code's `head_supervised`.
     no_decay=base.mask_of("probe"), probe=base.mask_of("probe"))

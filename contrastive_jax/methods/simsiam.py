@@ -125,6 +125,7 @@ METHOD = base.Method(
     name="simsiam", create_model=create_model, init_state=init_state,
     train_step=train_step, num_views=2,
     encoder_variables=encoder_with_head.encoder_variables,
+    projector_variables=encoder_with_head.projector_variables,
     validate_config=validate_config,
     # `--fix-pred-lr` (main_simsiam.py:193-197): the predictor keeps the
     # initial lr while the rest follows the cosine.

@@ -7,6 +7,7 @@ import jax.numpy as jnp
 
 from contrastive_jax.errors import ConfigError
 from contrastive_jax.models import norm
+from contrastive_jax.models import pixels
 from contrastive_jax.models import resnet
 from contrastive_jax.models import vit
 from contrastive_jax.models.heads import ProjectionHead
@@ -124,7 +125,12 @@ def check_config(config) -> None:
   """The encoder's fields (model, width, stem, init, input norm, patch
   size, BN implementation): run by `config.checks.validate` before anything
   is built. It is `create_encoder`'s own checking: building the module
-  object makes no parameters and costs nothing."""
+  object makes no parameters and costs nothing. The pixels baseline is
+  not a model to train: it is asked for with `pretrained=pixels`."""
+  if config.model == pixels.NAME:
+    raise ConfigError(f"model {pixels.NAME!r} is the pixels baseline of "
+                      "linear evaluation (--config.pretrained=pixels), not an "
+                      "encoder to train")
   encoder_from_config(config, bn_axis_name=None)
 
 
@@ -139,7 +145,11 @@ def encoder_from_config(config, *, bn_axis_name: str | None,
                         dtype: Any = None) -> nn.Module:
   """The encoder a (pretraining or evaluation) config names: the one place
   every method, the classifiers and `load_encoder` build it. `dtype`
-  defaults to the config's `compute_dtype`."""
+  defaults to the config's `compute_dtype`. `model='pixels'` (an
+  evaluation config's baseline, `pixels.Pixels`) is the image itself; the
+  validation layer (`check_config`) refuses it for training an encoder."""
+  if config.model == pixels.NAME:
+    return pixels.Pixels(image_size=int(config.image_size))
   return create_encoder(
       config.model, width_multiplier=config.width_multiplier,
       cifar_stem=config.cifar_stem,

@@ -1,0 +1,148 @@
+"""The label-free health monitors: the pure metrics against NumPy written
+out the long way, the collapse rule, and the monitor in a real run on an
+unlabelled folder and on a collapsed encoder."""
+
+import json
+import logging as std_logging
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from contrastive_jax import method_steps, parallel, train
+from contrastive_jax.data import digits, sources
+from contrastive_jax.evaluation import health, health_monitor
+from contrastive_jax.errors import UserError
+from contrastive_jax import methods
+from tests.test_simclr_step import tiny_config
+
+
+def _unit(x):
+  return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+@pytest.mark.parametrize("rank", [1, 3, 10])
+def test_rankme_of_equal_singular_values_is_the_rank(rank):
+  rng = np.random.default_rng(rank)
+  u, _ = np.linalg.qr(rng.normal(size=(50, rank)))
+  v, _ = np.linalg.qr(rng.normal(size=(20, rank)))
+  features = 3.0 * u @ v.T  # rank `rank`, every singular value 3
+  assert health.rankme(features) == pytest.approx(rank, rel=1e-4)
+
+
+def test_rankme_is_the_entropy_of_the_normalised_spectrum():
+  rng = np.random.default_rng(0)
+  u, _ = np.linalg.qr(rng.normal(size=(40, 4)))
+  v, _ = np.linalg.qr(rng.normal(size=(8, 4)))
+  s = np.array([4.0, 2.0, 1.0, 1.0])
+  # The 4 zero singular values of the 40x8 matrix count with their eps.
+  p = np.concatenate([s / s.sum(), np.zeros(4)]) + 1e-7
+  want = np.exp(-np.sum(p * np.log(p)))  # 3.3636...: between 1 and 4
+  assert health.rankme(u @ np.diag(s) @ v.T) == pytest.approx(want, rel=1e-6)
+  assert health.rankme(np.zeros((5, 3))) == 1.0
+
+
+def test_alignment_uniformity_and_std_against_loops():
+  rng = np.random.default_rng(1)
+  z1, z2 = rng.normal(size=(12, 5)), rng.normal(size=(12, 5))
+  u1, u2 = _unit(z1), _unit(z2)
+  align = np.mean([np.sum((a - b) ** 2) for a, b in zip(u1, u2)])
+  assert health.alignment(z1, z2) == pytest.approx(align, rel=1e-12)
+  pairs = [np.exp(-2 * np.sum((u1[i] - u1[j]) ** 2))
+           for i in range(12) for j in range(i + 1, 12)]
+  assert health.uniformity(z1) == pytest.approx(np.log(np.mean(pairs)),
+                                                rel=1e-9)
+  std = np.mean([np.std(u1[:, k]) for k in range(5)])
+  assert health.z_std(z1) == pytest.approx(std, rel=1e-12)
+  values = health.metrics(z1, z1, z2)
+  assert values["health/z_std_ratio"] == pytest.approx(std * np.sqrt(5))
+  assert values["health/uniformity"] == pytest.approx(
+      0.5 * (health.uniformity(z1) + health.uniformity(z2)))
+
+
+def test_collapse_rule():
+  rng = np.random.default_rng(2)
+  spread = rng.normal(size=(256, 32))
+  assert not health.collapsed(health.metrics(spread, spread, spread))
+  point = np.ones((256, 32)) + 1e-4 * rng.normal(size=(256, 32))
+  assert health.collapsed(health.metrics(point, point, point))
+  # One direction, both signs: the std alone is large, the rank is 1.
+  line = np.outer(np.sign(rng.normal(size=256)), rng.normal(size=32))
+  values = health.metrics(line, line, line)
+  assert values["health/z_std_ratio"] > 0.5 and health.collapsed(values)
+
+
+def _monitor_config(**changes):
+  c = tiny_config()
+  c.health.num_examples = 64
+  c.eval_batch_size = 32
+  c.num_classes = 0
+  c.online_probe = False
+  for k, v in changes.items():
+    c[k] = v
+  return c
+
+
+def test_a_collapsed_encoder_warns_once_and_can_stop_the_run(caplog):
+  config = _monitor_config()
+  mesh = parallel.make_data_mesh(jax.devices()[:2])
+  method = methods.get_method("simclr")
+  source = sources.from_config(config, "train")
+  built = method_steps.build(config, mesh, steps_per_epoch=10, total_steps=10)
+  with jax.set_mesh(mesh):
+    state = built.init(jax.random.PRNGKey(0))
+  # Every weight zero: every image maps to the same h and z.
+  dead = state.replace(params=jax.tree.map(np.zeros_like, state.params))
+  monitor = health_monitor.HealthMonitor(config, method=method, mesh=mesh,
+                                         source=source)
+  fresh = monitor.run(state, 1)  # Untrained, yet more than one point.
+  monitor = health_monitor.HealthMonitor(config, method=method, mesh=mesh,
+                                         source=source)
+  caplog.clear()
+  with caplog.at_level(std_logging.WARNING):
+    for step in (2, 3):
+      values = monitor.run(dead, step)
+      assert health.collapsed(values)
+      assert values["health/z_std_ratio"] < 1e-3 < fresh[
+          "health/z_std_ratio"]
+      assert values["health/rankme_h"] < 1.01 < fresh["health/rankme_h"]
+  warnings = [r for r in caplog.records if "collapsed" in r.getMessage()]
+  assert len(warnings) == 1 and "step 2" in warnings[0].getMessage()
+  stopping = health_monitor.HealthMonitor(
+      _monitor_config(stop_on_collapse=True), method=method, mesh=mesh,
+      source=source)
+  with pytest.raises(health_monitor.CollapseError,
+                     match="collapsed at step 4.*checkpoints are kept"):
+    stopping.run(dead, 4)
+  assert issubclass(health_monitor.CollapseError, UserError)
+
+
+def test_the_monitors_run_on_an_unlabelled_folder(tmp_path):
+  """An unlabelled folder: no kNN, no probe, but every health number, at
+  the monitor's cadence, in metrics.jsonl."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  root = tmp_path / "photos"
+  root.mkdir()
+  images = digits.load_digits_split("train")["image"][:96]
+  for i, image in enumerate(images):
+    Image.fromarray(image[..., 0], mode="L").save(root / f"{i:03d}.png")
+  c = tiny_config()
+  c.dataset = f"folder:{root}"
+  c.num_train_steps = 4
+  c.knn.every_steps = 2
+  c.health.num_examples = 48
+  c.log_every_steps = 2
+  c.async_checkpointing = False
+  workdir = str(tmp_path / "run")
+  train.train_and_evaluate(c, workdir, devices=jax.devices()[:2])
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    rows = [json.loads(line) for line in f]
+  assert not any("knn_accuracy" in r or "probe_accuracy" in r for r in rows)
+  rows = [r for r in rows if "health/rankme_z" in r]
+  assert [r["step"] for r in rows] == [2, 4]
+  for r in rows:
+    assert 1.0 <= r["health/rankme_h"] <= 32  # h is 32 wide here
+    assert 1.0 <= r["health/rankme_z"] <= 32  # at most the 48 examples'
+    assert 0 < r["health/z_std_ratio"] < 2 and r["health/alignment"] >= 0
+    assert -4.0 <= r["health/uniformity"] <= 0
