@@ -4,7 +4,9 @@
       --out=DIR [--split=train] [--batch_size=256] [--data_dir=...]
 
 DATASET is any dataset string a config takes: digits, a TFDS name or
-folder:PATH. Writes
+folder:PATH. `--checkpoint=pixels --image_size=S` embeds the pixels
+baseline instead: each image resized to S x S, flattened (S*S*3 numbers),
+for comparing an encoder's embeddings with the images themselves. Writes
   DIR/embeddings.npy  float32 [N, feature_dim]: row i is example i of the
                       split, after the pretraining config's eval_augment view
                       (what the kNN monitor and linear evaluation see);
@@ -44,8 +46,25 @@ ASSEMBLED = "assembled.json"
 _PART_FILE = re.compile(r"\d{5}\.(npy|json)|manifest\.json|assembled\.json")
 
 
+# --checkpoint's name for the pixels baseline (models/pixels.py).
+PIXELS = "pixels"
+
+
 class EmbedError(UserError):
   """An embed flag (--out, --batch_size, --chunk_size) we cannot use."""
+
+
+def pixels_config(image_size: int):
+  """The config of the pixels "encoder" at `image_size`: resize, flatten."""
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  if (isinstance(image_size, bool) or not isinstance(image_size, int)
+      or image_size < 1):
+    raise EmbedError(f"--checkpoint=pixels needs --image_size, the side the "
+                     f"images are resized to (a positive integer); got "
+                     f"{image_size!r}")
+  return ml_collections.ConfigDict(dict(
+      model=PIXELS, image_size=image_size,
+      eval_augment=f"resize({image_size})"))
 
 
 def check_out(out: str):
@@ -141,16 +160,20 @@ class Embedder:
   """images [<=B, S, S, 3] -> features [n, d] on every local device, each
   batch padded to B (a multiple of the device count: one compilation)."""
 
-  def __init__(self, checkpoint: str, batch_size: int):
+  def __init__(self, checkpoint: str, batch_size: int, image_size: int = 0):
     # pylint: disable-next=g-import-not-at-top
     from contrastive_jax.evaluation import features
     self.mesh = parallel.make_data_mesh(jax.local_devices())
     num_devices = self.mesh.devices.size
     self.batch_size = -(-batch_size // num_devices) * num_devices
-    loaded = pretrained.load(checkpoint,
-                             sharding=parallel.replicated(self.mesh))
-    self.config, self.step = loaded.config, loaded.step
-    self.directory, self.variables = loaded.directory, loaded.variables
+    if checkpoint == PIXELS:
+      self.config = pixels_config(image_size)
+      self.step, self.directory, self.variables = -1, PIXELS, {}
+    else:
+      loaded = pretrained.load(checkpoint,
+                               sharding=parallel.replicated(self.mesh))
+      self.config, self.step = loaded.config, loaded.step
+      self.directory, self.variables = loaded.directory, loaded.variables
     module = pretrained.encoder_module(self.config)
     self.feature_dim = module.feature_dim
     self._fn = features.sharded_feature_fn(
@@ -182,14 +205,18 @@ def _assemble(out, ranges, ids, feature_dim):
 
 def embed(checkpoint: str, *, images: str, out: str, split: str = "train",
           batch_size: int = 256, data_dir: str | None = None,
-          chunk_size: int = CHUNK_SIZE) -> dict:
+          chunk_size: int = CHUNK_SIZE, image_size: int = 0) -> dict:
   """Writes DIR/embeddings.npy and DIR/paths.txt (see the module
   docstring); returns {'num_examples', 'feature_dim', 'chunks',
   'computed': indices of the chunks computed by this call}."""
   for name, value in (("batch_size", batch_size), ("chunk_size", chunk_size)):
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
       raise EmbedError(f"--{name}={value!r} must be a positive integer")
-  pretrained.locate(checkpoint)  # Cheap checks first: no data read yet.
+  # Cheap checks first: no data read yet.
+  if checkpoint == PIXELS:
+    pixels_config(image_size)
+  else:
+    pretrained.locate(checkpoint)
   check_out(out)
   # Only now TensorFlow (under the data modules), whose start-up lines on
   # stderr TF_CPP_MIN_LOG_LEVEL no longer silences (TF 2.21): the errors
@@ -199,7 +226,7 @@ def embed(checkpoint: str, *, images: str, out: str, split: str = "train",
   from contrastive_jax.evaluation.features import Progress
   # pylint: enable=g-import-not-at-top
   source = sources.open_source(images, split, data_dir=data_dir)
-  embedder = Embedder(checkpoint, batch_size)
+  embedder = Embedder(checkpoint, batch_size, image_size)
   config, size = embedder.config, int(embedder.config.image_size)
   view = augment.build_view(config.eval_augment, "eval_augment")
   check_view(view, config.eval_augment, size)
@@ -270,6 +297,9 @@ def _cli():
   data_dir = flags.DEFINE_string("data_dir", None, "TFDS data directory.")
   chunk_size = flags.DEFINE_integer("chunk_size", CHUNK_SIZE,
                                     "Examples per resumable part.")
+  image_size = flags.DEFINE_integer(
+      "image_size", 0, "With --checkpoint=pixels: the side images are "
+      "resized to before they are flattened.")
   flags.mark_flags_as_required(["checkpoint", "images", "out"])
 
   def run(argv):
@@ -278,7 +308,8 @@ def _cli():
     try:
       result = embed(checkpoint.value, images=images.value, out=out.value,
                      split=split.value, batch_size=batch_size.value,
-                     data_dir=data_dir.value, chunk_size=chunk_size.value)
+                     data_dir=data_dir.value, chunk_size=chunk_size.value,
+                     image_size=image_size.value)
     except UserError as e:
       _fail(str(e))
     print(f"wrote {out.value}/{EMBEDDINGS} [{result['num_examples']}, "

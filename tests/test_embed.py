@@ -68,6 +68,16 @@ def test_embeddings_equal_the_encoder_api_in_paths_order(checkpoint,
       "manifest.json"]
 
 
+def test_the_pixels_baseline_embeds_the_images_themselves(tmp_path):
+  out = str(tmp_path / "pixels")
+  result = embed.embed("pixels", images="digits", split="test", out=out,
+                       image_size=12, batch_size=64)
+  assert result["feature_dim"] == 12 * 12 * 3
+  embeddings = np.load(os.path.join(out, "embeddings.npy"))
+  want = eval_view_images("resize(12)").reshape(359, -1)
+  np.testing.assert_array_equal(embeddings, want)
+
+
 def _mtimes(out):
   parts = os.path.join(out, "parts")
   return {name: os.stat(os.path.join(parts, name)).st_mtime_ns
@@ -132,6 +142,7 @@ def test_an_eval_view_of_another_size_is_a_config_error():
     (dict(out="{tmp}/a_file/out"), "cannot be created: .*/a_file is a file"),
     (dict(out="{tmp}/a_file"), "is a file; give a directory"),
     (dict(batch_size=0), "--batch_size=0 must be a positive integer"),
+    (dict(checkpoint="pixels"), "--checkpoint=pixels needs --image_size"),
 ])
 def test_bad_input_raises_one_user_error_and_writes_nothing(
     kwargs, match, checkpoint, tmp_path):
