@@ -100,19 +100,64 @@ _CONFIG_ERRORS = (AttributeError, OSError, ValueError, TypeError, KeyError,
                   flags.Error)
 
 
+def _config_path(argv) -> str | None:
+  """The file of --config in `argv` (without its :VARIANT)."""
+  for i, arg in enumerate(argv):
+    value = None
+    if arg.startswith("--config="):
+      value = arg.split("=", 1)[1]
+    elif arg == "--config" and i + 1 < len(argv):
+      value = argv[i + 1]
+    if value:
+      return value.split(":", 1)[0]
+  return None
+
+
+def _config_file_error(error: BaseException, argv) -> str | None:
+  """One line for an error the config file itself raised (a syntax error,
+  a NameError, anything its code raises), naming the file and the line;
+  None when the error did not come from the file."""
+  path = _config_path(argv)
+  if not path:
+    return None
+  real = os.path.realpath(path)
+  if (isinstance(error, SyntaxError) and error.filename
+      and os.path.realpath(error.filename) == real):
+    return (f"--config: {path} line {error.lineno}: SyntaxError: "
+            f"{error.msg}")
+  line, tb = None, error.__traceback__
+  while tb is not None:
+    if os.path.realpath(tb.tb_frame.f_code.co_filename) == real:
+      line = tb.tb_lineno
+    tb = tb.tb_next
+  if line is None:
+    return None
+  message = str(error).splitlines()[0] if str(error) else ""
+  return f"--config: {path} line {line}: {type(error).__name__}: {message}"
+
+
 def _parse_flags(argv):
   try:
     return flags.FLAGS(argv)
-  except AttributeError as e:
+  except _CONFIG_ERRORS as e:
+    _exit_with_error(_flag_error_line(e))
+  except Exception as e:  # pylint: disable=broad-except
+    located = _config_file_error(e, argv)
+    if located is None:
+      raise  # Not the user's config file: a bug, with its traceback.
+    _exit_with_error(located)
+
+
+def _flag_error_line(error: BaseException) -> str:
+  if isinstance(error, AttributeError):
     # ConfigDict's answer to overriding a field that does not exist; its
     # str() is the repr of "'name'\nDid you mean ...?".
-    text = str(e)
+    text = str(error)
     if text.startswith("'"):
       text = ast.literal_eval(text)
     field, _, hint = text.partition("\n")
-    _exit_with_error(f"--config: no such field {field}. {hint}".strip())
-  except _CONFIG_ERRORS as e:
-    _exit_with_error(_summary(e))
+    return f"--config: no such field {field}. {hint}".strip()
+  return _summary(error)
 
 
 def _read_config():
@@ -123,6 +168,11 @@ def _read_config():
   except _CONFIG_ERRORS as e:
     # A missing config file, a misspelled or mistyped override.
     _exit_with_error(f"--config: {_summary(e)}")
+  except Exception as e:  # pylint: disable=broad-except
+    located = _config_file_error(e, sys.argv)
+    if located is None:
+      raise
+    _exit_with_error(located)
 
 
 class _QuietLibraries(logging_std.Filter):

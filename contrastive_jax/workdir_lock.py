@@ -135,11 +135,12 @@ class _Files:
         with tf.io.gfile.GFile(self.path, "r") as f:
           text = f.read()
       else:
-        with open(self.path, encoding="utf-8") as f:
+        with open(self.path, "rb") as f:
           text = f.read()
     except FileNotFoundError:
       return None
     try:
+      # Bytes that are not UTF-8, or not JSON: unreadable, stale by age.
       holder = json.loads(text)
     except ValueError:
       return {}
@@ -218,11 +219,13 @@ class _Files:
     except FileNotFoundError:
       return False
     try:
-      with open(aside, encoding="utf-8") as f:
-        moved = json.loads(f.read() or "{}")
-    except ValueError:
+      with open(aside, "rb") as f:
+        moved = json.loads(f.read() or b"{}")
+    except ValueError:  # Not UTF-8, not JSON: the unreadable lock `read` saw.
       moved = {}
-    if isinstance(moved, dict) and moved.get("token") == holder.get("token"):
+    if not isinstance(moved, dict):
+      moved = {}
+    if moved.get("token") == holder.get("token"):
       os.remove(aside)
       return True
     try:  # Not the one we meant: put it back unless a new lock exists.

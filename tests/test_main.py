@@ -83,3 +83,43 @@ def test_workdir_that_cannot_be_created(tmp_path):
   assert result.returncode == 2
   assert last_line(result.stderr).startswith(
       f"error: cannot create workdir {blocker / 'run'}")
+
+
+def _config_file(tmp_path, body):
+  path = tmp_path / "my_config.py"
+  path.write_text(body)
+  return str(path)
+
+
+@pytest.mark.parametrize("body,expected", [
+    ("def get_config(arg=None):\n  x = 1\n  raise RuntimeError('boom')\n",
+     "line 3: RuntimeError: boom"),
+    ("import ml_collections\n\ndef get_config(arg=None):\n"
+     "  return undefined_name\n",
+     "line 4: NameError: name 'undefined_name' is not defined"),
+    ("def get_config(arg=None)\n  return 1\n", "line 1: SyntaxError: "),
+])
+def test_a_config_file_that_raises_is_named_with_its_line(tmp_path, body,
+                                                          expected):
+  """In process: the line `main` prints for an error of the config file's
+  own code (contrastive_jax.main._config_file_error)."""
+  from contrastive_jax import main  # pylint: disable=g-import-not-at-top
+  from contrastive_jax.config import lib as config_lib  # pylint: disable=g-import-not-at-top
+  path = _config_file(tmp_path, body)
+  with pytest.raises(Exception) as error:
+    config_lib.module(path).get_config("v")
+  line = main._config_file_error(error.value,
+                                 ["main", f"--config={path}:v"])
+  assert line.startswith(f"--config: {path} {expected}"), line
+  # Not the user's file: no line (the bug keeps its traceback).
+  assert main._config_file_error(error.value,
+                                 ["main", "--config=x.py"]) is None
+
+
+def test_a_config_file_with_a_syntax_error_is_one_line_exit_2(tmp_path):
+  path = _config_file(tmp_path, "def get_config(arg=None)\n  return 1\n")
+  result = run_main(f"--config={path}", f"--workdir={tmp_path / 'run'}")
+  assert result.returncode == 2 and "Traceback" not in result.stderr
+  assert last_line(result.stderr) == (
+      f"error: --config: {path} line 1: SyntaxError: expected ':'")
+  assert not (tmp_path / "run").exists()

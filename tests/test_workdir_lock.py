@@ -94,9 +94,13 @@ def test_a_live_lock_is_not_stale(fields):
       dict(holder, heartbeat=now - 400), now=now)
 
 
-def test_an_unreadable_lock_is_busy_until_old(tmp_path):
-  with open(lock_file(tmp_path), "w", encoding="utf-8") as f:
-    f.write("{half a lock")
+@pytest.mark.parametrize("content", [b"{half a lock", b"", b"\xff\xfe\x00x",
+                                     b"[1, 2]"])
+def test_an_unreadable_lock_is_busy_until_old(tmp_path, content):
+  """Half-written JSON, an empty file, bytes that are not UTF-8, JSON that
+  is no holder: busy while the file is young, taken over once it is old."""
+  with open(lock_file(tmp_path), "wb") as f:
+    f.write(content)
   with pytest.raises(WorkdirBusy, match="holder unknown"):
     workdir_lock.acquire(str(tmp_path))
   old = time.time() - workdir_lock.STALE_SECONDS - 10

@@ -20,6 +20,7 @@ ENCODERS = {
     'resnet101': resnet.ResNet101,
     'resnet152': resnet.ResNet152,
     'tiny_resnet': resnet.TinyResNet,
+    'small_resnet': resnet.SmallResNet,  # the small-data recipes'
 }
 
 # Config name -> ViT constructor (models/vit.py), taking `patch_size`,

@@ -223,3 +223,9 @@ ResNet152 = functools.partial(
 # yet cheap enough for XLA:CPU at 16-32px.
 TinyResNet = functools.partial(
     ResNet, stage_sizes=(1, 1), block_cls=BasicBlock, num_filters=8)
+# The small-data recipes' encoder (configs/*.py:small): three stages of one
+# basic block, 16-32-64 filters (x width), so that at 32 px the last stage
+# sees the whole image on an 8x8 grid, at about 1.4x the cost of TinyResNet
+# x2 (BENCHMARKS.md, "Small data").
+SmallResNet = functools.partial(
+    ResNet, stage_sizes=(1, 1, 1), block_cls=BasicBlock, num_filters=16)
