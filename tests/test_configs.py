@@ -86,10 +86,19 @@ def test_unknown_variant_is_rejected():
     ("num_train_steps", -5, "must be -1"),
     ("image_size", 0, "integer > 0"),
     ("warmup_epochs", -1.0, ">= 0"),
+    ("seed", -1, "integer >= 0"),
+    ("preview_images", -1, "integer >= 0"),
+    ("profile_steps", -1, "integer >= 0"),
+    ("data.max_bad_fraction", 2, r"number in \[0, 1\]"),
+    ("health.num_examples", -3, "integer >= 0"),
 ])
 def test_invalid_values_name_the_field(field, value, message):
   c = load("simclr", "digits")
-  c[field] = value
+  *parents, leaf = field.split(".")
+  node = c
+  for parent in parents:
+    node = node[parent]
+  node[leaf] = value
   with pytest.raises(ConfigError, match=f"config.{field}=.*{message}"):
     config_checks.validate(c, num_devices=8, num_processes=1)
 

@@ -12,7 +12,7 @@ from PIL import Image
 import pytest
 import tensorflow as tf
 
-from contrastive_jax.data import sources
+from contrastive_jax.data import digits, sources
 from contrastive_jax.data.sources import folder, folder_index, folder_layout
 from contrastive_jax.data.sources import folder_listing, image_bytes
 from contrastive_jax.errors import ConfigError, DataError
@@ -412,3 +412,7 @@ def test_parse_split():
   for bad in ('', 'train[10]', 'train[:%]', 'train[:-1]'):
     with pytest.raises(ConfigError):
       folder_layout.parse_split(bad)
+  with pytest.raises(ConfigError, match="at most 100%, got 200%"):
+    folder_layout.parse_split('train[:200%]')
+  with pytest.raises(ConfigError, match="at most 100%, got 150%"):
+    digits.load_digits_split('train[:150%]')

@@ -228,6 +228,8 @@ def test_method_fields():
     (dict(predictor=None), "config.predictor is missing"),
     ({"predictor.hidden_dim": 0}, r"config.predictor.hidden_dim=0 .*>= 1"),
     ({"predictor.output_dim": 5}, r"must equal config.head.output_dim=64"),
+    ({"predictor.dense_init": "xavier"},
+     r"config.predictor.dense_init='xavier' is invalid: must be one of flax"),
 ])
 def test_bad_simsiam_fields_name_the_field(overrides, message):
   c = config_lib.load("simsiam:digits")

@@ -97,6 +97,7 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int,
            "head.num_layers", head.num_layers, "must be an integer >= 1")
   _require(isinstance(head.output_dim, int) and head.output_dim >= 1,
            "head.output_dim", head.output_dim, "must be an integer >= 1")
+  _check_bookkeeping(config)
   _check_knn(config)
   _check_health(config)
   _check_views(config)
@@ -130,6 +131,24 @@ def _check_knn(config):
   _require(isinstance(knn.bank_size, int)
            and not isinstance(knn.bank_size, bool), "knn.bank_size",
            knn.bank_size, "must be an integer (<= 0: the whole train split)")
+
+
+def _non_negative_int(config, field: str, default: int = 0):
+  value = config.get(field, default)
+  _require(isinstance(value, int) and not isinstance(value, bool)
+           and value >= 0, field, value, "must be an integer >= 0")
+
+
+def _check_bookkeeping(config):
+  """Seed, preview, profiler and damaged-data fields (absent in configs of
+  older runs: their defaults)."""
+  for field in ("seed", "preview_images", "profile_steps",
+                "profile_start_step"):
+    _non_negative_int(config, field)
+  data = config.get("data") or {}
+  fraction = data.get("max_bad_fraction", 0.001)
+  _require(_is_number(fraction) and 0 <= fraction <= 1,
+           "data.max_bad_fraction", fraction, "must be a number in [0, 1]")
 
 
 def _check_health(config):

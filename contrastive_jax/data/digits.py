@@ -55,6 +55,9 @@ def load_digits_split(split: str) -> dict:
   images, labels = images[keep], labels[keep]
   if match.group(2):
     count = int(match.group(2))
+    if match.group(3) and count > 100:
+      raise ConfigError(f'split {split!r}: a percentage is at most 100%, '
+                        f'got {count}%')
     if match.group(3):
       # Like TFDS, percent boundaries round to the nearest example.
       count = int(round(len(labels) * min(count, 100) / 100))

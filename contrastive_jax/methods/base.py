@@ -192,6 +192,12 @@ def check_predictor(config, *, method: str, config_file: str,
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
       raise ConfigError(f"config.predictor.{field}={value!r} is invalid: "
                         "must be an integer >= 1")
+  # Named here: the MLP's own check would name head.dense_init.
+  from contrastive_jax.models import heads  # pylint: disable=g-import-not-at-top
+  dense_init = predictor.get("dense_init", "flax")
+  if dense_init not in heads.DENSE_INITS:
+    raise ConfigError(f"config.predictor.dense_init={dense_init!r} is "
+                      f"invalid: must be one of {', '.join(heads.DENSE_INITS)}")
   if predictor.get("output_dim") != config.head.output_dim:
     raise ConfigError(
         f"config.predictor.output_dim={predictor.get('output_dim')!r} is "

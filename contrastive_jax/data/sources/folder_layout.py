@@ -47,6 +47,10 @@ def parse_split(split: str):
   bound = lambda n, pct: (int(n), bool(pct)) if n else None
   if (start_pct and not start) or (stop_pct and not stop):
     raise ConfigError(f'split {split!r}: a % needs a number before it')
+  for number, pct in ((start, start_pct), (stop, stop_pct)):
+    if pct and int(number) > 100:
+      raise ConfigError(f'split {split!r}: a percentage is at most 100%, '
+                        f'got {number}%')
   return name, bound(start, start_pct), bound(stop, stop_pct)
 
 
