@@ -119,16 +119,42 @@ def chunk_done(out, k, ids, feature_dim) -> bool:
   return part.dtype == np.float32 and part.shape == (len(ids), feature_dim)
 
 
+def fingerprint(variables) -> str:
+  """sha256 of an encoder's variables (every leaf's path, dtype, shape and
+  bytes): what parts are keyed on, so that a workdir trained again at the
+  same path and step is never served from the old model's parts."""
+  import hashlib  # pylint: disable=g-import-not-at-top
+  digest = hashlib.sha256()
+  for path, leaf in jax.tree_util.tree_leaves_with_path(variables):
+    value = np.ascontiguousarray(jax.device_get(leaf))
+    digest.update(f"{jax.tree_util.keystr(path)}|{value.dtype}|"
+                  f"{value.shape}|".encode())
+    digest.update(value.tobytes())
+  return digest.hexdigest()
+
+
 def _reset_parts(out, manifest):
   """Starts DIR/parts afresh unless its parts were computed from
-  `manifest` (the same checkpoint, data, view and chunking)."""
+  `manifest` (the same encoder, data, view and chunking)."""
   parts = os.path.join(out, PARTS)
-  if _read_json(os.path.join(parts, MANIFEST)) == manifest:
+  old = _read_json(os.path.join(parts, MANIFEST))
+  if old == manifest:
     return
+  if isinstance(old, dict):
+    changed = sorted(k for k in set(old) | set(manifest)
+                     if old.get(k) != manifest.get(k))
+    logging.warning("Recomputing every part in %s: they were computed with "
+                    "another %s", parts, ", ".join(changed))
   for name in os.listdir(parts):
     if _PART_FILE.fullmatch(name):
       os.remove(os.path.join(parts, name))
   _write(os.path.join(parts, MANIFEST), lambda f: json.dump(manifest, f))
+
+
+def _ids_digest(ids) -> str:
+  import hashlib  # pylint: disable=g-import-not-at-top
+  return hashlib.sha256("\n".join(ids).encode("utf-8",
+                                              "surrogateescape")).hexdigest()
 
 
 def check_view(view, spec: str, size: int):
@@ -233,6 +259,8 @@ def embed(checkpoint: str, *, images: str, out: str, split: str = "train",
   ids = [str(i) for i in source.example_ids()]
   ranges = chunk_ranges(len(ids), chunk_size)
   manifest = {"checkpoint": embedder.directory, "step": embedder.step,
+              "encoder_sha256": fingerprint(embedder.variables),
+              "image_ids_sha256": _ids_digest(ids),
               "dataset": images, "split": split, "data_dir": data_dir,
               "eval_augment": config.eval_augment, "image_size": size,
               "chunk_size": chunk_size, "num_examples": len(ids),

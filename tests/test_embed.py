@@ -3,6 +3,7 @@ encoder API's on the same eval-view images, in paths.txt's order, and a rerun
 computes only the chunks that are missing."""
 
 import os
+import shutil
 import subprocess
 import sys
 
@@ -117,6 +118,33 @@ def test_parts_of_another_run_are_recomputed_and_other_files_kept(
   assert sorted(os.listdir(tmp_path / "parts")) == [
       "00000.json", "00000.npy", "00001.json", "00001.npy", "assembled.json",
       "manifest.json", "notes.txt"]
+
+
+def test_a_retrained_workdir_at_the_same_path_and_step_is_recomputed(
+    tmp_path, caplog):
+  """Train, embed, delete the workdir, train again at the same path (same
+  step, another seed), embed into the same --out: every part is computed
+  again from the new model, and the run says why."""
+  c = digits_config()
+  module = models.create_encoder(c.model, width_multiplier=c.width_multiplier,
+                                 cifar_stem=c.cifar_stem)
+  workdir, out = tmp_path / "run", str(tmp_path / "out")
+  save_checkpoint(workdir, c, random_variables(module, c.image_size, seed=1))
+  run = lambda: embed.embed(str(workdir), images="digits", split="test[:40]",
+                            out=out, batch_size=20, chunk_size=20)
+  assert run()["computed"] == [0, 1]
+  first = np.load(os.path.join(out, "embeddings.npy"))
+  shutil.rmtree(workdir)
+  save_checkpoint(workdir, c, random_variables(module, c.image_size, seed=2))
+  with caplog.at_level("WARNING"):
+    assert run()["computed"] == [0, 1]
+  assert any("another encoder_sha256" in r.getMessage()
+             for r in caplog.records)
+  second = np.load(os.path.join(out, "embeddings.npy"))
+  want = contrastive_jax.load_encoder(str(workdir))(
+      eval_view_images("resize(16)")[:40])
+  np.testing.assert_allclose(second, want, rtol=1e-5, atol=1e-5)
+  assert not np.allclose(first, second)
 
 
 def test_chunks_are_fixed_size_ranges():
