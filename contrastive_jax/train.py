@@ -111,12 +111,12 @@ def _fresh_state(built, method, config):
 
 
 def _train_loop(state, batches, *, train_step, mesh, start_step, total_steps,
-                config, ckpt, writer, step_hooks, evaluators, input_metrics):
+                config, ckpt, writer, step_hooks, evaluators, input_metrics,
+                preemption):
   """Steps start_step+1..total_steps. Returns (state, whether it stopped
   early for a preemption, after saving that step)."""
   nonfinite = guards.ConsecutiveNonFinite(
       config.get("max_consecutive_nonfinite", 10))
-  preemption = preemption_lib.Preemption()
   window = []
   try:
     for step in range(start_step + 1, total_steps + 1):
@@ -149,8 +149,6 @@ def _train_loop(state, batches, *, train_step, mesh, start_step, total_steps,
   except UserError:  # A fatal streak, a collapse (stop_on_collapse), ...
     ckpt.wait()  # A save in flight completes; nothing is deleted.
     raise
-  finally:
-    preemption.close()
   ckpt.wait()
   return state, False
 
@@ -218,60 +216,66 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     if source is not None:
       source.commit()
 
-  logging.info("%d devices over %d processes; %d steps (%d per epoch)",
-               mesh.size, jax.process_count(), total_steps,
-               steps_per_epoch)
-  with jax.set_mesh(mesh):
-    ckpt = checkpointing.Checkpointer(
-        workdir, save_every_steps=config.checkpoint_every_steps,
-        keep=config.keep_checkpoints,
-        asynchronous=config.async_checkpointing)
-    # The newest step that reads back, once this config is checked to
-    # continue the stored one; None in a new workdir.
-    abstract_state = built.abstract_state()
-    state = ckpt.resume(abstract_state, config)
-    if state is None or int(jax.device_get(state.step)) < total_steps:
-      ckpt.check_free_space(abstract_state)  # A full disk: one line, now.
-    if state is not None:
-      logging.info("Resumed from %s at step %d", ckpt.directory,
-                   int(state.step))
-    else:
-      state = (fresh_state if fresh_state is not None
-               else _fresh_state(built, method, config))
-    start_step = int(jax.device_get(state.step))
-    if start_step >= total_steps:
-      logging.info("Training is done: the checkpoint is at step %d of %d.",
-                   start_step, total_steps)
+  # SIGTERM from here on (the lock is held) stops the run at a step
+  # boundary with the lock released, also before the first step.
+  preemption = preemption_lib.Preemption()
+  try:
+    logging.info("%d devices over %d processes; %d steps (%d per epoch)",
+                 mesh.size, jax.process_count(), total_steps,
+                 steps_per_epoch)
+    with jax.set_mesh(mesh):
+      ckpt = checkpointing.Checkpointer(
+          workdir, save_every_steps=config.checkpoint_every_steps,
+          keep=config.keep_checkpoints,
+          asynchronous=config.async_checkpointing)
+      # The newest step that reads back, once this config is checked to
+      # continue the stored one; None in a new workdir.
+      abstract_state = built.abstract_state()
+      state = ckpt.resume(abstract_state, config)
+      if state is None or int(jax.device_get(state.step)) < total_steps:
+        ckpt.check_free_space(abstract_state)  # A full disk: one line, now.
+      if state is not None:
+        logging.info("Resumed from %s at step %d", ckpt.directory,
+                     int(state.step))
+      else:
+        state = (fresh_state if fresh_state is not None
+                 else _fresh_state(built, method, config))
+      start_step = int(jax.device_get(state.step))
+      if start_step >= total_steps:
+        logging.info("Training is done: the checkpoint is at step %d of %d.",
+                     start_step, total_steps)
 
-    train_step = built.train_step
-    writer = metric_logging.create_writer(workdir)
-    if start_step == 0:
-      writer.write_hparams(dict(config.to_dict()))
-      hooks.write_start_summaries(config, writer, source=train_source)
-    step_hooks = hooks.create_hooks(config, workdir=workdir, writer=writer,
-                                    total_steps=total_steps)
-    evaluators = evaluators_lib.create(
-        evaluator_entries, evaluators_lib.Context(
-            config=config, method=method, model=model, mesh=mesh,
-            workdir=workdir, train_source=train_source,
-            eval_source=eval_source))
+      train_step = built.train_step
+      writer = metric_logging.create_writer(workdir)
+      if start_step == 0:
+        writer.write_hparams(dict(config.to_dict()))
+        hooks.write_start_summaries(config, writer, source=train_source)
+      step_hooks = hooks.create_hooks(config, workdir=workdir, writer=writer,
+                                      total_steps=total_steps)
+      evaluators = evaluators_lib.create(
+          evaluator_entries, evaluators_lib.Context(
+              config=config, method=method, model=model, mesh=mesh,
+              workdir=workdir, train_source=train_source,
+              eval_source=eval_source))
 
-    # The stream starts at the resumed step: nothing is replayed.
-    batches = pipeline.as_numpy_iterator(make_train_ds(start_step))
-    state, preempted = _train_loop(
-        state, batches, train_step=train_step, mesh=mesh,
-        start_step=start_step, total_steps=total_steps, config=config,
-        ckpt=ckpt, writer=writer, step_hooks=step_hooks,
-        evaluators=evaluators,
-        input_metrics=train_source.input_metrics)
-    if preempted:
+      # The stream starts at the resumed step: nothing is replayed.
+      batches = pipeline.as_numpy_iterator(make_train_ds(start_step))
+      state, preempted = _train_loop(
+          state, batches, train_step=train_step, mesh=mesh,
+          start_step=start_step, total_steps=total_steps, config=config,
+          ckpt=ckpt, writer=writer, step_hooks=step_hooks,
+          evaluators=evaluators, preemption=preemption,
+          input_metrics=train_source.input_metrics)
+      if preempted:
+        writer.flush()
+        writer.close()
+        ckpt.close()
+        return state
+      evaluators_lib.run_at_end(evaluators, state,
+                                int(jax.device_get(state.step)), writer)
       writer.flush()
       writer.close()
       ckpt.close()
-      return state
-    evaluators_lib.run_at_end(evaluators, state,
-                              int(jax.device_get(state.step)), writer)
-    writer.flush()
-    writer.close()
-    ckpt.close()
+  finally:
+    preemption.close()
   return state

@@ -101,3 +101,32 @@ def test_rerun_resumes_from_the_checkpoint(tmp_path, prepared_tfds):
       jax.tree.leaves(first_params), jax.tree.leaves(jax.device_get(
           second.params))))
 
+
+
+def test_sigterm_during_start_up_stops_at_the_first_step_lock_released(
+    tmp_path, monkeypatch):
+  """A SIGTERM after the lock is taken but before step 1 (here: while the
+  run checks its free space) is handled like any other: the run saves
+  step 1, returns (exit 0 from main) and releases the lock."""
+  import signal  # pylint: disable=g-import-not-at-top
+  from contrastive_jax import workdir_lock  # pylint: disable=g-import-not-at-top
+  original = checkpointing.Checkpointer.check_free_space
+
+  def sigterm_then_check(self, *args, **kwargs):
+    assert os.path.exists(os.path.join(str(tmp_path), workdir_lock.LOCK_FILE))
+    os.kill(os.getpid(), signal.SIGTERM)
+    return original(self, *args, **kwargs)
+
+  monkeypatch.setattr(checkpointing.Checkpointer, "check_free_space",
+                      sigterm_then_check)
+  before = signal.getsignal(signal.SIGTERM)
+  c = tiny_config()
+  c.num_train_steps = 5
+  c.async_checkpointing = False
+  c.knn.every_steps = 0
+  state = train.train_and_evaluate(c, str(tmp_path), devices=jax.devices()[:1])
+  assert int(state.step) == 1
+  assert os.path.isdir(os.path.join(str(tmp_path), "checkpoints", "1"))
+  assert not os.path.exists(os.path.join(str(tmp_path),
+                                         workdir_lock.LOCK_FILE))
+  assert signal.getsignal(signal.SIGTERM) is before  # handed back
