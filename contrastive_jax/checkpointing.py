@@ -81,23 +81,42 @@ def reason(error: BaseException) -> str:
   return f"{type(error).__name__}: {line}" if line else type(error).__name__
 
 
-_DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+# Write errors that more space (or a higher limit) cures, as the line says
+# them: the same command resumes once they are gone.
+_DISK_FULL_ERRNOS = {
+    errno.ENOSPC: "no space left on device",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EFBIG: "file size limit exceeded (EFBIG: ulimit -f)",
+}
 # How TensorStore and TensorFlow report them: as text.
-_DISK_FULL_TEXT = ("No space left on device", "Disk quota exceeded",
-                   "os_error_code='28'")
+_DISK_FULL_TEXT = {
+    "No space left on device": errno.ENOSPC,
+    "Disk quota exceeded": errno.EDQUOT,
+    "File too large": errno.EFBIG,
+    "os_error_code='28'": errno.ENOSPC,
+    "os_error_code='122'": errno.EDQUOT,
+    "os_error_code='27'": errno.EFBIG,
+}
 
 
-def is_disk_full(error: BaseException | None) -> bool:
-  """Whether `error` or anything in its chain is ENOSPC (or EDQUOT)."""
+def disk_full_reason(error: BaseException | None) -> str | None:
+  """What filled up, when `error` or anything in its chain is ENOSPC,
+  EDQUOT or EFBIG; None otherwise."""
   seen = set()
   while error is not None and id(error) not in seen:
     seen.add(id(error))
     if isinstance(error, OSError) and error.errno in _DISK_FULL_ERRNOS:
-      return True
-    if any(text in str(error) for text in _DISK_FULL_TEXT):
-      return True
+      return _DISK_FULL_ERRNOS[error.errno]
+    for text, code in _DISK_FULL_TEXT.items():
+      if text in str(error):
+        return _DISK_FULL_ERRNOS[code]
     error = error.__cause__ or error.__context__
-  return False
+  return None
+
+
+def is_disk_full(error: BaseException | None) -> bool:
+  """Whether `error` or anything in its chain is ENOSPC, EDQUOT or EFBIG."""
+  return disk_full_reason(error) is not None
 
 
 def none_reads_back(directory: str,
@@ -194,7 +213,7 @@ class Checkpointer:
                          CONFIG: ocp.JsonCheckpointHandler()})
     except OSError as e:
       if is_disk_full(e):
-        raise CheckpointError(f"no space left on device: cannot create "
+        raise CheckpointError(f"{disk_full_reason(e)}: cannot create "
                               f"{self.directory}") from e
       raise CheckpointError(f"cannot create {self.directory}: "
                             f"{e.strerror or e}") from e
@@ -239,7 +258,7 @@ class Checkpointer:
           }))
     except Exception as e:  # pylint: disable=broad-except
       if is_disk_full(e):
-        raise self._disk_full(step) from e
+        raise self._disk_full(step, e) from e
       raise
     if saved:
       self._in_flight = step
@@ -251,12 +270,12 @@ class Checkpointer:
       self._manager.wait_until_finished()
     except Exception as e:  # pylint: disable=broad-except
       if self._in_flight is not None and is_disk_full(e):
-        raise self._disk_full(self._in_flight) from e
+        raise self._disk_full(self._in_flight, e) from e
       raise
     finally:
       self._in_flight = None
 
-  def _disk_full(self, step: int) -> CheckpointError:
+  def _disk_full(self, step: int, error: BaseException) -> CheckpointError:
     """The error of a save of `step` that found the disk full; the
     incomplete write stays in a temporary directory Orbax ignores."""
     self._in_flight = None
@@ -269,7 +288,7 @@ class Checkpointer:
       where = "there is no complete checkpoint"
     else:
       where = f"the newest complete checkpoint is step {newest}"
-    return CheckpointError(f"no space left on device while saving step "
+    return CheckpointError(f"{disk_full_reason(error)} while saving step "
                            f"{step} in {self.directory}; {where}")
 
   def check_free_space(self, abstract_state: Any, *, margin: int = 1 << 20):

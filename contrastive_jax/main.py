@@ -201,7 +201,7 @@ def train_or_user_error(config, workdir: str, **kwargs):
     if not checkpointing.is_disk_full(e):
       raise
     raise UserError(
-        f"no space left on device while training in {workdir} "
+        f"{checkpointing.disk_full_reason(e)} while training in {workdir} "
         f"({_summary(e)}); free some space and run the same command again: "
         "it resumes from the newest checkpoint") from e
 

@@ -7,6 +7,7 @@ import errno
 import glob
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -386,3 +387,41 @@ def test_a_real_full_disk_prints_one_line(tmp_path):
   assert lines[0].startswith("error: no space left on device while saving "
                              "step "), lines
   assert "; the newest complete checkpoint is step " in lines[0]
+
+
+def test_a_file_size_limit_is_one_line_and_the_same_command_resumes(
+    tmp_path):
+  """A real `ulimit -f` (EFBIG from TensorStore's writes, under a limit the
+  first checkpoint fits in): one error line, exit status 2, the complete
+  checkpoints kept; the same command without the limit resumes."""
+  import resource  # pylint: disable=g-import-not-at-top
+  workdir = tmp_path / "run"
+  args = [sys.executable, "-m", "contrastive_jax.main",
+          "--config=configs/simclr.py:digits", f"--workdir={workdir}",
+          "--config.num_train_steps=3", "--config.warmup_epochs=0",
+          "--config.checkpoint_every_steps=1", "--config.knn.every_steps=0",
+          "--config.async_checkpointing=False", "--config.preview_images=0"]
+  limit = 100 * 1024  # bytes: the checkpoints' files outgrow it
+
+  def limit_file_size():
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+  result = subprocess.run(args, cwd=REPO, capture_output=True, text=True,
+                          timeout=300, preexec_fn=limit_file_size)
+  assert result.returncode == 2, result.stderr[-2000:]
+  assert "Traceback" not in result.stderr
+  last = result.stderr.strip().splitlines()[-1]
+  # Which step first outgrows the limit depends on the files' sizes.
+  # (TensorStore's files grow by different amounts from run to run.)
+  match = re.fullmatch(
+      r"error: file size limit exceeded \(EFBIG: ulimit -f\) while saving "
+      rf"step (\d) in {re.escape(str(workdir / 'checkpoints'))}; (the newest "
+      r"complete checkpoint is step (\d)|there is no complete checkpoint)",
+      last)
+  assert match, last
+  result = subprocess.run(args, cwd=REPO, capture_output=True, text=True,
+                          timeout=300)
+  assert result.returncode == 0, result.stderr[-2000:]
+  if match[3]:
+    assert f"at step {match[3]}" in result.stderr
+  assert (workdir / "checkpoints" / "3").is_dir()
