@@ -30,9 +30,8 @@ MAY_CHANGE = (
     # How often the kNN monitor runs (not what it computes), and the
     # evaluation batch (every example is evaluated alone).
     "knn.every_steps", "eval_batch_size",
-    # The label-free monitors and what a collapse does; the final kNN of a
-    # classifier's features.
-    "health", "stop_on_collapse", "knn_eval",
+    # The label-free monitors and what a collapse does.
+    "health.every_steps", "health.num_examples", "stop_on_collapse",
     # Where the data is read from and how damage in it is tolerated.
     "data_dir", "download", "data.allow_changed_files",
     "data.max_bad_fraction",

@@ -4,6 +4,7 @@ line, or falls back to the newest step that reads back; nothing on disk is
 lost (a damaged step is moved aside, never deleted)."""
 
 import errno
+import json
 import glob
 import logging
 import os
@@ -90,17 +91,31 @@ def test_may_change_names_real_fields():
 
 # --- Damaged checkpoints: Checkpointer.resume -------------------------------
 
-_CONFIG = {"method": "simclr", "batch_size": 8, "num_train_steps": 3}
+# The encoder fields name a real (tiny) architecture: a checkpoint's arrays
+# must be the ones its stored config builds (pretrained.check_architecture).
+_CONFIG = {"method": "simclr", "batch_size": 8, "num_train_steps": 3,
+           "model": "tiny_resnet", "width_multiplier": 1, "cifar_stem": True,
+           "image_size": 8, "half_precision": False}
+
+
+def _encoder_shapes():
+  from contrastive_jax import models  # pylint: disable=g-import-not-at-top
+  module = models.encoder_from_config(ml_collections.ConfigDict(_CONFIG),
+                                      bn_axis_name=None)
+  return jax.eval_shape(
+      lambda x: module.init(jax.random.PRNGKey(0), x, train=False),
+      jax.ShapeDtypeStruct((1, 8, 8, 3), jnp.float32))
 
 
 def _state(mesh, step):
   rng = np.random.default_rng(step)
   normal = lambda *shape: rng.normal(size=shape).astype(np.float32)
+  encoder = jax.tree.map(lambda s: normal(*s.shape), _encoder_shapes())
   state = TrainState(
       step=jnp.asarray(step, jnp.int32),
-      params={"encoder": {"kernel": normal(64, 32)},
+      params={"encoder": encoder["params"],
               "head": {"kernel": normal(32, 8)}},
-      batch_stats={"encoder": {"mean": normal(32)}},
+      batch_stats={"encoder": encoder["batch_stats"]},
       opt_state=(normal(64, 32), normal(32, 8)),
       rng=jax.random.PRNGKey(step), extra={"queue": normal(16, 8)})
   return jax.device_put(state, parallel.replicated(mesh))
@@ -222,10 +237,10 @@ def test_load_uses_the_newest_step_that_reads_back(run, caplog):
   assert loaded.step == 2
   assert "Skipping damaged checkpoint step 3" in caplog.text
   assert os.path.isdir(run / "checkpoints" / "3")  # read only: left there
-  np.testing.assert_array_equal(
-      np.asarray(loaded.variables["params"]["kernel"]),
-      np.asarray(_state(parallel.make_data_mesh(jax.devices()[:1]),
-                        2).params["encoder"]["kernel"]))
+  want = _state(parallel.make_data_mesh(jax.devices()[:1]), 2)
+  for got, expected in zip(jax.tree.leaves(loaded.variables["params"]),
+                           jax.tree.leaves(want.params["encoder"])):
+    np.testing.assert_array_equal(np.asarray(got), np.asarray(expected))
 
 
 @pytest.mark.parametrize("damage", [truncate_array, delete_state_metadata,
@@ -244,6 +259,37 @@ def test_pretrained_config_of_a_damaged_workdir(run):
   assert pretrained.read_config(str(run)).to_dict() == _CONFIG
   with pytest.raises(CheckpointError, match="step 3 .*its config"):
     pretrained.read_config(str(run / "checkpoints" / "3"))
+
+
+def lying_config(workdir, step):
+  """A stored config that parses but names another architecture."""
+  path = workdir / "checkpoints" / str(step) / "config" / "metadata"
+  config = json.loads(path.read_text())
+  config["model"] = "resnet18"
+  path.write_text(json.dumps(config))
+
+
+def test_a_stored_config_that_lies_is_not_trusted(run, tmp_path, caplog):
+  """The arrays are tiny_resnet's, the stored config says resnet18: the
+  step is damaged (one line naming the first differing path; export writes
+  nothing); a workdir falls back to its previous step."""
+  lying_config(run, 3)
+  step_dir = str(run / "checkpoints" / "3")
+  for read in (pretrained.load, pretrained.read_config):
+    with pytest.raises(CheckpointError) as info:
+      read(step_dir)
+    message = str(info.value)
+    assert message.startswith("cannot restore checkpoint step 3 from ")
+    assert "stored config (model='resnet18') does not match its arrays: " \
+        "encoder['batch_stats']" in message and "\n" not in message
+  with caplog.at_level(logging.WARNING):
+    assert pretrained.load(str(run)).step == 2
+    assert pretrained.read_config(str(run)).model == "tiny_resnet"
+  assert "Skipping damaged checkpoint step 3" in caplog.text
+  out = tmp_path / "encoder.npz"
+  with pytest.raises(CheckpointError, match="does not match its arrays"):
+    export.export(step_dir, fmt="npz", out=str(out))
+  assert not out.exists()
 
 
 def test_export_of_a_damaged_step_writes_nothing(run, tmp_path):

@@ -331,13 +331,13 @@ def test_saved_model_computes_the_encoder(digits_run, tmp_path):
 
 @pytest.fixture(scope="module")
 def vit_checkpoint(tmp_path_factory):
-  """What a future ViT pretraining checkpoint could hold."""
+  """A (tiny) ViT pretraining checkpoint: its arrays are the ones its
+  stored config builds."""
   c = digits_config()
-  c.model = "vit_b16"
-  variables = {"params": {"embedding": {"kernel": np.ones((4, 4, 3, 8),
-                                                          np.float32)},
-                          "encoderblock_0": {"bias": np.ones(8, np.float32)}},
-               "batch_stats": {"unused": {"mean": np.zeros(1, np.float32)}}}
+  c.model, c.width_multiplier, c.cifar_stem = "tiny_vit", 1, False
+  module = models.encoder_from_config(c, bn_axis_name=None)
+  variables = {"batch_stats": {},  # a ViT has none
+               **random_variables(module, c.image_size)}
   return save_checkpoint(tmp_path_factory.mktemp("vit"), c, variables)
 
 
@@ -348,7 +348,7 @@ BAD_INPUT = [
     ("{tmp}", "torchvision", "{tmp}/x.safetensors", "no checkpoint in"),
     ("{vit}", "torchvision", "{tmp}/x.safetensors",
      "export --format=torchvision supports ResNet encoders; this "
-     "checkpoint's model is 'vit_b16'"),
+     "checkpoint's model is 'tiny_vit'"),
     ("{run}", "torchvision", "{tmp}/no_dir/x.safetensors",
      "directory .*/no_dir does not exist"),
     ("{run}", "onnx", "{tmp}/x.onnx", "--format='onnx' is not a known format"),

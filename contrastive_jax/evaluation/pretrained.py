@@ -84,15 +84,70 @@ def _newest_readable(ckpt: checkpointing.Checkpointer, steps: list[int],
 
 
 def read_config(path: str) -> ml_collections.ConfigDict:
-  """The config of a workdir's newest step whose config reads back, or of
-  the step `path` names. (`load` goes back further if that step's arrays
-  are damaged: a run's steps share one architecture.)"""
+  """The config of a workdir's newest step whose config reads back and
+  builds the encoder its arrays hold, or of the step `path` names. (`load`
+  goes back further if that step's arrays are damaged: a run's steps share
+  one architecture.)"""
   workdir, steps, named = candidates(path)
   ckpt = checkpointing.Checkpointer(workdir, save_every_steps=1, keep=1,
                                     read_only=True)
-  return _newest_readable(
-      ckpt, steps, named,
-      lambda step: ml_collections.ConfigDict(ckpt.restore_config(step)))
+
+  def read(step):
+    config = ml_collections.ConfigDict(ckpt.restore_config(step))
+    check_architecture(ckpt, step, config, ckpt.state_metadata(step))
+    return config
+
+  return _newest_readable(ckpt, steps, named, read)
+
+
+def _method_of(ckpt, step: int, config):
+  try:
+    return methods.get_method(config.method)
+  except (ValueError, KeyError, OSError, ConfigError, AttributeError) as e:
+    raise CheckpointError(
+        f"checkpoint {ckpt.directory}/{step} has no readable config: "
+        f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from e
+
+
+def check_architecture(ckpt, step: int, config, state_tree) -> None:
+  """DamagedCheckpoint unless the encoder that the stored `config` builds
+  has exactly the names and shapes of the encoder arrays `state_tree` (the
+  restored state, or its metadata) holds: a stored config that parses but
+  names another architecture is not trusted. Names the first path that
+  differs."""
+  method = _method_of(ckpt, step, config)
+  if not method.pretrains_encoder:
+    return  # `load` says why such a checkpoint has no encoder.
+  try:
+    module = encoder_module(config)
+    size = int(config.image_size)
+    want = jax.eval_shape(
+        lambda x: module.init(jax.random.PRNGKey(0), x, train=False),
+        jax.ShapeDtypeStruct((1, size, size, 3), jax.numpy.float32))
+  except Exception as e:  # pylint: disable=broad-except
+    raise checkpointing.DamagedCheckpoint(
+        ckpt.directory, step, f"its stored config does not build an encoder "
+        f"({str(e).splitlines()[0] if str(e) else type(e).__name__})"
+    ) from e
+  try:
+    got = method.encoder_variables(state_tree)
+  except (KeyError, TypeError, AttributeError) as e:
+    raise checkpointing.DamagedCheckpoint(
+        ckpt.directory, step, f"its state holds no encoder ({e})") from e
+  shapes = lambda tree: {
+      jax.tree_util.keystr(path): tuple(leaf.shape)
+      for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
+  want_shapes = shapes({k: want.get(k, {}) for k in ("params",
+                                                     "batch_stats")})
+  got_shapes = shapes(got)
+  for name in sorted(set(want_shapes) | set(got_shapes)):
+    if want_shapes.get(name) != got_shapes.get(name):
+      raise checkpointing.DamagedCheckpoint(
+          ckpt.directory, step,
+          f"its stored config (model={config.get('model')!r}) does not "
+          f"match its arrays: encoder{name} is "
+          f"{got_shapes.get(name, 'missing')} in the checkpoint, "
+          f"{want_shapes.get(name, 'absent')} for that config")
 
 
 def encoder_module(config: ml_collections.ConfigDict):
@@ -118,12 +173,7 @@ def load(path: str, sharding=None) -> Pretrained:
 def _load_step(ckpt: checkpointing.Checkpointer, step: int, *,
                sharding) -> Pretrained:
   config = ml_collections.ConfigDict(ckpt.restore_config(step))
-  try:
-    method = methods.get_method(config.method)
-  except (ValueError, KeyError, OSError, ConfigError) as e:
-    raise CheckpointError(
-        f"checkpoint {ckpt.directory}/{step} has no readable config: "
-        f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from e
+  method = _method_of(ckpt, step, config)
   if not method.pretrains_encoder:
     raise CheckpointError(
         f"checkpoint {ckpt.directory}/{step} was written by method "
@@ -136,6 +186,7 @@ def _load_step(ckpt: checkpointing.Checkpointer, step: int, *,
   abstract = jax.tree.map(
       lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=sharding),
       ckpt.state_metadata(step))
+  check_architecture(ckpt, step, config, abstract)
   state = ckpt.restore(abstract, step=step)
   head = state.get("params", {}).get("head")
   head_variables = None if head is None else {
