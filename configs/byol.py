@@ -39,10 +39,10 @@ Variants (`--config=configs/byol.py:VARIANT`):
 
 from contrastive_jax.config.defaults import (base_config,
                                              use_pretraining_dataset,
-                                             variant_of)
+                                             use_small_data, variant_of)
 
-VARIANTS = ("imagenet1000", "imagenet", "multicrop", "cifar10", "digits",
-            "digits_multicrop")
+VARIANTS = ("imagenet1000", "imagenet", "multicrop", "cifar10", "small",
+            "digits", "digits_multicrop")
 
 # Per epoch count, as the reference's presets (ref configs/byol.py:21-23):
 # (base lr, weight decay, base EMA).
@@ -125,6 +125,15 @@ def get_config(arg: str | None = None):
                                   solarize=(0.0, 0.0))[0],) * 6
   elif variant == "cifar10":
     _solo_learn_cifar10(c)
+  elif variant == "small":
+    # Your own folder (configs/simclr.py:small's data, model and views);
+    # BYOL's numbers measured on real MNIST (BENCHMARKS.md "Small data").
+    use_small_data(c)
+    c.head.hidden_dim = 256
+    c.head.output_dim = 64
+    c.predictor_hidden_dim = 256
+    c.learning_rate, c.weight_decay = 1.0, 1.5e-6
+    c.ema_momentum = 0.98
   else:  # digits
     use_pretraining_dataset(c, "digits")   # tiny ResNet x2, 16 px, B=256
     c.head.hidden_dim = 64

@@ -43,7 +43,8 @@ Variants (`--config=configs/moco_v2.py:VARIANT`):
 
 from contrastive_jax.config.defaults import (moco_base_config, moco_digits,
                                              moco_views,
-                                             use_pretraining_dataset)
+                                             use_pretraining_dataset,
+                                             use_small_data)
 
 
 def get_config(arg: str | None = None):
@@ -71,6 +72,18 @@ def get_config(arg: str | None = None):
     c.bn_groups_per_device = 8
   elif variant in ("cifar10_demo", "cifar10_demo_symmetric"):
     _cifar10_demo(c, symmetric=variant == "cifar10_demo_symmetric")
+  elif variant == "small":
+    # Your own folder (configs/simclr.py:small's data, model and views);
+    # MoCo v2's numbers measured on real MNIST (BENCHMARKS.md "Small
+    # data"): the demo's queue of 2 batches (a longer one holds keys of
+    # the query's own image from the epoch before on a 1k-image folder),
+    # 4 BN groups for shuffle-BN on one device, a faster key encoder.
+    use_small_data(c)
+    c.queue_size = 512
+    c.bn_groups_per_device = 4
+    c.ema_momentum = 0.99
+    c.head.dense_init = "flax"
+    c.learning_rate = 0.1
   elif variant == "digits":
     moco_digits(c, version=2)
     # 225 steps, at a higher lr.
@@ -80,7 +93,7 @@ def get_config(arg: str | None = None):
     raise ValueError(
         f"unknown moco_v2 config variant {variant!r}: "
         "use imagenet, imagenet800, cifar10, cifar10_demo, "
-        "cifar10_demo_symmetric or digits")
+        "cifar10_demo_symmetric, small or digits")
   return c
 
 

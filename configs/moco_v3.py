@@ -41,10 +41,10 @@ import ml_collections
 
 from contrastive_jax.config.defaults import (base_config, moco_crop,
                                              use_pretraining_dataset,
-                                             variant_of)
+                                             use_small_data, variant_of)
 
 VARIANTS = ("r50", "r50_300", "r50_1000", "vit_small", "vit_base", "cifar10",
-            "digits")
+            "small", "digits")
 
 # Per ResNet-50 command (ref CONFIG.md:14-15, :28-30, :43-45; the rest are
 # main_moco.py's defaults, :56, :65, :69, :99): epochs -> (base lr, weight
@@ -134,6 +134,16 @@ def get_config(arg: str | None = None):
     _vit(c, *_VIT_PRESETS[variant])
   elif variant == "cifar10":
     _solo_learn_cifar10(c)
+  elif variant == "small":
+    # Your own folder (configs/simclr.py:small's data, model and views);
+    # MoCo v3's numbers measured on real MNIST (BENCHMARKS.md "Small
+    # data").
+    use_small_data(c)
+    c.head = mlp(num_layers=2, hidden_dim=256, output_dim=64, last_bn=True)
+    c.predictor = mlp(num_layers=2, hidden_dim=256, output_dim=64,
+                      last_bn=False)
+    c.learning_rate, c.weight_decay = 1.0, 1e-6
+    c.temperature, c.ema_momentum = 0.2, 0.98
   else:  # digits
     use_pretraining_dataset(c, "digits")   # tiny ResNet x2, 16 px, B=256
     c.head = mlp(num_layers=2, hidden_dim=64, output_dim=32, last_bn=True)

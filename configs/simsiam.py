@@ -25,9 +25,9 @@ import ml_collections
 
 from contrastive_jax.config.defaults import (base_config, moco_views,
                                              use_pretraining_dataset,
-                                             variant_of)
+                                             use_small_data, variant_of)
 
-VARIANTS = ("imagenet", "cifar10", "digits")
+VARIANTS = ("imagenet", "cifar10", "small", "digits")
 
 
 def predictor(*, hidden_dim: int, output_dim: int) -> ml_collections.ConfigDict:
@@ -78,6 +78,15 @@ def get_config(arg: str | None = None):
     c.view_augment = moco_views(224, version=2)
   elif variant == "cifar10":
     _solo_learn_cifar10(c)
+  elif variant == "small":
+    # Your own folder (configs/simclr.py:small's data, model and views);
+    # SimSiam's numbers measured on real MNIST (BENCHMARKS.md "Small
+    # data"): the demo's lr, a 1/4-wide predictor bottleneck as the paper.
+    use_small_data(c)
+    c.head.hidden_dim = 128
+    c.head.output_dim = 128
+    c.predictor = predictor(hidden_dim=32, output_dim=128)
+    c.learning_rate = 0.5
   else:  # digits
     use_pretraining_dataset(c, "digits")   # tiny ResNet x2, 16 px, B=256
     c.head.hidden_dim = 64

@@ -37,18 +37,20 @@ def moco_crop(image_size: int, crop_area=(0.08, 1.0)) -> str:
 
 
 def simclr_views(image_size: int, *, jitter_strength: float, blur: bool,
-                 crop_area=(0.08, 1.0), version: int = 1) -> str:
+                 crop_area=(0.08, 1.0), version: int = 1,
+                 flip: bool = True) -> str:
   """SimCLR's augmentation (paper appendix A) as an op spec string.
 
   The crop is `simclr_crop`. The colour jitter is v1's (additive
   brightness) or v2's (multiplicative), with TF's contrast and saturation
-  either way.
+  either way. `flip=False` leaves out the flip (the digits demo: a digit's
+  orientation is part of what it is).
   """
   if version not in (1, 2):
     raise ValueError(f"SimCLR version must be 1 or 2; got {version!r}")
   ops = [
       simclr_crop(image_size, crop_area),
-      "flip_lr(p=0.5)",
+      *(["flip_lr(p=0.5)"] if flip else []),
       f"color_jitter({jitter_strength}, p=0.8, impl='simclr_v{version}')",
       "grayscale(p=0.2)",
   ]
@@ -118,8 +120,8 @@ DATASETS = {
     # evaluated on their 'test' split.
     "small": dict(
         dataset="", train_split="train", eval_split="test", num_classes=-1,
-        image_size=32, model="tiny_resnet", cifar_stem=True,
-        width_multiplier=2, eval_augment="resize(32)", batch_size=256,
+        image_size=32, model="small_resnet", cifar_stem=True,
+        width_multiplier=1, eval_augment="resize(32)", batch_size=256,
         eval_batch_size=512),
 }
 
@@ -138,6 +140,37 @@ _PRETRAINING = {
         head_output_dim=64, log_every_steps=20, checkpoint_every_steps=200,
         knn_every_steps=200, probe_learning_rate=0.1),
 }
+
+
+# The `:small` recipes' pretraining length: a step budget, not epochs, so
+# that a first run on any folder of 1k-100k images takes minutes (about 10
+# on 2 CPU cores at 32 px; BENCHMARKS.md "Small data"). On a GPU, or for
+# more quality, raise --config.num_train_steps.
+SMALL_STEPS = 450
+
+
+def small_views(image_size: int = 32, crop_area=(0.4, 1.0)) -> str:
+  """The one augmentation every `:small` recipe uses, chosen by measurement
+  (BENCHMARKS.md "Small data"): SimCLR's crop at 40-100% of the area,
+  SimCLR's colour jitter 0.5 with p=0.8 and grayscale 0.2, and no flip and
+  no blur. On grey images only brightness and contrast act; a flip cost the
+  digits 5 points of linear top-1 (orientation is part of what a digit
+  is), and a blur is the identity at this size."""
+  return "|".join([
+      simclr_crop(image_size, crop_area),
+      "color_jitter(0.5, p=0.8, impl='simclr_v1')",
+      "grayscale(p=0.2)"])
+
+
+def use_small_data(c: ml_collections.ConfigDict):
+  """What every `:small` recipe shares: the user's folder (which it needs:
+  --config.dataset=folder:PATH), 32 px, the small ResNet, B 256, the shared
+  views and the step budget, no warmup (epochs of an unknown folder could
+  outlast the budget). Each config then sets its method's numbers."""
+  use_pretraining_dataset(c, "small")
+  c.view_augment, c.view_augment_2 = small_views(), ""
+  c.num_epochs, c.num_train_steps = -1, SMALL_STEPS
+  c.warmup_epochs = 0.0
 
 
 def use_pretraining_dataset(c: ml_collections.ConfigDict, name: str):
