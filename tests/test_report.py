@@ -73,3 +73,12 @@ def test_baselines_side_by_side_with_the_margin(tmp_path, capsys):
                       "baseline (pixels, 89.00%); kNN -3.00 (pixels, "
                       "93.00%)")
   assert len(lines) == 6
+
+
+def test_the_old_module_name_still_runs(tmp_path):
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  a = _workdir(tmp_path, "a", GOOD)
+  result = subprocess.run([sys.executable, "-m", "contrastive_jax.report", a],
+                          capture_output=True, text=True, timeout=60)
+  assert result.returncode == 0 and "/runs/simclr @30" in result.stdout
