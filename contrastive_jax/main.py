@@ -219,5 +219,10 @@ def main(argv):
     _exit_with_error(str(e))
 
 
-if __name__ == "__main__":
+def cli():
+  """The `contrastive-jax-main` command (console_scripts)."""
   app.run(main, flags_parser=_parse_flags)
+
+
+if __name__ == "__main__":
+  cli()

@@ -82,3 +82,21 @@ def test_the_old_module_name_still_runs(tmp_path):
   result = subprocess.run([sys.executable, "-m", "contrastive_jax.report", a],
                           capture_output=True, text=True, timeout=60)
   assert result.returncode == 0 and "/runs/simclr @30" in result.stdout
+
+
+def test_the_entry_points_are_installed_commands(tmp_path):
+  """setup.py's console_scripts (an editable install makes them): a
+  command with no arguments is one usage line and exit status 2."""
+  import shutil  # pylint: disable=g-import-not-at-top
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  import os  # pylint: disable=g-import-not-at-top
+  bin_dir = os.path.dirname(sys.executable)
+  for name in ("report", "digits"):
+    command = shutil.which(f"contrastive-jax-{name}", path=bin_dir)
+    assert command, f"contrastive-jax-{name} is not installed"
+    result = subprocess.run([command], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 2 and "usage" in result.stderr
+  for name in ("main", "export", "embed", "preview", "prepare"):
+    assert shutil.which(f"contrastive-jax-{name}", path=bin_dir), name

@@ -86,9 +86,22 @@ def write_image_folder(root: str) -> int:
   return count
 
 
-if __name__ == '__main__':
-  # python -m contrastive_jax.data.digits DIR: the digits as PNG files.
+def cli():
+  """`python -m contrastive_jax.data.digits DIR` (and the
+  `contrastive-jax-digits` command): the digits as PNG files under DIR."""
   import sys  # pylint: disable=g-import-not-at-top
   if len(sys.argv) != 2:
-    sys.exit('usage: python -m contrastive_jax.data.digits DIR')
-  print(f'wrote {write_image_folder(sys.argv[1])} PNGs under {sys.argv[1]}')
+    print('error: usage: python -m contrastive_jax.data.digits DIR',
+          file=sys.stderr)
+    sys.exit(2)
+  try:
+    count = write_image_folder(sys.argv[1])
+  except OSError as e:
+    print(f'error: cannot write {sys.argv[1]}: {e.strerror or e}',
+          file=sys.stderr)
+    sys.exit(2)
+  print(f'wrote {count} PNGs under {sys.argv[1]}')
+
+
+if __name__ == '__main__':
+  cli()

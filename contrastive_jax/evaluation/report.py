@@ -119,5 +119,10 @@ def main(argv: list[str]) -> int:
   return 0
 
 
-if __name__ == "__main__":
+def cli():
+  """The `contrastive-jax-report` command (console_scripts)."""
   sys.exit(main(sys.argv[1:]))
+
+
+if __name__ == "__main__":
+  cli()
