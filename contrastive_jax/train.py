@@ -244,6 +244,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       if start_step >= total_steps:
         logging.info("Training is done: the checkpoint is at step %d of %d.",
                      start_step, total_steps)
+        if not evaluators_lib.any_at_end(evaluator_entries):
+          ckpt.close()  # Nothing to write: not even a new events file.
+          return state
 
       train_step = built.train_step
       writer = metric_logging.create_writer(workdir)

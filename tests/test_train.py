@@ -83,9 +83,12 @@ def test_rerun_resumes_from_the_checkpoint(tmp_path, prepared_tfds):
   # Same run, longer: it must continue from step 2, not start over.
   second = train.train_and_evaluate(config(4), workdir,
                                     devices=jax.devices()[:2])
-  # Finished: a third call changes nothing.
+  # Finished: a third call changes nothing, not even a new events file.
+  events = sorted(glob.glob(os.path.join(workdir, "events.out.tfevents.*")))
   third = train.train_and_evaluate(config(4), workdir,
                                    devices=jax.devices()[:2])
+  assert sorted(glob.glob(os.path.join(workdir,
+                                       "events.out.tfevents.*"))) == events
   assert int(second.step) == 4
   steps = [r["step"] for r in read_metrics(workdir) if "loss" in r]
   assert steps == [2, 4]  # no step logged twice: step 2 was not redone

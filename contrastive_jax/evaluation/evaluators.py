@@ -50,23 +50,24 @@ class Context:
 @dataclasses.dataclass(frozen=True)
 class Entry:
   """One kind of evaluator: whether the run wants it, whether it reads the
-  eval split, and how to make it."""
+  eval split, whether it runs at the end, and how to make it."""
   name: str
   wanted: Callable[..., bool]      # (config, *, method, source) -> bool
   reads_eval_split: bool
+  at_end: bool
   create: Callable[[Context], Evaluator]
 
 
 ENTRIES = (
-    Entry("knn", knn_monitor.wanted, True,
+    Entry("knn", knn_monitor.wanted, True, False,
           lambda c: knn_monitor.KnnMonitor(
               c.config, method=c.method, mesh=c.mesh,
               bank_source=c.train_source, query_source=c.eval_source)),
-    Entry("health", health_monitor.wanted, False,
+    Entry("health", health_monitor.wanted, False, False,
           lambda c: health_monitor.HealthMonitor(
               c.config, method=c.method, mesh=c.mesh,
               source=c.train_source)),
-    Entry("classifier", classifier_eval.wanted, True,
+    Entry("classifier", classifier_eval.wanted, True, True,
           lambda c: classifier_eval.ClassifierEvaluation(
               c.config, method=c.method, model=c.model, mesh=c.mesh,
               workdir=c.workdir, train_source=c.train_source,
@@ -78,6 +79,12 @@ def wanted(config, *, method, source) -> list[Entry]:
   """The entries this run wants (each says once when it is off)."""
   return [e for e in ENTRIES
           if e.wanted(config, method=method, source=source)]
+
+
+def any_at_end(entries: list[Entry]) -> bool:
+  """Whether any entry runs once more after the last step (a finished run
+  started again then has something to do)."""
+  return any(e.at_end for e in entries)
 
 
 def reads_eval_split(entries: list[Entry]) -> bool:
