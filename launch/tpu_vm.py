@@ -315,6 +315,30 @@ def check_config_file(config, root):
     raise UsageError(f"--config={config}: no such file {path} in {root} "
                      "(paths are relative to the project root the workers "
                      "run in)")
+  check_config_variant(config, os.path.join(root, path))
+
+
+def check_config_variant(config, path):
+  """A UsageError when the config file rejects the variant (or raises):
+  what `contrastive_jax.main` would say on every worker. Skipped where the
+  config's own imports (ml_collections, the package) are not installed
+  here: the workers check it then."""
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  variant = config.split(":", 1)[1] if ":" in config else None
+  spec = importlib.util.spec_from_file_location("launch_config", path)
+  module = importlib.util.module_from_spec(spec)
+  added = os.path.dirname(os.path.dirname(os.path.abspath(path)))
+  sys.path.insert(0, added)  # configs/ import the package beside them
+  try:
+    spec.loader.exec_module(module)
+    module.get_config(variant)
+  except ImportError:
+    return
+  except Exception as e:  # pylint: disable=broad-except
+    first = str(e).splitlines()[0] if str(e) else ""
+    raise UsageError(f"--config={config}: {type(e).__name__}: {first}")
+  finally:
+    sys.path.remove(added)
 
 
 # --- Running -------------------------------------------------------------------

@@ -217,6 +217,10 @@ def test_all_deletes_the_vm_when_the_run_fails(stub_gcloud, tmp_path):
       "--workdir=gs://b/r", "--dry-run"],
      "--config=configs/nothere.py:imagenet: no such file configs/nothere.py "
      "in "),
+    (["run", "--name=x", "--zone=z", "--config=configs/simclr.py:nope",
+      "--workdir=gs://b/r", "--dry-run"],
+     "--config=configs/simclr.py:nope: ValueError: unknown simclr config "
+     "variant 'nope'"),
 ])
 def test_bad_input_is_one_clear_line(args, message, no_gcloud):
   result = launch(*args, path=no_gcloud)
