@@ -131,20 +131,27 @@ def free_port() -> int:
 
 # --- Running -----------------------------------------------------------------
 
-def _relay(stream, prefix):
+def _relay(stream, prefix, errors, index):
+  """Copies a process's output to ours, line by line, keeping the last
+  `error: ` line it printed (main's one line on bad input) in
+  `errors[index]`."""
   for line in stream:
     sys.stdout.write(prefix + line)
     sys.stdout.flush()
+    if line.startswith("error: "):
+      errors[index] = line[len("error: "):].rstrip("\n")
 
 
 def run_local(commands) -> int:
   """Runs the processes side by side; if one fails, stops the others (they
   would wait for it forever) and returns its status."""
   procs, relays = [], []
+  errors = [None] * len(commands)
   for i, command in enumerate(commands):
     proc = subprocess.Popen(command, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
-    relay = threading.Thread(target=_relay, args=(proc.stdout, f"[{i}] "),
+    relay = threading.Thread(target=_relay,
+                             args=(proc.stdout, f"[{i}] ", errors, i),
                              daemon=True)
     relay.start()
     procs.append(proc)
@@ -172,7 +179,10 @@ def run_local(commands) -> int:
   for relay in relays:
     relay.join(timeout=5)
   if failed:
-    print(f"error: process {failed[0]} exited with status {failed[1]}",
+    # The child's own error line, when it printed one (bad input).
+    why = errors[failed[0]]
+    print(f"error: process {failed[0]}: {why}" if why else
+          f"error: process {failed[0]} exited with status {failed[1]}",
           file=sys.stderr)
     return failed[1] if failed[1] > 0 else 1
   return 0

@@ -105,6 +105,23 @@ def test_a_failing_process_stops_the_others():
   assert time.monotonic() - start < 60
 
 
+def test_a_failing_process_s_error_line_is_passed_through(capsys):
+  """A child's one `error:` line (main on bad input) is the launcher's last
+  line on stderr, named by process, not only its exit status."""
+  launcher = load_launcher()
+  status = launcher.run_local([
+      [sys.executable, "-c", "import time; time.sleep(120)"],
+      [sys.executable, "-c",
+       "import sys; print('error: config.batch_size=100 is invalid', "
+       "file=sys.stderr); sys.exit(2)"],
+  ])
+  assert status == 2
+  captured = capsys.readouterr()
+  assert captured.err.strip().splitlines()[-1] == (
+      "error: process 1: config.batch_size=100 is invalid")
+  assert "[1] error: config.batch_size=100" in captured.out
+
+
 def test_two_local_processes_train_as_one_job(tmp_path):
   workdir = tmp_path / "run"
   result = launch(
