@@ -165,6 +165,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   config_checks.validate(config, num_devices=mesh.size,
                          num_processes=jax.process_count())
   method = methods.get_method(config.method)
+  if method.prepare_config is not None:
+    config = method.prepare_config(config)
   if config.download:
     if jax.process_count() > 1:
       raise UserError("config.download=True works in single-process runs "

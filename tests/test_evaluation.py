@@ -115,6 +115,23 @@ def test_linear_eval_keeps_the_encoder_frozen(pretrained_run, tmp_path):
   assert 0.0 <= results["top1"] <= results["top5"] <= 1.0
 
 
+def test_one_run_one_name_whatever_the_spelling(pretrained_run, tmp_path):
+  """WORKDIR/ and WORKDIR/checkpoints name the same run: the results say
+  WORKDIR, and a rerun with the other spelling continues the finished run
+  (it was refused as a changed config)."""
+  workdir, _ = pretrained_run
+  out = str(tmp_path / "linear")
+  train.train_and_evaluate(tiny_eval_config("linear_eval", workdir + "/",
+                                            num_steps=1), out,
+                           devices=jax.devices()[:1])
+  results = json.loads((tmp_path / "linear" / "eval_results.json").read_text())
+  assert results["pretrained"] == os.path.normpath(workdir)
+  state = train.train_and_evaluate(
+      tiny_eval_config("linear_eval", os.path.join(workdir, "checkpoints"),
+                       num_steps=1), out, devices=jax.devices()[:1])
+  assert int(state.step) == 1
+
+
 def test_finetune_trains_the_encoder_on_a_label_fraction(pretrained_run,
                                                          tmp_path):
   workdir, pre_state = pretrained_run

@@ -56,6 +56,9 @@ class Method:
     eval_features(state, images, *, model, config) -> [B, d]: the
       features a classifier classifies (its encoder's h); its final
       evaluation then also scores them by kNN (`config.knn_eval`).
+    prepare_config(config) -> config: the method's own fields in one
+      canonical form, before the run is validated against a stored one
+      (e.g. a classifier's `pretrained` path).
     warm_start(state, *, config) -> state: applied to a fresh state only
       (not on resume), e.g. a classifier loading its pretrained encoder.
     eval_step(state, batch, *, model, config, axis_name) -> [hits@1, hits@5,
@@ -91,6 +94,7 @@ class Method:
   projector_variables: Callable[[dict], dict] | None = None
   eval_features: Callable[..., Any] | None = None
   warm_start: Callable[..., Any] | None = None
+  prepare_config: Callable[[Any], Any] | None = None
   eval_step: Callable[..., Any] | None = None
   validate_config: Callable[..., None] = _no_checks
   needs_labels: bool = False

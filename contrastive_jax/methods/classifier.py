@@ -14,6 +14,7 @@ any comparison needs, so that a report shows what pretraining adds.
 """
 
 import copy
+import os
 from typing import Any
 
 import flax.linen as nn
@@ -305,11 +306,32 @@ def eval_features(state: TrainState, images, *, model: nn.Module, config):
                      method=EncoderClassifier.features)
 
 
+def prepare_config(config):
+  """`config.pretrained` in one canonical form: the pretraining workdir
+  for a workdir, `WORKDIR/`, or `WORKDIR/checkpoints`; WORKDIR/
+  checkpoints/N for one step (normalised). One run, one name: in
+  eval_results.json, and for resuming."""
+  path = config.get("pretrained")
+  if not isinstance(path, str) or not path or path in BASELINES:
+    return config
+  workdir, steps, named = pretrained_lib.candidates(path)
+  if "://" not in workdir:
+    workdir = os.path.normpath(workdir)
+  canonical = (f"{workdir.rstrip('/')}/checkpoints/{steps[0]}" if named
+               else workdir.rstrip("/"))
+  if canonical == path:
+    return config
+  config = copy.deepcopy(config)
+  config.pretrained = canonical
+  return config
+
+
 def _method(name: str, no_decay=None) -> base.Method:
   # One view, labels, and a final evaluation on the eval split.
   return base.Method(
       name=name, create_model=create_model, init_state=init_state,
       train_step=train_step, num_views=1, warm_start=warm_start,
+      prepare_config=prepare_config,
       eval_step=eval_step, eval_features=eval_features, needs_labels=True,
       no_decay=no_decay)
 
