@@ -186,6 +186,30 @@ def _free_bytes(directory: str) -> int | None:
   return stat.f_bavail * stat.f_frsize
 
 
+# What an interrupted save leaves; Orbax removes it before saving again.
+_LEFTOVER = ".orbax-checkpoint-tmp"
+
+
+def _reclaimable_bytes(directory: str) -> int:
+  """Bytes in the leftovers of interrupted saves in `directory`: they
+  count as free, since the next save clears them first."""
+  total = 0
+  try:
+    names = os.listdir(directory)
+  except OSError:
+    return 0
+  for name in names:
+    if _LEFTOVER not in name:
+      continue
+    for root, _, files in os.walk(os.path.join(directory, name)):
+      for f in files:
+        try:
+          total += os.lstat(os.path.join(root, f)).st_size
+        except OSError:
+          pass
+  return total
+
+
 def _bytes(n: int) -> str:
   for unit in ("bytes", "KiB", "MiB", "GiB"):
     if n < 1024 or unit == "GiB":
@@ -297,6 +321,8 @@ class Checkpointer:
     and logs): better said before training than after the first interval.
     Local directories only (no free space is known for gs://)."""
     free = _free_bytes(self.directory)
+    if free is not None:
+      free += _reclaimable_bytes(self.directory)
     if free is None:
       return
     size = sum(int(x.size) * x.dtype.itemsize

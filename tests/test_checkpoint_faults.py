@@ -393,6 +393,24 @@ def test_a_disk_already_full_stops_before_training(tmp_path, monkeypatch):
   assert not os.path.exists(tmp_path / "run" / "metrics.jsonl")
 
 
+def test_an_interrupted_save_s_leftover_counts_as_free(run, monkeypatch):
+  """A resume that fits once the leftover of an interrupted save is
+  cleared (Orbax clears it before saving) is not refused."""
+  mesh = parallel.make_data_mesh(jax.devices()[:1])
+  abstract = checkpointing.abstract_like(_state(mesh, 0))
+  size = sum(int(x.size) * x.dtype.itemsize for x in jax.tree.leaves(abstract))
+  leftover = run / "checkpoints" / "4.orbax-checkpoint-tmp-1234" / "state"
+  leftover.mkdir(parents=True)
+  (leftover / "d").write_bytes(b"\0" * (size + (1 << 20)))
+  monkeypatch.setattr(checkpointing, "_free_bytes", lambda directory: 4096)
+  ckpt = _checkpointer(run)
+  ckpt.check_free_space(abstract)  # 4 KiB free + the leftover: enough
+  shutil.rmtree(leftover.parent)
+  with pytest.raises(CheckpointError, match="4.0 KiB free"):
+    ckpt.check_free_space(abstract)
+  ckpt.close()
+
+
 # A real full disk (a 1 MiB tmpfs, where the test may mount one): Orbax's
 # threads and TensorStore's callbacks print nothing but our one line.
 _FILL_TMPFS = """
