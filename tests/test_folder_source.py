@@ -273,6 +273,32 @@ def test_listing_stops_at_symlink_loops(tmp_path):
   assert folder_listing.list_tree(str(tmp_path)).images == ['a/x.png']
 
 
+def test_directory_links_inside_the_dataset_are_ignored_and_said(
+    tmp_path, caplog):
+  """A link to the dataset root (which once added the test images to train
+  as a class), to another split and back into the split are not followed
+  but counted as ignored; a link out of the dataset (another disk) is."""
+  rng = np.random.default_rng(0)
+  root = tmp_path / 'data'
+  for path in ('train/0/a.png', 'train/1/b.png', 'test/0/c.png',
+               'test/1/d.png'):
+    save(str(root / path), tiny(rng))
+  outside = tmp_path / 'other_disk'
+  save(str(outside / 'e.png'), tiny(rng))
+  os.symlink(root, root / 'train' / '1' / 'whole_dataset')
+  os.symlink(root / 'test', root / 'train' / '0' / 'test_split')
+  os.symlink(root / 'train' / '0', root / 'train' / '1' / 'same_split')
+  os.symlink(outside, root / 'train' / '0' / 'more')
+  listing = folder_listing.list_tree(str(root / 'train'),
+                                     dataset_root=str(root))
+  assert listing.images == ['0/a.png', '0/more/e.png', '1/b.png']
+  assert listing.ignored == {'(directory link)': 3}
+  with caplog.at_level('WARNING'):
+    source = open_folder(root)
+  assert source.num_examples == 3 and source.class_names == ('0', '1')
+  assert '(directory link): 3' in caplog.text
+
+
 def test_remote_paths_go_through_gfile(photo):
   # TensorFlow's in-memory file system stands in for gs://.
   root = 'ram://folder_test'

@@ -66,11 +66,13 @@ class SplitIndex:
   stored: bool
 
 
-def listing(directory: str) -> folder_listing.Listing:
+def listing(directory: str,
+            dataset_root: str | None = None) -> folder_listing.Listing:
   """`folder_listing.list_tree(directory)`, once per process."""
   with _listings_lock:
     if directory not in _listings:
-      _listings[directory] = folder_listing.list_tree(directory)
+      _listings[directory] = folder_listing.list_tree(
+          directory, dataset_root=dataset_root)
     return _listings[directory]
 
 
@@ -119,7 +121,7 @@ def build(root: str, split: str, *,
                       'so it is read as unlabelled (labels come from class '
                       'subfolders holding every image)', dataset, name,
                       directory, len(entries.images), len(entries.dirs))
-  found = listing(directory)
+  found = listing(directory, dataset_root=root)
   if not found.images:
     raise folder_layout.no_images_error(dataset, split, directory,
                                         found.ignored)

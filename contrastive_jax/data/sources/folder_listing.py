@@ -8,6 +8,12 @@ thread waiting on I/O does not hold the GIL). Local paths use os.scandir;
 paths with a scheme (gs://, s3://, ...) go through tf.io.gfile, imported
 only then.
 
+Directory links: a link to a directory outside the dataset (another disk)
+is followed, as a researcher expects; a link whose target is inside the
+dataset folder (another split, the dataset itself, or this split again) or
+above it (a loop) is not, since it would read images twice or into the wrong
+split: it is counted among the ignored entries as '(directory link)'.
+
 Image files are recognised by their extension, so a listing never stats a
 file (on NFS and GCS each stat is a round trip). Hidden entries (a leading
 '.': macOS's '._x.jpg' resource forks, '.ipynb_checkpoints') are skipped:
@@ -29,12 +35,17 @@ IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.gif')
 WORKERS = 32
 
 
+LINK = '(directory link)'
+
+
 @dataclasses.dataclass
 class Entries:
-  """The names in one directory, by kind."""
+  """The names in one directory, by kind; `links`: the directory links
+  among `dirs` (local listings only)."""
   images: list[str] = dataclasses.field(default_factory=list)
   dirs: list[str] = dataclasses.field(default_factory=list)
   ignored: list[str] = dataclasses.field(default_factory=list)
+  links: set = dataclasses.field(default_factory=set)
 
 
 @dataclasses.dataclass
@@ -66,6 +77,8 @@ def is_dir(path: str) -> bool:
 
 
 def ignored_kind(name: str) -> str:
+  if name == LINK:
+    return LINK
   if name.startswith('.'):
     return '(hidden)'
   return os.path.splitext(name)[1].lower() or '(no extension)'
@@ -90,8 +103,10 @@ def _scan_local(path):
         entries.ignored.append(name)
       elif is_image(name):  # By name: no stat (see the module docstring).
         entries.images.append(name)
-      elif entry.is_dir():  # Follows symlinks, as a researcher expects.
+      elif entry.is_dir():  # Follows symlinks; list_tree decides which.
         entries.dirs.append(name)
+        if entry.is_symlink():
+          entries.links.add(name)
       else:
         entries.ignored.append(name)
   return entries
@@ -134,9 +149,28 @@ def _scan_below(root, relative, ancestors):
   return scan(path), ancestors | {key}
 
 
-def list_tree(root: str, *, workers: int = WORKERS) -> Listing:
+def _inside(path: str, folder: str) -> bool:
+  return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def _follow_link(link: str, dataset_root: str) -> bool:
+  """Whether to list the directory link `link`: only when its target is
+  outside `dataset_root` and not above it (see the module docstring)."""
+  try:
+    target = os.path.realpath(link)
+  except OSError:
+    return False
+  root = os.path.realpath(dataset_root)
+  return not (_inside(target, root) or _inside(root, target))
+
+
+def list_tree(root: str, *, workers: int = WORKERS,
+              dataset_root: str | None = None) -> Listing:
   """Every image file under `root`, at any depth (see `Listing`), one
-  level of directories at a time, each level's listed in parallel."""
+  level of directories at a time, each level's listed in parallel.
+  `dataset_root` (default `root`): the dataset folder `root` is a split
+  of, for the directory-link rule."""
+  dataset_root = root if dataset_root is None else dataset_root
   images, ignored = [], collections.Counter()
   level = [('', frozenset())]  # (path below root, its ancestors' keys)
   with concurrent.futures.ThreadPoolExecutor(workers) as pool:
@@ -147,7 +181,12 @@ def list_tree(root: str, *, workers: int = WORKERS) -> Listing:
         prefix = relative + '/' if relative else ''
         images.extend([prefix + name for name in entries.images])
         ignored.update(ignored_kind(name) for name in entries.ignored)
-        below.extend((prefix + name, ancestors) for name in entries.dirs)
+        for name in entries.dirs:
+          if name in entries.links and not _follow_link(
+              join(root, prefix + name), dataset_root):
+            ignored[LINK] += 1
+            continue
+          below.append((prefix + name, ancestors))
       level = below
   images.sort()
   return Listing(images, ignored)
