@@ -132,8 +132,10 @@ def get_config(arg: str | None = None):
     c.head.hidden_dim = 256
     c.head.output_dim = 64
     c.predictor_hidden_dim = 256
-    c.learning_rate, c.weight_decay = 1.0, 1.5e-6
-    c.ema_momentum = 0.98
+    # The digits demo's lr and target momentum (measured there against lr
+    # 1.0, EMA 0.99); lr 1.0 with EMA 0.98 gave 79.0% here.
+    c.learning_rate, c.weight_decay = 4.0, 1.5e-6
+    c.ema_momentum = 0.96
   else:  # digits
     use_pretraining_dataset(c, "digits")   # tiny ResNet x2, 16 px, B=256
     c.head.hidden_dim = 64

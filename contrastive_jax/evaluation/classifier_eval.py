@@ -15,7 +15,7 @@ from jax.sharding import PartitionSpec as P
 
 from contrastive_jax import parallel
 from contrastive_jax.data import label_subset
-from contrastive_jax.evaluation import features, knn
+from contrastive_jax.evaluation import features, knn_monitor
 from contrastive_jax.evaluation.report import RESULTS_FILE
 
 
@@ -70,17 +70,9 @@ class ClassifierEvaluation:
     embed = features.sharded_feature_fn(
         lambda s, images: method.eval_features(s, images, model=model,
                                                config=config), self._mesh)
-    bank_size = config.knn.bank_size if config.knn.bank_size > 0 else None
-    bank, bank_labels = features.extract_features(
-        embed, state, config, self._train_source, self._mesh,
-        max_examples=bank_size)
-    queries, query_labels = features.extract_features(
-        embed, state, config, self._eval_source, self._mesh)
-    labelled = bank_labels >= 0
-    return knn.knn_accuracy(
-        queries, query_labels, bank[labelled], bank_labels[labelled],
-        num_classes=int(max(bank_labels.max(), query_labels.max()) + 1),
-        k=config.knn.k, temperature=config.knn.temperature)
+    return knn_monitor.knn_top1(embed, state, config, mesh=self._mesh,
+                                bank_source=self._train_source,
+                                query_source=self._eval_source)
 
 
 def evaluate_classifier(state, *, eval_step: Callable, config, mesh,

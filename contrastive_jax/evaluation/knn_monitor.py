@@ -27,21 +27,28 @@ class KnnMonitor:
 
   def run(self, state, step: int) -> dict:
     del step
-    config = self._config
     variables = self._method.encoder_variables(
         flax.serialization.to_state_dict(state))
-    bank_size = config.knn.bank_size if config.knn.bank_size > 0 else None
-    bank, bank_labels = features.extract_features(
-        self._embed, variables, config, self._bank_source, self._mesh,
-        max_examples=bank_size)
-    queries, query_labels = features.extract_features(
-        self._embed, variables, config, self._query_source, self._mesh)
-    labelled = bank_labels >= 0  # e.g. stl10 'unlabelled' stores -1
-    accuracy = knn.knn_accuracy(
-        queries, query_labels, bank[labelled], bank_labels[labelled],
-        num_classes=int(max(bank_labels.max(), query_labels.max()) + 1),
-        k=config.knn.k, temperature=config.knn.temperature)
-    return {"knn_accuracy": accuracy}
+    return {"knn_accuracy": knn_top1(
+        self._embed, variables, self._config, mesh=self._mesh,
+        bank_source=self._bank_source, query_source=self._query_source)}
+
+
+def knn_top1(embed, variables, config, *, mesh, bank_source,
+             query_source) -> float:
+  """kNN top-1 of `query_source` against a bank of `bank_source` (at most
+  knn.bank_size examples; unlabelled ones left out), features
+  `embed(variables, images)` (a `features.sharded_feature_fn`)."""
+  bank_size = config.knn.bank_size if config.knn.bank_size > 0 else None
+  bank, bank_labels = features.extract_features(
+      embed, variables, config, bank_source, mesh, max_examples=bank_size)
+  queries, query_labels = features.extract_features(
+      embed, variables, config, query_source, mesh)
+  labelled = bank_labels >= 0  # e.g. stl10 'unlabelled' stores -1
+  return knn.knn_accuracy(
+      queries, query_labels, bank[labelled], bank_labels[labelled],
+      num_classes=int(max(bank_labels.max(), query_labels.max()) + 1),
+      k=config.knn.k, temperature=config.knn.temperature)
 
 
 def wanted(config, *, method, source) -> bool:
