@@ -25,6 +25,7 @@ import re
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 import tensorflow as tf  # noqa: E402
+from absl import logging  # noqa: E402
 import tensorflow_datasets as tfds  # noqa: E402
 
 from contrastive_jax import cli  # noqa: E402
@@ -89,17 +90,60 @@ def download_and_prepare(name, data_dir=None) -> bool:
   config = tfds.download.DownloadConfig(
       # The GCS copies TFDS would fetch instead are TFRecord.
       try_download_gcs=False, manual_dir=manual)
+  before = _entries_before(builder.data_dir_root)
   try:
     with _few_download_attempts():
       builder.download_and_prepare(file_format='array_record',
                                    download_config=config)
   except Exception as e:  # pylint: disable=broad-except
+    _remove_new_entries(builder.data_dir_root, before)
     # Network, manual-download and disk errors come from many libraries.
     raise DataError(
         f'could not download and prepare dataset {name!r} into '
         f'{builder.data_dir_root}: {_why(e)}; {tfds_common.OFFLINE_HINT}'
     ) from None
   return True
+
+
+def _entries_before(root: str) -> dict:
+  """{'': names in `root`, 'downloads': names in root/downloads} before a
+  download: what a failed one must leave (None: the folder was absent)."""
+  def names(path):
+    try:
+      return set(tf.io.gfile.listdir(path)) if tf.io.gfile.isdir(
+          path) else None
+    except tf.errors.OpError:
+      return None
+  return {'': names(root), 'downloads': names(os.path.join(root,
+                                                           'downloads'))}
+
+
+def _remove_new_entries(root: str, before: dict):
+  """Removes what a failed download created in `root` (the dataset's
+  folder, `downloads/` or the partial files in it): nothing that was there
+  before is touched."""
+  for sub in ('downloads', ''):
+    path = os.path.join(root, sub) if sub else root
+    old = before[sub]
+    try:
+      if not tf.io.gfile.isdir(path):
+        continue
+      for name in tf.io.gfile.listdir(path):
+        name = name.rstrip('/')
+        if old is not None and name in old:
+          continue
+        if sub == '' and name == 'downloads' and before['downloads'] is not None:
+          continue  # handled above: only its new entries went
+        target = os.path.join(path, name)
+        if tf.io.gfile.isdir(target):
+          tf.io.gfile.rmtree(target)
+        else:
+          tf.io.gfile.remove(target)
+      if old is None and not tf.io.gfile.listdir(path):
+        tf.io.gfile.rmtree(path)
+    except tf.errors.OpError as e:
+      logging.warning('Could not remove what the failed download left in '
+                      '%s: %s', path, e)
 
 
 def _why(error) -> str:

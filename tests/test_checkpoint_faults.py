@@ -363,11 +363,16 @@ def _tiny(method="simclr", **fields):
 
 
 def test_a_rerun_with_another_pretrained_encoder_stops(tmp_path):
-  # Two pretraining workdirs A and B (their configs are all that is read
-  # before the check), and a linear evaluation of A, saved at step 2.
+  # Two pretraining workdirs A and B (their configs and encoder arrays'
+  # shapes are all that is read before the check), and a linear evaluation
+  # of A, saved at step 2.
+  encoder = jax.tree.map(lambda s: np.zeros(s.shape, np.float32),
+                         _encoder_shapes())
   for name in ("a", "b"):
     ckpt = _checkpointer(tmp_path / name)
-    ckpt.save(1, {"x": np.zeros(1)}, _tiny())
+    ckpt.save(1, {"params": {"encoder": encoder["params"]},
+                  "batch_stats": {"encoder": encoder["batch_stats"]}},
+              _tiny())
     ckpt.close()
   a, b = str(tmp_path / "a"), str(tmp_path / "b")
   workdir = tmp_path / "eval"

@@ -299,6 +299,16 @@ def test_directory_links_inside_the_dataset_are_ignored_and_said(
   assert '(directory link): 3' in caplog.text
 
 
+def test_a_remote_folder_that_cannot_be_listed_says_what_was_tried():
+  with pytest.raises(DataError, match=r"folder:ram://nothing_here: no such "
+                     r"directory \(tf.io.gfile found nothing there"):
+    open_folder('ram://nothing_here')
+  # A scheme this TensorFlow has no file system for: what it said.
+  with pytest.raises(DataError, match=r"folder:nope://bucket/x: cannot reach "
+                     r"it through tf.io.gfile \(\w+Error: "):
+    open_folder('nope://bucket/x')
+
+
 def test_remote_paths_go_through_gfile(photo):
   # TensorFlow's in-memory file system stands in for gs://.
   root = 'ram://folder_test'

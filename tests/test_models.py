@@ -250,7 +250,9 @@ def test_unsynchronized_bn_uses_per_shard_statistics(global_bn_reference):
 def test_create_encoder_knows_every_documented_name():
   assert set(ENCODERS) == {
       'resnet18', 'resnet34', 'resnet50', 'resnet101', 'resnet152',
-      'tiny_resnet'}
+      'tiny_resnet', 'small_resnet'}
+  small = create_encoder('small_resnet', cifar_stem=True)
+  assert small.stage_sizes == (1, 1, 1) and small.feature_dim == 64
   assert create_encoder('resnet101', width_multiplier=4).feature_dim == 8192
   assert isinstance(create_encoder('resnet34'), resnet.ResNet)
 

@@ -180,6 +180,10 @@ def test_no_network_fails_fast_with_one_line(tmp_path, monkeypatch):
     monkeypatch.setenv(var, 'http://127.0.0.1:9')
   for var in ('NO_PROXY', 'no_proxy'):
     monkeypatch.delenv(var, raising=False)
+  # What was there before stays; what the download made goes.
+  (tmp_path / 'downloads').mkdir()
+  (tmp_path / 'downloads' / 'mine.zip').write_bytes(b'x')
+  (tmp_path / 'other_dataset').mkdir()
   start = time.monotonic()
   with pytest.raises(DataError, match="could not download and prepare "
                      "dataset 'mnist'.*cannot reach") as e:
@@ -187,6 +191,12 @@ def test_no_network_fails_fast_with_one_line(tmp_path, monkeypatch):
   assert time.monotonic() - start < 30
   assert '\n' not in str(e.value)
   assert not tfds.builder('mnist', data_dir=str(tmp_path)).is_prepared()
+  assert sorted(os.listdir(tmp_path)) == ['downloads', 'other_dataset']
+  assert os.listdir(tmp_path / 'downloads') == ['mine.zip']
+  empty = tmp_path / 'empty'
+  with pytest.raises(DataError):
+    prepare.download_and_prepare('mnist', str(empty))
+  assert not empty.exists() or os.listdir(empty) == []
 
 
 def test_digits_and_prepared_datasets_need_nothing(prepared):

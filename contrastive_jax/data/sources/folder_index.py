@@ -106,7 +106,7 @@ def build(root: str, split: str, *,
   dataset = f'folder:{root}'
   name, _, _ = folder_layout.parse_split(split)
   if not folder_listing.is_dir(root):
-    raise DataError(f'{dataset}: no such directory')
+    raise DataError(f'{dataset}: {folder_listing.why_not_a_dir(root)}')
   top = folder_listing.scan(root)
   directory = folder_layout.split_directory(root, name, top)
   if directory == root:

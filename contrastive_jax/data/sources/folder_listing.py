@@ -76,6 +76,26 @@ def is_dir(path: str) -> bool:
   return os.path.isdir(path)
 
 
+def why_not_a_dir(path: str) -> str:
+  """Why `path` is no directory we can list, in a few words: for a remote
+  path what was tried and what the file system said (an unreachable
+  bucket, missing credentials, an unknown scheme), not only 'no such
+  directory'."""
+  if not is_remote(path):
+    return 'no such directory'
+  from tensorflow.io import gfile  # pylint: disable=g-import-not-at-top
+  try:
+    if gfile.exists(path):
+      return 'not a directory (tf.io.gfile.isdir is False)'
+    return ('no such directory (tf.io.gfile found nothing there: check the '
+            'bucket, the path and your credentials)')
+  except Exception as e:  # pylint: disable=broad-except
+    if not is_file_system_error(e):
+      raise
+    return (f'cannot reach it through tf.io.gfile ({type(e).__name__}: '
+            f'{first_line(e)})')
+
+
 def ignored_kind(name: str) -> str:
   if name == LINK:
     return LINK
