@@ -82,6 +82,8 @@ def get_config(arg: str | None = None):
     # Your own folder (configs/simclr.py:small's data, model and views);
     # SimSiam's numbers measured on real MNIST (BENCHMARKS.md "Small
     # data"): the demo's lr, a 1/4-wide predictor bottleneck as the paper.
+    # 86.4% linear top-1, 2 points under the pixels' 88.4%: not yet a
+    # recipe that wins.
     use_small_data(c)
     c.head.hidden_dim = 128
     c.head.output_dim = 128
