@@ -142,11 +142,11 @@ def get_config(arg: str | None = None):
     c.head = mlp(num_layers=2, hidden_dim=256, output_dim=64, last_bn=True)
     c.predictor = mlp(num_layers=2, hidden_dim=256, output_dim=64,
                       last_bn=False)
-    # Measured: 86.4% linear top-1, 2 points under the pixels' 88.4%: not
-    # yet a recipe that wins (the digits demo's lr 4.0 and SimCLR's
-    # small-data tau 0.5 are the next to try).
-    c.learning_rate, c.weight_decay = 1.0, 1e-6
-    c.temperature, c.ema_momentum = 0.2, 0.98
+    # Measured: lr 1.0 with tau 0.2 gave 86.4% linear top-1, 2 points
+    # under the pixels' 88.4%; the digits demo's lr 4.0 with SimCLR's
+    # small-data tau 0.5 gives 90.6% (+2.2).
+    c.learning_rate, c.weight_decay = 4.0, 1e-6
+    c.temperature, c.ema_momentum = 0.5, 0.98
   else:  # digits
     use_pretraining_dataset(c, "digits")   # tiny ResNet x2, 16 px, B=256
     c.head = mlp(num_layers=2, hidden_dim=64, output_dim=32, last_bn=True)
