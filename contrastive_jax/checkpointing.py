@@ -20,6 +20,7 @@ import logging as std_logging
 import os
 import re
 import sys
+import threading
 from typing import Any
 
 import jax
@@ -173,6 +174,23 @@ def _quiet_failure_fallout():
   std_logging.getLogger("asyncio").addFilter(_QUIET_DISK_FULL)
   if not getattr(sys.unraisablehook, "drops_closed_loop_callbacks", False):
     sys.unraisablehook = _drop_closed_loop_callbacks(sys.unraisablehook)
+  if not getattr(threading.excepthook, "drops_disk_full", False):
+    threading.excepthook = _drop_disk_full_in_threads(threading.excepthook)
+
+
+def _drop_disk_full_in_threads(hook):
+  """A thread's exception hook that stays silent about a full disk (or a
+  file-size limit) in a background writer (an Orbax save thread failing
+  after the run has said so in its one line); anything else goes to
+  `hook`."""
+
+  def excepthook(args):
+    if is_disk_full(args.exc_value):
+      return
+    hook(args)
+
+  excepthook.drops_disk_full = True
+  return excepthook
 
 
 def _free_bytes(directory: str) -> int | None:
