@@ -9,8 +9,8 @@ returns scalars for TensorBoard and metrics.jsonl:
                                    classifier's final evaluation), also
                                    when a finished run is started again.
 
-`build` makes the list from the config and what the method and data allow
-(never from a method's or dataset's name). The entries today:
+`wanted` picks the entries the config, the method and the data allow (never
+by a method's or dataset's name) and `create` makes them. The entries today:
   * kNN monitor (knn_monitor.py): pretraining, labelled data;
   * health monitor (health_monitor.py): pretraining, any data;
   * classifier evaluation (classifier_eval.py): a classifier's accuracy
