@@ -130,9 +130,17 @@ def none_reads_back(directory: str,
           f"step {e.step}: {e.why}" for e in damaged))
 
 
+# What an Orbax writer thread says when the operation it belongs to has
+# already failed and its executor was shut down under it: the fallout of a
+# failure reported elsewhere, never a failure of its own.
+_SHUTDOWN_FALLOUT = ("cannot schedule new futures after",  # (interpreter) shutdown
+                     "Event loop is closed")
+
+
 class _QuietDiskFull(std_logging.Filter):
   """Drops the reports of a disk-full write that Orbax's threads (each with
-  its traceback) and asyncio (a future nobody awaited) log: the
+  its traceback) and asyncio (a future nobody awaited) log, and the
+  shutdown fallout of such a write in Orbax's other writer threads: the
   Checkpointer reports it in one line."""
 
   def filter(self, record):
@@ -140,8 +148,9 @@ class _QuietDiskFull(std_logging.Filter):
         "/orbax/" in record.pathname or record.name == "asyncio"):
       return True
     error = record.exc_info[1] if record.exc_info else None
+    message = record.getMessage()
     return not (is_disk_full(error) or any(
-        text in record.getMessage() for text in _DISK_FULL_TEXT))
+        text in message for text in (*_DISK_FULL_TEXT, *_SHUTDOWN_FALLOUT)))
 
 
 _QUIET_DISK_FULL = _QuietDiskFull()
