@@ -10,7 +10,7 @@ import jax
 import ml_collections
 import optax
 
-from contrastive_jax import guards, methods, optim, parallel
+from contrastive_jax import guards, methods, parallel, step_context
 from contrastive_jax.data import device_augment, view_spec
 
 
@@ -20,6 +20,8 @@ class MethodSteps:
   model: Any
   tx: optax.GradientTransformation
   learning_rate_fn: Callable
+  # What every step is given of the run: step counts and schedules.
+  context: step_context.StepContext
   mesh: jax.sharding.Mesh
   init: Callable             # rng -> state, created replicated on the mesh
   # method.train_step with its arguments bound, after `augment` when set.
@@ -46,17 +48,20 @@ def build(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, *,
   learning-rate (and EMA) schedules. guard=False leaves out the non-finite
   guard."""
   method = methods.get_method(config.method)
-  tx, learning_rate_fn = optim.create_optimizer_from_config(
+  optimizer = method.optimizer(
       config, steps_per_epoch=steps_per_epoch, total_steps=total_steps,
-      ema=method.ema, frozen=method.frozen, no_decay=method.no_decay,
-      constant_lr=method.constant_lr, probe=method.probe)
+      requests=method.optimizer_requests)
+  tx, learning_rate_fn = optimizer.tx, optimizer.learning_rate
+  context = step_context.StepContext(
+      steps_per_epoch=steps_per_epoch, total_steps=total_steps,
+      learning_rate=learning_rate_fn, schedules=optimizer.schedules)
   model = method.create_model(config, axis_name=parallel.DATA_AXIS)
   init = jax.jit(
       functools.partial(method.init_state, model=model, tx=tx, config=config),
       out_shardings=parallel.replicated(mesh))
   per_device_step = functools.partial(
       method.train_step, model=model, tx=tx, config=config,
-      learning_rate_fn=learning_rate_fn, axis_name=parallel.DATA_AXIS)
+      context=context, axis_name=parallel.DATA_AXIS)
   augment = None
   if config.get("augment_on_device", False):
     views = view_spec.training_views(config, method.num_views,
@@ -71,6 +76,7 @@ def build(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, *,
     step = guards.skip_nonfinite(step, axis_name=parallel.DATA_AXIS)
   return MethodSteps(
       method=method, model=model, tx=tx, learning_rate_fn=learning_rate_fn,
+      context=context,
       mesh=mesh, init=init, per_device_step=per_device_step,
       train_step=parallel.shard_train_step(step, mesh), augment=augment)
 

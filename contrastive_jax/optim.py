@@ -6,8 +6,9 @@ config fields map onto optax arguments (which parameters get weight decay
 by default is weight_decay.py's rule).
 """
 
+import dataclasses
 import math
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -18,6 +19,7 @@ from contrastive_jax.weight_decay import decay_all, decay_mask
 from contrastive_jax.errors import ConfigError
 
 Schedule = Callable[[Any], Any]
+Mask = Callable[[Any], Any]  # params -> bool pytree
 
 LR_SCALING_RULES = ('linear', 'sqrt', 'none')
 LR_SCHEDULES = ('cosine', 'step', 'constant')
@@ -224,7 +226,7 @@ def create_optimizer(
     *,
     name: str,
     learning_rate: float | Schedule,
-    weight_decay: float,
+    weight_decay: float | Schedule,
     momentum: float = 0.9,
     nesterov: bool = False,
     trust_coefficient: float = 0.001,
@@ -251,7 +253,7 @@ def create_optimizer(
   _check_choice('optimizer', name, OPTIMIZERS)
   if not callable(learning_rate) and not learning_rate > 0:
     raise ConfigError(f'learning_rate must be positive; got {learning_rate}')
-  if weight_decay < 0:
+  if not callable(weight_decay) and weight_decay < 0:
     raise ConfigError(f'weight_decay must be >= 0; got {weight_decay}')
   if not 0 <= momentum < 1:
     raise ConfigError(f'momentum must be in [0, 1); got {momentum}')
@@ -282,36 +284,81 @@ def create_optimizer(
       learning_rate_step(learning_rate, lr_groups))
 
 
+@dataclasses.dataclass(frozen=True)
+class Requests:
+  """What a method asks of its optimizer beyond the config's fields (the
+  `methods.base.Method` fields of the same names; `Method.optimizer` may
+  change them).
+
+  no_decay: leaves with neither weight decay nor LARS adaptation.
+  constant_lr: leaves trained at the peak learning rate throughout, with
+    neither warmup nor decay.
+  probe: the online probe's leaves. With `probe_learning_rate` > 0 they
+    follow the same warmup and schedule scaled to that base learning rate
+    (after `lr_scaling`), as solo-learn's `classifier_lr`; otherwise the
+    method's learning rate.
+  frozen: leaves whose updates are zeroed after everything else (weight
+    decay included, also AdamW's decoupled decay), so they never change.
+  frozen_for_epochs: (mask, epochs) pairs: the leaves of each mask get
+    neither a gradient nor an update for the first `epochs` epochs (DINO's
+    last layer, main_dino.py `cancel_gradients_last_layer`).
+  ema: the parameters an EMA follows; `ema.ema_params` is then chained
+    last, so the optimizer state also carries the EMA target (read it with
+    `ema.target_params`), with momentum `ema_momentum` and
+    `ema_momentum_schedule` ('constant', or 'cosine' from `ema_momentum`
+    up to 1 at the last step).
+  """
+  no_decay: Mask | None = None
+  constant_lr: Mask | None = None
+  probe: Mask | None = None
+  frozen: Mask | None = None
+  frozen_for_epochs: Sequence[tuple[Mask, float]] = ()
+  ema: Mask | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Optimizer:
+  """A built optimizer: the transformation, its learning-rate schedule and
+  its other scheduled hyper-parameters by name (for the step's metrics)."""
+  tx: optax.GradientTransformation
+  learning_rate: Schedule
+  schedules: Mapping[str, Schedule] = dataclasses.field(default_factory=dict)
+
+
 def create_optimizer_from_config(
     config, *, steps_per_epoch: int, total_steps: int,
-    ema: Callable[[Any], Any] | None = None,
-    frozen: Callable[[Any], Any] | None = None,
-    no_decay: Callable[[Any], Any] | None = None,
-    constant_lr: Callable[[Any], Any] | None = None,
-    probe: Callable[[Any], Any] | None = None,
+    ema: Mask | None = None, frozen: Mask | None = None,
+    no_decay: Mask | None = None, constant_lr: Mask | None = None,
+    probe: Mask | None = None,
 ) -> tuple[optax.GradientTransformation, Schedule]:
-  """(optimizer, schedule) from the training config.
+  """(optimizer, schedule) from the training config and a method's masks
+  (`Requests`' fields): `optimizer_from_config` in two values."""
+  built = optimizer_from_config(
+      config, steps_per_epoch=steps_per_epoch, total_steps=total_steps,
+      requests=Requests(ema=ema, frozen=frozen, no_decay=no_decay,
+                        constant_lr=constant_lr, probe=probe))
+  return built.tx, built.learning_rate
+
+
+def optimizer_from_config(config, *, steps_per_epoch: int, total_steps: int,
+                          requests: Requests = Requests()) -> Optimizer:
+  """The optimizer of the training config and a method's `requests`: the
+  default of `methods.base.Method.optimizer`.
 
   Reads `optimizer`, `learning_rate` (base, before `lr_scaling` by
   `batch_size`), `weight_decay`, `momentum`, `warmup_epochs`, `lr_schedule`,
   and, for 'step', `lr_decay_epochs` and `lr_decay_factor`. Epochs may be
-  fractional; they are rounded to whole steps.
-
-  A method's own requests (`methods.base.Method`):
-  `no_decay(params)`: leaves with neither weight decay nor LARS adaptation.
-  `constant_lr(params)`: leaves trained at the peak learning rate
-    throughout, with neither warmup nor decay.
-  `probe(params)`: the online probe's leaves. With `probe_learning_rate` > 0
-    they follow the same warmup and schedule scaled to that base learning
-    rate (after `lr_scaling`), as solo-learn's `classifier_lr`; otherwise
-    the method's learning rate.
-  `frozen(params)`: a mask of parameters whose updates are zeroed after
-    everything else (weight decay included, also AdamW's decoupled decay),
-    so they never change.
-  `ema(params)`: the parameters an EMA follows; `ema.ema_params` is then
-    chained last, so the optimizer state also carries the EMA target (read it with `ema.target_params`), with momentum
-    `ema_momentum` and `ema_momentum_schedule` ('constant', or 'cosine' from
-    `ema_momentum` up to 1 at the last step).
+  fractional; they are rounded to whole steps. Two fields that any method
+  may set, off by default:
+  `weight_decay_end` (>= 0): weight decay on a cosine from `weight_decay`
+    at step 0 to `weight_decay_end` at the last step, as DINO's
+    (main_dino.py `wd_schedule`, utils.cosine_scheduler); the schedule is
+    logged as `weight_decay`.
+  `clip_grad` (> 0): every parameter's gradient clipped to that norm on its
+    own, before the optimizer (DINO's utils.clip_gradients, main_dino.py
+    `--clip_grad`).
+  With both off (and no `frozen_for_epochs`), the chain is the one earlier
+  checkpoints hold.
   """
   if steps_per_epoch <= 0:
     raise ConfigError(
@@ -331,23 +378,94 @@ def create_optimizer_from_config(
       decay_boundaries=[
           to_steps(e) for e in config.get('lr_decay_epochs') or ()],
       decay_factor=config.get('lr_decay_factor', 0.1))
+  schedules = {}
+  weight_decay = config.weight_decay
+  weight_decay_end = config.get('weight_decay_end', -1.0)
+  if weight_decay_end >= 0:
+    weight_decay = schedules['weight_decay'] = cosine_between(
+        config.weight_decay, weight_decay_end, total_steps)
   tx = create_optimizer(
       name=config.optimizer,
       learning_rate=schedule,
-      weight_decay=config.weight_decay,
+      weight_decay=weight_decay,
       momentum=config.momentum,
       nesterov=config.get('nesterov', False),
       weight_decay_mask=config.get('weight_decay_mask', 'exclude_bn_bias'),
-      no_decay=no_decay,
-      lr_groups=_lr_groups(config, schedule, peak_lr, constant_lr=constant_lr,
-                           probe=probe))
-  if frozen is not None:
-    tx = optax.chain(tx, optax.masked(optax.set_to_zero(), frozen))
-  if ema is not None:
+      no_decay=requests.no_decay,
+      lr_groups=_lr_groups(config, schedule, peak_lr,
+                           constant_lr=requests.constant_lr,
+                           probe=requests.probe))
+  front, back = [], []
+  if config.get('clip_grad', 0.0) > 0:
+    front.append(clip_per_parameter(config.clip_grad))
+  for mask, epochs in requests.frozen_for_epochs:
+    # Zeroed in front (no moments, no trust ratio of it) and behind (no
+    # decay): the reference's gradient of None does neither.
+    front.append(frozen_for_steps(mask, to_steps(epochs)))
+    back.append(frozen_for_steps(mask, to_steps(epochs)))
+  if front or back:
+    tx = optax.chain(*front, tx, *back)
+  if requests.frozen is not None:
+    tx = optax.chain(tx, optax.masked(optax.set_to_zero(), requests.frozen))
+  if requests.ema is not None:
     tx = optax.chain(tx, ema_lib.ema_params(ema_lib.momentum_schedule(
         config.ema_momentum, config.get('ema_momentum_schedule', 'constant'),
-        total_steps), select=ema))
-  return tx, schedule
+        total_steps), select=requests.ema))
+  return Optimizer(tx=tx, learning_rate=schedule, schedules=schedules)
+
+
+def cosine_between(start: float, end: float, total_steps: int) -> Schedule:
+  """step -> `start` + (`end` - `start`)(1 - cos(pi t / T)) / 2: `start` at
+  step 0, `end` at step T and after (DINO's cosine_scheduler without
+  warm-up)."""
+
+  def schedule(step):
+    t = jnp.minimum(jnp.asarray(step, jnp.float32), total_steps)
+    return end + (start - end) * (1 + jnp.cos(math.pi * t / total_steps)) / 2
+
+  return schedule
+
+
+def clip_per_parameter(max_norm: float) -> optax.GradientTransformation:
+  """Each leaf's gradient scaled to norm `max_norm` when it is longer, on
+  its own (DINO's utils.clip_gradients: coefficient max_norm / (norm +
+  1e-6), applied when below 1). Stateless."""
+
+  def update_fn(updates, state, params=None):
+    del params
+
+    def clip(g):
+      coefficient = max_norm / (jnp.linalg.norm(g) + 1e-6)
+      return g * jnp.minimum(coefficient, 1.0).astype(g.dtype)
+
+    return jax.tree.map(clip, updates), state
+
+  return optax.GradientTransformation(optax.init_empty_state, update_fn)
+
+
+class FrozenForStepsState(NamedTuple):
+  count: jax.Array  # int32: updates seen so far
+
+
+def frozen_for_steps(mask: Mask, steps: int) -> optax.GradientTransformation:
+  """The leaves `mask` marks set to zero for the first `steps` updates
+  (this transformation's count), passed through after."""
+
+  def init_fn(params):
+    del params
+    return FrozenForStepsState(count=jnp.zeros((), jnp.int32))
+
+  def update_fn(updates, state, params=None):
+    del params
+    frozen = state.count < steps
+    marked = mask(updates)
+    updates = jax.tree.map(
+        lambda u, m: jnp.where(frozen, jnp.zeros_like(u), u) if m else u,
+        updates, marked)
+    return updates, FrozenForStepsState(
+        count=optax.safe_increment(state.count))
+
+  return optax.GradientTransformation(init_fn, update_fn)
 
 
 def _lr_groups(config, schedule, peak_lr, *, constant_lr, probe):

@@ -14,7 +14,7 @@ import numpy as np
 import optax
 import pytest
 
-from contrastive_jax import losses, weight_decay
+from contrastive_jax import losses, step_context, weight_decay
 from contrastive_jax.config import lib as config_lib
 from contrastive_jax.errors import ConfigError
 from contrastive_jax.methods import encoder_with_head
@@ -267,7 +267,7 @@ def _step_metrics(monkeypatch, scale):
   batch = {"view1": views[0], "view2": views[1],
            "label": np.zeros((8,), np.int32)}
   step = jax.jit(lambda s, b: simclr.train_step(
-      s, b, model=model, tx=tx, config=c, learning_rate_fn=lambda _: 1.0,
+      s, b, model=model, tx=tx, config=c, context=step_context.constant_context(1.0),
       axis_name=None))
   new_state, metrics = step(state, batch)
   delta = jax.tree.map(lambda a, b: a - b, new_state.params, state.params)

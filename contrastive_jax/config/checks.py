@@ -74,6 +74,16 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int,
   _require(_is_number(probe_lr) and (probe_lr > 0 or probe_lr == -1)
            and math.isfinite(probe_lr), "probe_learning_rate", probe_lr,
            "must be a number > 0, or -1 (the method's learning rate)")
+  weight_decay_end = config.get("weight_decay_end", -1.0)
+  _require(_is_number(weight_decay_end) and (weight_decay_end >= 0 or
+                                             weight_decay_end == -1),
+           "weight_decay_end", weight_decay_end,
+           "must be a number >= 0 (a cosine from weight_decay to it), or -1 "
+           "(constant)")
+  clip_grad = config.get("clip_grad", 0.0)
+  _require(_is_number(clip_grad) and clip_grad >= 0
+           and math.isfinite(clip_grad), "clip_grad", clip_grad,
+           "must be a number > 0 (each parameter's gradient norm), or 0 (off)")
   momentum = config.get("momentum", 0.0)
   _require(_is_number(momentum) and 0 <= momentum < 1, "momentum", momentum,
            "must be a number in [0, 1)")

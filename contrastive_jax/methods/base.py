@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
+from contrastive_jax import optim
 from contrastive_jax.evaluation import probe as probe_lib
 from contrastive_jax.errors import ConfigError
 from contrastive_jax.train_state import TrainState
@@ -38,10 +39,11 @@ class Method:
   Required:
     create_model(config, *, axis_name) -> model (any pytree of modules).
     init_state(rng, *, model, tx, config) -> TrainState.
-    train_step(state, batch, *, model, tx, config, learning_rate_fn,
-      axis_name) -> (state, metrics): one update on this device's share of
-      the global batch (run under shard_map over `axis_name`); metrics hold
-      at least REQUIRED_METRICS, as global-batch values.
+    train_step(state, batch, *, model, tx, config, context, axis_name) ->
+      (state, metrics): one update on this device's share of the global
+      batch (run under shard_map over `axis_name`); metrics hold at least
+      REQUIRED_METRICS, as global-batch values. `context` is the run's
+      `step_context.StepContext`: step counts, epoch, schedules.
   Optional:
     num_views: augmented views per image the batch holds ('view1', ...)
       from `view_augment` (and `view_augment_2`).
@@ -83,6 +85,14 @@ class Method:
       predictor, its reference's `--fix-pred-lr`).
     probe(params) -> bool pytree: the online probe's parameters; they train
       at `config.probe_learning_rate` when it is set (> 0).
+    optimizer(config, *, steps_per_epoch, total_steps, requests) ->
+      `optim.Optimizer`: the method's optimizer. By default
+      `optim.optimizer_from_config`, with `requests` (`optim.Requests`) made
+      of the five masks above; a method that needs more (a parameter group
+      frozen for its first epochs, a transformation of its own) calls it
+      with its requests changed, or chains onto its `tx`. Schedules of any
+      hyper-parameter it adds go into `Optimizer.schedules`: the step gets
+      them in its `StepContext`.
   """
   name: str
   create_model: Callable[..., Any]
@@ -103,6 +113,14 @@ class Method:
   no_decay: Callable[[Any], Any] | None = None
   constant_lr: Callable[[Any], Any] | None = None
   probe: Callable[[Any], Any] | None = None
+  optimizer: Callable[..., optim.Optimizer] = optim.optimizer_from_config
+
+  @property
+  def optimizer_requests(self) -> optim.Requests:
+    """The method's masks as the optimizer factory takes them."""
+    return optim.Requests(ema=self.ema, frozen=self.frozen,
+                          no_decay=self.no_decay,
+                          constant_lr=self.constant_lr, probe=self.probe)
 
   @property
   def pretrains_encoder(self) -> bool:
@@ -153,8 +171,8 @@ def probe_loss(logits, labels, *, axis_name) -> tuple[jax.Array, dict]:
 def step_metrics(*, loss, grads, learning_rate, probe_metrics=None,
                  **method_metrics) -> dict:
   """The metrics dict of a pretraining step: REQUIRED_METRICS (the probe's
-  gradient norm apart), the learning rate, the probe's and the method's
-  own."""
+  gradient norm apart), the learning rate (and the other schedules:
+  `**context.metrics(step)`), the probe's and the method's own."""
   return {"loss": loss, **probe_lib.grad_norms(grads),
           "learning_rate": learning_rate, **(probe_metrics or {}),
           **method_metrics}

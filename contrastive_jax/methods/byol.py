@@ -40,6 +40,7 @@ from contrastive_jax.errors import ConfigError
 from contrastive_jax.methods import base, encoder_with_head
 from contrastive_jax.methods.encoder_with_head import (EncoderWithHead,
                                                       OnlineNetwork)
+from contrastive_jax.step_context import StepContext
 from contrastive_jax.train_state import TrainState
 
 TARGET = ("encoder", "head")
@@ -130,7 +131,7 @@ def loss_fn(params, target_params, batch, *, batch_stats, extra,
 
 def train_step(state: TrainState, batch, *, model: BYOLModel,
                tx: optax.GradientTransformation,
-               config: ml_collections.ConfigDict, learning_rate_fn,
+               config: ml_collections.ConfigDict, context: StepContext,
                axis_name: str | None):
   """One BYOL update on this device's share of the global batch."""
   del config
@@ -147,7 +148,7 @@ def train_step(state: TrainState, batch, *, model: BYOLModel,
       extra={**state.extra, "target_batch_stats": aux.target_batch_stats})
   metrics = base.step_metrics(
       loss=aux.loss, grads=grads,
-      learning_rate=learning_rate_fn(state.step),
+      **context.metrics(state.step),
       probe_metrics=aux.probe_metrics,
       ema_momentum=ema.ema_state(new_state.opt_state).momentum)
   return new_state, metrics

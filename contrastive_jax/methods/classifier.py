@@ -28,6 +28,7 @@ from contrastive_jax.evaluation import pretrained as pretrained_lib
 from contrastive_jax.errors import ConfigError
 from contrastive_jax.methods import base
 from contrastive_jax.models.norm import batch_norm
+from contrastive_jax.step_context import StepContext
 from contrastive_jax.train_state import TrainState
 
 RANDOM = "random"
@@ -250,7 +251,7 @@ def _global_mean(local_sum, local_count, axis_name):
 
 def train_step(state: TrainState, batch, *, model: nn.Module,
                tx: optax.GradientTransformation,
-               config: ml_collections.ConfigDict, learning_rate_fn,
+               config: ml_collections.ConfigDict, context: StepContext,
                axis_name: str | None):
   images, labels = batch["view1"], batch["label"]
   finetune = _finetunes(config)
@@ -279,7 +280,7 @@ def train_step(state: TrainState, batch, *, model: nn.Module,
       "train_accuracy": _global_mean(hits, jnp.float32(labels.shape[0]),
                                      axis_name),
       "grad_norm": optax.tree.norm(grads),
-      "learning_rate": learning_rate_fn(state.step),
+      **context.metrics(state.step),
   }
   new_state = state.replace(step=state.step + 1, params=params,
                             batch_stats=batch_stats, opt_state=opt_state)

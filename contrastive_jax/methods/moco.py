@@ -36,6 +36,7 @@ from contrastive_jax.errors import ConfigError
 # The same network as SimCLR's: encoder, head, optional online probe.
 from contrastive_jax.methods import base, encoder_with_head, shuffle_bn
 from contrastive_jax.methods.encoder_with_head import EncoderWithHead
+from contrastive_jax.step_context import StepContext
 from contrastive_jax.train_state import TrainState
 
 KEY_BN_MODES = ("shuffle", "sync")
@@ -208,7 +209,7 @@ def loss_fn(params, key_params, batch, *, batch_stats, extra, rng,
 
 def train_step(state: TrainState, batch, *, model: MoCoModel,
                tx: optax.GradientTransformation,
-               config: ml_collections.ConfigDict, learning_rate_fn,
+               config: ml_collections.ConfigDict, context: StepContext,
                axis_name: str | None):
   """One MoCo update on this device's share of the global batch."""
   # The same key on every device: the shuffle permutation must agree.
@@ -229,7 +230,7 @@ def train_step(state: TrainState, batch, *, model: MoCoModel,
                                    batch_stats=aux.batch_stats, extra=extra)
   metrics = base.step_metrics(
       loss=aux.out.loss, grads=grads,
-      learning_rate=learning_rate_fn(state.step),
+      **context.metrics(state.step),
       probe_metrics=aux.probe_metrics,
       contrastive_accuracy=aux.out.accuracy,
       ema_momentum=ema.ema_state(new_state.opt_state).momentum)

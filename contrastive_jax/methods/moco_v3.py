@@ -66,6 +66,7 @@ from contrastive_jax.errors import ConfigError
 from contrastive_jax.methods import base, encoder_with_head
 from contrastive_jax.methods.encoder_with_head import (EncoderWithHead,
                                                       OnlineNetwork)
+from contrastive_jax.step_context import StepContext
 from contrastive_jax.train_state import TrainState
 
 MOMENTUM = ("encoder", "head")
@@ -160,7 +161,7 @@ def loss_fn(params, target_params, batch, *, batch_stats, extra,
 
 def train_step(state: TrainState, batch, *, model: MoCoV3Model,
                tx: optax.GradientTransformation,
-               config: ml_collections.ConfigDict, learning_rate_fn,
+               config: ml_collections.ConfigDict, context: StepContext,
                axis_name: str | None):
   """One MoCo v3 update on this device's share of the global batch."""
   # The loss is already global (losses.py): these are the global gradients.
@@ -174,7 +175,7 @@ def train_step(state: TrainState, batch, *, model: MoCoV3Model,
       state, grads, tx=tx, batch_stats=aux.batch_stats,
       extra={**state.extra, "target_batch_stats": aux.target_batch_stats})
   return new_state, base.step_metrics(
-      loss=aux.loss, grads=grads, learning_rate=learning_rate_fn(state.step),
+      loss=aux.loss, grads=grads, **context.metrics(state.step),
       probe_metrics=aux.probe_metrics,
       ema_momentum=ema.ema_state(new_state.opt_state).momentum)
 

@@ -13,6 +13,7 @@ from contrastive_jax import losses
 from contrastive_jax.errors import ConfigError
 from contrastive_jax.methods import base, encoder_with_head
 from contrastive_jax.methods.encoder_with_head import EncoderWithHead
+from contrastive_jax.step_context import StepContext
 from contrastive_jax.train_state import TrainState
 
 # The official code optimises loss_a + loss_b, each view's cross-entropy
@@ -46,7 +47,7 @@ def init_state(rng: jax.Array, *, model: nn.Module,
 
 def train_step(state: TrainState, batch, *, model: nn.Module,
                tx: optax.GradientTransformation,
-               config: ml_collections.ConfigDict, learning_rate_fn,
+               config: ml_collections.ConfigDict, context: StepContext,
                axis_name: str | None):
   """One SimCLR update on this device's share of the global batch."""
   # Both views go through the encoder as one batch, so BatchNorm statistics
@@ -77,7 +78,7 @@ def train_step(state: TrainState, batch, *, model: nn.Module,
   # 2N, comparable with other implementations' logs.
   metrics = base.step_metrics(
       loss=objective, grads=grads,
-      learning_rate=learning_rate_fn(state.step),
+      **context.metrics(state.step),
       probe_metrics=probe_metrics, nt_xent=out.loss,
       contrastive_accuracy=out.accuracy)
   return new_state, metrics

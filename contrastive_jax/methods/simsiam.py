@@ -31,6 +31,7 @@ from contrastive_jax import losses, models
 from contrastive_jax.evaluation import probe as probe_lib
 from contrastive_jax.methods import base, encoder_with_head
 from contrastive_jax.methods.encoder_with_head import OnlineNetwork
+from contrastive_jax.step_context import StepContext
 from contrastive_jax.train_state import TrainState
 
 
@@ -106,7 +107,7 @@ def _normalised_std(z, axis_name) -> jax.Array:
 
 def train_step(state: TrainState, batch, *, model: OnlineNetwork,
                tx: optax.GradientTransformation,
-               config: ml_collections.ConfigDict, learning_rate_fn,
+               config: ml_collections.ConfigDict, context: StepContext,
                axis_name: str | None):
   """One SimSiam update on this device's share of the global batch."""
   del config
@@ -117,7 +118,7 @@ def train_step(state: TrainState, batch, *, model: OnlineNetwork,
   new_state = base.apply_gradients(state, grads, tx=tx,
                                    batch_stats=aux.batch_stats)
   return new_state, base.step_metrics(
-      loss=aux.loss, grads=grads, learning_rate=learning_rate_fn(state.step),
+      loss=aux.loss, grads=grads, **context.metrics(state.step),
       probe_metrics=aux.probe_metrics, z_std=aux.z_std)
 
 
