@@ -167,7 +167,17 @@ def _solo_learn_cifar10(c):
   c.weight_decay = 1e-5                    # yaml:36   pretrain.py:153-154)
   c.ema_momentum = 0.99                    # yaml:22-24 (to 1.0)
   c.warmup_epochs = 10.0                   # solo/methods/base.py:293
-  c.input_norm = "cifar10"                 # solo/data/pretrain_
+  # solo-learn's LARS (solo/utils/lars.py; optim.lars_solo): eta 0.02, the
+  # trust ratio clipped at the lr, BN and biases (ndim 1) get plain g.
+  c.optimizer = "lars_solo"                # yaml:32
+  c.lars_clip_lr = True                    # yaml:38
+  c.lars_eta = 0.02                        # yaml:39
+  c.lars_adapt_mask = "exclude_bn_bias"    # yaml:40 exclude_bias_n_norm
+  # torchvision's resnet18 with its defaults (solo/backbones/resnet/
+  # __init__.py:24-25, resnet.py:20): kaiming normal fan_out convs,
+  # zero_init_residual=False.
+  c.conv_init, c.zero_init_residual = "torchvision", False
+  c.input_norm = "cifar10_solo"            # solo/data/pretrain_
                                            #   dataloader.py:207
   # aug: crop 0.08-1 (torchvision's RandomResizedCrop, 10 attempts,
   # bicubic), jitter 0.4/0.4/0.2/0.1 p=0.8 (torchvision's ColorJitter),

@@ -226,11 +226,17 @@ def _solo_learn_cifar10(c):
                                            #   pretrain.py:151-154)
   c.weight_decay = 1e-6                    # yaml:37
   c.warmup_epochs = 10.0                   # solo/methods/base.py:293
+  # solo-learn's LARS (solo/utils/lars.py; optim.lars_solo): eta 0.02, the
+  # trust ratio clipped at the lr, BN and biases (ndim 1) get plain g.
+  c.optimizer = "lars_solo"                # yaml:33
+  c.lars_clip_lr = True                    # yaml:39
+  c.lars_eta = 0.02                        # yaml:40
+  c.lars_adapt_mask = "exclude_bn_bias"    # yaml:41 exclude_bias_n_norm
   # torchvision's resnet18 with its defaults (solo/backbones/resnet/
-  # resnet.py:20): zero_init_residual=False; CIFAR-10 mean/std
-  # (solo/data/pretrain_dataloader.py:207).
+  # __init__.py:24-25, resnet.py:20): zero_init_residual=False; CIFAR-10
+  # mean and solo-learn's std (solo/data/pretrain_dataloader.py:207).
   c.zero_init_residual = False
-  c.input_norm = "cifar10"
+  c.input_norm = "cifar10_solo"
   # aug: RandomResizedCrop 0.08-1 (bicubic, solo/data/pretrain_dataloader.
   # py:220-225), jitter 0.4/0.4/0.2/0.1 p=0.8, grayscale 0.2, no blur,
   # solarize 0 / 0.2, flip 0.5 (aug:1-45).

@@ -115,7 +115,14 @@ def _solo_learn_cifar10(c):
   c.learning_rate = 0.5                    # yaml:32, x B/256
   c.weight_decay = 1e-5                    # yaml:34
   c.warmup_epochs = 10.0                   # solo/methods/base.py:293
-  c.input_norm = "cifar10"
+  # SGD (yaml:30; momentum 0.9, solo/args/pretrain.py:161-162) with wd on
+  # every parameter (exclude_bias_n_norm_wd defaults to False, solo/
+  # methods/base.py:280-282): set above. torchvision's resnet18 with its
+  # defaults (solo/backbones/resnet/__init__.py:24-25, resnet.py:20):
+  # zero_init_residual=False.
+  c.zero_init_residual = False
+  c.input_norm = "cifar10_solo"            # solo/data/pretrain_
+                                           #   dataloader.py:207
   # aug: torchvision's RandomResizedCrop 0.08-1 (10 attempts, bicubic),
   # jitter 0.4/0.4/0.4/0.1 p=0.8, grayscale 0.2, blur 0.5 (sigma 0.1-2),
   # flip.

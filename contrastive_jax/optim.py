@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import optax
 
 from contrastive_jax import ema as ema_lib
+from contrastive_jax import solo_lars
 from contrastive_jax.weight_decay import decay_all, decay_mask
 from contrastive_jax.errors import ConfigError
 
@@ -23,8 +24,9 @@ Mask = Callable[[Any], Any]  # params -> bool pytree
 
 LR_SCALING_RULES = ('linear', 'sqrt', 'none')
 LR_SCHEDULES = ('cosine', 'step', 'constant')
-OPTIMIZERS = ('lars', 'sgd', 'adamw')
-# Which parameters weight decay applies to (see `weight_decay_mask_fn`).
+OPTIMIZERS = ('lars', 'lars_solo', 'sgd', 'adamw')
+# Which parameters weight decay (`weight_decay_mask`) and LARS's trust
+# ratio (`lars_adapt_mask`) apply to (see `weight_decay_mask_fn`).
 WEIGHT_DECAY_MASKS = ('exclude_bn_bias', 'all')
 
 
@@ -45,6 +47,13 @@ def check_config(config) -> None:
   _check_choice('weight_decay_mask',
                 config.get('weight_decay_mask', 'exclude_bn_bias'),
                 WEIGHT_DECAY_MASKS)
+  _check_choice('lars_adapt_mask',
+                config.get('lars_adapt_mask', 'exclude_bn_bias'),
+                WEIGHT_DECAY_MASKS)
+  if config.get('lars_clip_lr', False) and config.optimizer != 'lars_solo':
+    raise ConfigError(
+        f"lars_clip_lr=True is solo-learn's clip of the trust ratio: it needs "
+        f"optimizer='lars_solo'; got optimizer={config.optimizer!r}")
   if config.lr_schedule == 'step':
     _check_decay_factor(config.get('lr_decay_factor', 0.1))
 
@@ -222,6 +231,24 @@ def lars(learning_rate: float | Schedule, *, weight_decay: float,
       optax.trace(decay=momentum, nesterov=nesterov))
 
 
+def lars_solo(learning_rate: float | Schedule, *, weight_decay,
+              trust_coefficient: float, clip_lr: bool, momentum: float,
+              nesterov: bool, wd_mask=decay_mask, adapt_mask=decay_mask,
+              lr_groups=()) -> optax.GradientTransformation:
+  """solo-learn's LARS (= apex's LARC around torch's SGD; solo_lars.py):
+  the trust ratio with eps 1e-8 and, with `clip_lr`, min(r / lr, 1) at
+  each step's learning rate (the schedule's); then momentum, then the
+  learning rate. The leaves `adapt_mask` leaves out get plain g, no
+  decay (solo-learn's `exclude_bias_n_norm`)."""
+  return optax.chain(
+      solo_lars.scale_by_solo_trust_ratio(
+          eta=trust_coefficient, weight_decay=weight_decay, clip_lr=clip_lr,
+          learning_rate=learning_rate, adapt_mask=adapt_mask,
+          wd_mask=wd_mask, lr_groups=lr_groups),
+      optax.trace(decay=momentum, nesterov=nesterov),
+      learning_rate_step(learning_rate, lr_groups))
+
+
 def create_optimizer(
     *,
     name: str,
@@ -230,18 +257,25 @@ def create_optimizer(
     momentum: float = 0.9,
     nesterov: bool = False,
     trust_coefficient: float = 0.001,
+    clip_lr: bool = False,
     b1: float = 0.9,
     b2: float = 0.999,
     weight_decay_mask: str = 'exclude_bn_bias',
+    adapt_mask: str = 'exclude_bn_bias',
     no_decay: Callable[[Any], Any] | None = None,
     lr_groups: Sequence[tuple[Callable[[Any], Any], float | Schedule]] = (),
 ) -> optax.GradientTransformation:
-  """Builds 'lars', 'sgd' or 'adamw', with decay masked by the mask named
-  `weight_decay_mask` (see `weight_decay_mask_fn`; the default: `decay_mask`).
+  """Builds 'lars', 'lars_solo', 'sgd' or 'adamw', with decay masked by
+  the mask named `weight_decay_mask` (see `weight_decay_mask_fn`; the
+  default: `decay_mask`).
 
   'lars': SimCLR/BYOL LARS. Kernels get wd * w added to the gradient and the
     trust ratio eta * |w| / |g + wd * w|; biases and BN get neither, only
-    momentum SGD.
+    momentum SGD. `adapt_mask` names the trust ratio's mask.
+  'lars_solo': solo-learn's LARS (`lars_solo`): the leaves of the mask
+    named `adapt_mask` get (g + wd w) r, r = eta |w| / (|g| + wd |w| +
+    1e-8), min(r / lr, 1) with `clip_lr`; the others plain g; momentum,
+    then the lr.
   'sgd': torch-style SGD (MoCo): L2 decay added to the gradient before
     momentum, on masked leaves only.
   'adamw': decoupled decay on masked leaves; `momentum` is unused (b1 is).
@@ -258,13 +292,20 @@ def create_optimizer(
   if not 0 <= momentum < 1:
     raise ConfigError(f'momentum must be in [0, 1); got {momentum}')
   wd_mask = _without(weight_decay_mask_fn(weight_decay_mask), no_decay)
+  adapt = _without(weight_decay_mask_fn(adapt_mask), no_decay)
+  if not trust_coefficient > 0:
+    raise ConfigError(f'lars_eta must be > 0; got {trust_coefficient}')
 
   if name == 'lars':
     return lars(learning_rate, weight_decay=weight_decay,
                 trust_coefficient=trust_coefficient, momentum=momentum,
-                nesterov=nesterov, wd_mask=wd_mask,
-                adapt_mask=_without(decay_mask, no_decay),
+                nesterov=nesterov, wd_mask=wd_mask, adapt_mask=adapt,
                 lr_groups=lr_groups)
+  if name == 'lars_solo':
+    return lars_solo(learning_rate, weight_decay=weight_decay,
+                     trust_coefficient=trust_coefficient, clip_lr=clip_lr,
+                     momentum=momentum, nesterov=nesterov, wd_mask=wd_mask,
+                     adapt_mask=adapt, lr_groups=lr_groups)
   if name == 'sgd':
     decay = optax.add_decayed_weights(weight_decay, mask=wd_mask)
     if not lr_groups:  # optax.sgd's chain, as checkpoints hold it.
@@ -347,7 +388,9 @@ def optimizer_from_config(config, *, steps_per_epoch: int, total_steps: int,
 
   Reads `optimizer`, `learning_rate` (base, before `lr_scaling` by
   `batch_size`), `weight_decay`, `momentum`, `warmup_epochs`, `lr_schedule`,
-  and, for 'step', `lr_decay_epochs` and `lr_decay_factor`. Epochs may be
+  and, for 'step', `lr_decay_epochs` and `lr_decay_factor`; for the LARS
+  optimizers `lars_eta` and `lars_adapt_mask`, for 'lars_solo'
+  `lars_clip_lr`. Epochs may be
   fractional; they are rounded to whole steps. Two fields that any method
   may set, off by default:
   `weight_decay_end` (>= 0): weight decay on a cosine from `weight_decay`
@@ -390,7 +433,10 @@ def optimizer_from_config(config, *, steps_per_epoch: int, total_steps: int,
       weight_decay=weight_decay,
       momentum=config.momentum,
       nesterov=config.get('nesterov', False),
+      trust_coefficient=config.get('lars_eta', 1e-3),
+      clip_lr=config.get('lars_clip_lr', False),
       weight_decay_mask=config.get('weight_decay_mask', 'exclude_bn_bias'),
+      adapt_mask=config.get('lars_adapt_mask', 'exclude_bn_bias'),
       no_decay=requests.no_decay,
       lr_groups=_lr_groups(config, schedule, peak_lr,
                            constant_lr=requests.constant_lr,

@@ -140,7 +140,11 @@ BYOL_RECIPES = {
     "cifar10": dict(model="resnet18", cifar_stem=True, image_size=32,
                     batch_size=256, num_epochs=1000, learning_rate=1.0,
                     weight_decay=1e-5, ema_momentum=0.99,
-                    input_norm="cifar10"),
+                    # solo-learn's LARS, torchvision's init and std
+                    # (tests/test_recipes_solo.py cites them).
+                    optimizer="lars_solo", lars_eta=0.02, lars_clip_lr=True,
+                    conv_init="torchvision", zero_init_residual=False,
+                    input_norm="cifar10_solo"),
     "digits": dict(model="tiny_resnet", image_size=16, batch_size=256,
                    num_epochs=30),
 }

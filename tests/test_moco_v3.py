@@ -198,8 +198,12 @@ MOCO_V3_RECIPES = {
     "cifar10": dict(model="resnet18", cifar_stem=True, image_size=32,
                     batch_size=256, num_epochs=1000, learning_rate=0.3,
                     weight_decay=1e-6, ema_momentum=0.99, temperature=0.2,
-                    warmup_epochs=10.0, input_norm="cifar10",
-                    zero_init_residual=False, **_LARS),
+                    warmup_epochs=10.0, input_norm="cifar10_solo",
+                    zero_init_residual=False, momentum=0.9,
+                    weight_decay_mask="exclude_bn_bias",
+                    # solo-learn's LARS (tests/test_recipes_solo.py).
+                    optimizer="lars_solo", lars_eta=0.02,
+                    lars_clip_lr=True),
     "digits": dict(model="tiny_resnet", image_size=16, batch_size=256,
                    num_epochs=30, **_LARS),
 }

@@ -279,7 +279,7 @@ def test_config_moco_v1_and_fractional_warmup():
      'lr_scaling', 'linear, sqrt, none'),
     (lambda: optim.create_optimizer(
         name='adam', learning_rate=0.1, weight_decay=0.0),
-     'optimizer', 'lars, sgd, adamw'),
+     'optimizer', 'lars, lars_solo, sgd, adamw'),
     (lambda: optim.create_optimizer(
         name='sgd', learning_rate=0.0, weight_decay=0.0),
      'learning_rate', 'positive'),
@@ -304,7 +304,7 @@ def test_config_moco_v1_and_fractional_warmup():
      'lr_decay_epochs', 'increasing'),
     # The validation layer's check of the config's choices.
     (lambda: optim.check_config(_config(optimizer='adam')), 'optimizer',
-     'lars, sgd, adamw'),
+     'lars, lars_solo, sgd, adamw'),
     (lambda: optim.check_config(_config(lr_schedule='linear')),
      'lr_schedule', 'cosine, step, constant'),
     (lambda: optim.check_config(_config(lr_scaling='cubic')), 'lr_scaling',

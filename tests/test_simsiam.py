@@ -170,7 +170,9 @@ SIMSIAM_RECIPES = {
     "cifar10": dict(model="resnet18", cifar_stem=True, image_size=32,
                     batch_size=256, num_epochs=1000, learning_rate=0.5,
                     weight_decay=1e-5, warmup_epochs=10.0,
-                    input_norm="cifar10"),
+                    # torchvision's defaults, solo-learn's std
+                    # (tests/test_recipes_solo.py cites them).
+                    zero_init_residual=False, input_norm="cifar10_solo"),
     "digits": dict(model="tiny_resnet", image_size=16, batch_size=256,
                    num_epochs=30),
 }

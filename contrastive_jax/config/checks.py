@@ -84,6 +84,12 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int,
   _require(_is_number(clip_grad) and clip_grad >= 0
            and math.isfinite(clip_grad), "clip_grad", clip_grad,
            "must be a number > 0 (each parameter's gradient norm), or 0 (off)")
+  lars_eta = config.get("lars_eta", 1e-3)
+  _require(_is_number(lars_eta) and lars_eta > 0, "lars_eta", lars_eta,
+           "must be a finite number > 0 (LARS's trust coefficient)")
+  clip_lr = config.get("lars_clip_lr", False)
+  _require(isinstance(clip_lr, bool), "lars_clip_lr", clip_lr,
+           "must be True or False")
   momentum = config.get("momentum", 0.0)
   _require(_is_number(momentum) and 0 <= momentum < 1, "momentum", momentum,
            "must be a number in [0, 1)")

@@ -284,7 +284,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.batch_size = 4096
   c.num_epochs = 100
   c.num_train_steps = -1        # -1: num_epochs * train examples / batch_size
-  c.optimizer = "lars"          # lars | sgd | adamw
+  c.optimizer = "lars"          # lars | lars_solo | sgd | adamw
   c.learning_rate = 0.3         # base LR, scaled by lr_scaling
   c.lr_scaling = "linear"       # linear: lr*B/256; sqrt: lr*sqrt(B); none
   c.lr_schedule = "cosine"      # cosine | step | constant
@@ -296,6 +296,14 @@ def base_config() -> ml_collections.ConfigDict:
   # parameter, as MoCo).
   c.weight_decay_mask = "exclude_bn_bias"
   c.momentum = 0.9
+  # LARS ('lars', 'lars_solo'): the trust coefficient eta and the leaves the
+  # trust ratio adapts ('exclude_bn_bias' | 'all'); 'lars_solo' only:
+  # solo-learn's clip of the ratio at the learning rate, min(r / lr, 1)
+  # (solo/utils/lars.py:146-147 @9187ea3). Defaults: solo-learn's
+  # (solo/args/pretrain.py:165-171), SimCLR's eta.
+  c.lars_eta = 1e-3
+  c.lars_adapt_mask = "exclude_bn_bias"
+  c.lars_clip_lr = False
 
   # Bookkeeping.
   c.seed = 0

@@ -42,10 +42,13 @@ CONV_INITS = {
 #    statistics).
 #  'cifar10': MoCo's CIFAR-10 demo (colab/moco_cifar10_demo.ipynb, the
 #    `transforms.Normalize` of its data cell).
+#  'cifar10_solo': solo-learn's CIFAR-10 statistics, the same mean with the
+#    per-pixel std (solo/data/pretrain_dataloader.py:207 @9187ea3).
 INPUT_NORMS = {
     'none': None,
     'imagenet': ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
     'cifar10': ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)),
+    'cifar10_solo': ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
 }
 
 # Explicit, symmetric padding for every 3x3 conv, as torchvision's
