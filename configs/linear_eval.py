@@ -15,7 +15,15 @@ N(0, 0.01^2); torchvision's RandomResizedCrop + flip for training, Resize(256)
 + CenterCrop(224), bilinear, for testing), or, with `_mocov3`, MoCo v3's
 (its main_lincls.py: SGD lr 0.1*B/256, momentum 0.9, no weight decay, B=1024,
 90 epochs, cosine; the same views and classifier init as `_moco`;
-`_mocov3_vit`: lr 3*B/256 as CONFIG.md's ViT commands, on the cls token).
+`_mocov3_vit`: lr 3*B/256 as CONFIG.md's ViT commands, on the cls token),
+or, with `_simsiam`, SimSiam's (its main_lincls.py with --lars: apex's LARC,
+eta 1e-3 without clipping, on the classifier's kernel and bias, i.e.
+optimizer='lars_solo' adapting every leaf; lr 0.1*B/256, no weight decay,
+B=4096, 90 epochs, cosine, no warmup; MoCo's views and classifier init), or,
+with `_byol`, BYOL's (deepmind-research byol configs/eval.py: SGD with
+Nesterov momentum 0.9, lr 0.2*B/256, no weight decay, B=4096, 80 epochs,
+cosine, no warmup; BYOL's crop + flip for training, the central 0.875 for
+testing, both bicubic).
 The digits demo keeps its own crop and 30 epochs (with `_moco`: x0.1 at 18
 and 24).
 `--config.pretrained=random` evaluates a randomly initialised encoder

@@ -1,7 +1,9 @@
 """Configs of the supervised jobs on a pretrained encoder: linear evaluation
-and finetuning. Variant names: DATASET[_moco|_mocov3[_vit]][_Npct], e.g.
-`imagenet_moco` (MoCo v1/v2's linear protocol), `imagenet_mocov3_vit` (MoCo
-v3's, for a ViT) or `imagenet_1pct` (finetune on 1% of the labels).
+and finetuning. Variant names:
+DATASET[_moco|_mocov3[_vit]|_simsiam|_byol][_Npct], e.g. `imagenet_moco`
+(MoCo v1/v2's linear protocol), `imagenet_mocov3_vit` (MoCo v3's, for a
+ViT), `imagenet_simsiam`, `imagenet_byol` or `imagenet_1pct` (finetune on
+1% of the labels).
 """
 
 import ml_collections
@@ -26,8 +28,18 @@ def _views(c, name: str, protocol: str):
     # protocol for the pixels baseline, which crops would only hurt.
     c.view_augment = c.eval_augment
     return
-  if protocol in ("moco", "mocov3"):
-    # MoCo v3's are v1/v2's (moco-v3 main_lincls.py:272-274, :289-292
+  if protocol == "byol":
+    # deepmind-research byol utils/dataset.py @4822a45: the pretraining
+    # crop (area 0.08-1, log-uniform aspect 3/4-4/3, one draw, :204-231) +
+    # flip (:190-192), bicubic resize (:199); testing: the central
+    # 224/(224 + 32) = 0.875 of the shorter side (:253-263), bicubic (:199):
+    # base_config's eval_augment.
+    c.view_augment = (f"random_resized_crop({c.image_size}, area=(0.08, "
+                      "1.0), impl='torchvision', max_attempts=1)"
+                      "|flip_lr(p=0.5)")
+  elif protocol in ("moco", "mocov3", "simsiam"):
+    # SimSiam's are MoCo's (simsiam main_lincls.py:264-271, :282-288
+    # @a7bc177). MoCo v3's are v1/v2's (moco-v3 main_lincls.py:272-274, :289-292
     # @c349e6e). main_lincls.py:251-252 @90e244a: RandomResizedCrop(224) (torchvision's
     # scale 0.08-1) + RandomHorizontalFlip.
     c.view_augment = f"{moco_crop(c.image_size)}|flip_lr(p=0.5)"
@@ -45,7 +57,35 @@ def _views(c, name: str, protocol: str):
 
 
 def _linear_protocol(c, name: str, protocol: str, vit: bool = False):
-  if protocol == "mocov3":
+  if protocol == "simsiam":
+    # facebookresearch/simsiam main_lincls.py @a7bc177 with --lars (its
+    # README.md:43-51): apex's LARC(SGD, trust_coefficient=.001, clip=False)
+    # (:226-232) on fc weight AND bias (:155-158, :223-224), which is
+    # solo-learn's LARS adapting every leaf ('lars_solo', solo_lars.py);
+    # lr 0.1 * B / 256 (:53-54, :188), momentum 0.9 (:55-56), no weight
+    # decay (:57-59), batch 4096 (:48-52), 90 epochs (:44-45), cosine per
+    # epoch without warmup (:491-495; ours per step); fc N(0, 0.01^2), bias
+    # 0 (:160-161).
+    c.optimizer, c.learning_rate, c.lr_scaling = "lars_solo", 0.1, "linear"
+    c.lars_eta, c.lars_clip_lr, c.lars_adapt_mask = 1e-3, False, "all"
+    c.nesterov = False
+    c.num_epochs, c.lr_schedule, c.batch_size = 90, "cosine", 4096
+    c.feature_bn = False
+    c.classifier_init_stddev = 0.01
+  elif protocol == "byol":
+    # deepmind-research byol @4822a45: optax.sgd (eval_experiment.py:
+    # 299-301: no weight decay) with momentum 0.9, Nesterov (configs/eval.py:
+    # 38-41); lr 0.2 * B / 256 (configs/eval.py:42-45, utils/schedules.py:
+    # 34), no warmup, cosine to 0 (configs/eval.py:44, schedules.py:39-43);
+    # 80 epochs (configs/eval.py:29); batch 4096 (main_loop.py:37, the one
+    # --batch_size). Its classifier is hk.Linear's default init
+    # (eval_experiment.py:151: truncated normal, std 1/sqrt(fan_in)); ours
+    # starts at zero (README "BYOL: deviations").
+    c.optimizer, c.learning_rate, c.lr_scaling = "sgd", 0.2, "linear"
+    c.nesterov = True
+    c.num_epochs, c.lr_schedule, c.batch_size = 80, "cosine", 4096
+    c.feature_bn = False
+  elif protocol == "mocov3":
     # facebookresearch/moco-v3 main_lincls.py @c349e6e: SGD (:236-238) lr
     # 0.1 * B / 256 (:58-59, :196), momentum 0.9 (:60), no weight decay
     # (:62), batch 1024 (:53), 90 epochs (:49), cosine per epoch
@@ -117,11 +157,12 @@ def classifier_config(method: str, variant: str) -> ml_collections.ConfigDict:
                      f"with one of {', '.join(DATASETS)}")
   protocol, percent, vit = "simclr", 100, False
   for option in options:
-    if option in ("moco", "mocov3", "vit") and method == "finetune":
+    if (option in ("moco", "mocov3", "vit", "simsiam", "byol")
+        and method == "finetune"):
       raise ValueError(f"unknown option {option!r} in finetune config "
                        f"variant {variant!r}: finetuning has one recipe, "
                        "SimCLR's semi-supervised command; use _<N>pct")
-    if option in ("moco", "mocov3"):
+    if option in ("moco", "mocov3", "simsiam", "byol"):
       protocol = option
     elif option == "vit":
       vit = True
@@ -129,7 +170,8 @@ def classifier_config(method: str, variant: str) -> ml_collections.ConfigDict:
       percent = int(option[:-3])
     else:
       raise ValueError(f"unknown option {option!r} in {method} config variant "
-                       f"{variant!r}: use _moco, _mocov3[_vit] or _<N>pct")
+                       f"{variant!r}: use _moco, _mocov3[_vit], _simsiam, "
+                       "_byol or _<N>pct")
   if vit and protocol != "mocov3":
     raise ValueError(f"option 'vit' in {method} config variant {variant!r} "
                      "is MoCo v3's ViT protocol: use _mocov3_vit")
