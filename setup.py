@@ -29,7 +29,7 @@ setup(
     ],
     # Every `python -m contrastive_jax.X` as a command too.
     entry_points={"console_scripts": [
-        "contrastive-jax-main=contrastive_jax.main:cli",
+        "contrastive-jax-main=contrastive_jax.main:main",
         "contrastive-jax-export=contrastive_jax.export:_cli",
         "contrastive-jax-embed=contrastive_jax.embed:_cli",
         "contrastive-jax-preview=contrastive_jax.preview:_cli",

@@ -1,16 +1,37 @@
 """The command line: bad input ends in one `error:` line and exit status 2,
-and leaves the workdir as it was."""
+and leaves the workdir as it was. In process (`main.run(argv)`, what the
+command runs), but for the subprocess runs of the exit-status contract."""
 
+import contextlib
+import io
 import os
 import subprocess
 import sys
+import types
 
 import pytest
+
+from contrastive_jax import main
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def run_main(*args, env_extra=None):
+def run_main(*args):
+  """`python -m contrastive_jax.main ARGS` in this process: its exit status
+  and what it wrote to stderr (its `error:` line; absl's log records go to
+  the log)."""
+  stderr = io.StringIO()
+  cwd = os.getcwd()
+  os.chdir(REPO)  # the configs/ paths are relative, as in the README
+  try:
+    with contextlib.redirect_stderr(stderr):
+      status = main.run(["main", *args])
+  finally:
+    os.chdir(cwd)
+  return types.SimpleNamespace(returncode=status, stderr=stderr.getvalue())
+
+
+def run_main_subprocess(*args, env_extra=None):
   env = dict(os.environ)
   env.update(env_extra or {})
   return subprocess.run(
@@ -102,24 +123,33 @@ def _config_file(tmp_path, body):
 def test_a_config_file_that_raises_is_named_with_its_line(tmp_path, body,
                                                           expected):
   """In process: the line `main` prints for an error of the config file's
-  own code (contrastive_jax.main._config_file_error)."""
-  from contrastive_jax import main  # pylint: disable=g-import-not-at-top
+  own code (contrastive_jax.cli.config_file_error)."""
+  from contrastive_jax import cli  # pylint: disable=g-import-not-at-top
   from contrastive_jax.config import lib as config_lib  # pylint: disable=g-import-not-at-top
   path = _config_file(tmp_path, body)
   with pytest.raises(Exception) as error:
     config_lib.module(path).get_config("v")
-  line = main._config_file_error(error.value,
+  line = cli.config_file_error(error.value,
                                  ["main", f"--config={path}:v"])
   assert line.startswith(f"--config: {path} {expected}"), line
   # Not the user's file: no line (the bug keeps its traceback).
-  assert main._config_file_error(error.value,
+  assert cli.config_file_error(error.value,
                                  ["main", "--config=x.py"]) is None
 
 
 def test_a_config_file_with_a_syntax_error_is_one_line_exit_2(tmp_path):
+  """A subprocess: the exit status and the whole of stderr."""
   path = _config_file(tmp_path, "def get_config(arg=None)\n  return 1\n")
-  result = run_main(f"--config={path}", f"--workdir={tmp_path / 'run'}")
+  result = run_main_subprocess(f"--config={path}", f"--workdir={tmp_path / 'run'}")
   assert result.returncode == 2 and "Traceback" not in result.stderr
   assert last_line(result.stderr) == (
       f"error: --config: {path} line 1: SyntaxError: expected ':'")
   assert not (tmp_path / "run").exists()
+
+
+def test_help_exits_0_and_lists_the_flags():
+  """`--help` is not an error (absl's own exits 1)."""
+  result = run_main_subprocess("--help")
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert result.stdout.startswith("usage: python -m contrastive_jax.main")
+  assert "--workdir" in result.stdout and "--config" in result.stdout
