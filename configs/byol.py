@@ -55,7 +55,8 @@ def byol_views(image_size: int, *, crop_area=(0.08, 1.0),
                ) -> tuple[str, str]:
   """BYOL's two asymmetric views (ref utils/augmentations.py:27-66), in the
   reference's order (:88-98): crop, flip, colour jitter 0.4/0.4/0.2/0.1
-  with p=0.8, grayscale 0.2, blur (sigma 0.1-2, kernel a tenth of the side)
+  with p=0.8, grayscale 0.2, blur (sigma 0.1-2 per image, kernel a tenth
+  of the side, zero-padded: 'SAME', augmentations.py:133-169, :422-431)
   with p = blur[v], solarize (threshold 0.5) with p = solarize[v].
 
   The crop is the reference's sampler (ref utils/dataset.py:204-231: area
@@ -74,7 +75,8 @@ def byol_views(image_size: int, *, crop_area=(0.08, 1.0),
         "color_jitter(1.0, p=0.8, brightness=0.4, contrast=0.4, "
         f"saturation=0.2, hue=0.1, impl='{jitter_impl}')",
         "grayscale(p=0.2)",
-        f"gaussian_blur(p={blur_p}, sigma=(0.1, 2.0), kernel_fraction=0.1)",
+        f"gaussian_blur(p={blur_p}, sigma=(0.1, 2.0), kernel_fraction=0.1, "
+        "padding='zeros')",
         f"solarize(p={solarize_p}, threshold=0.5)"]))
   return views[0], views[1]
 

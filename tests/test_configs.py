@@ -54,8 +54,9 @@ def test_simclr_imagenet_recipe():
   assert c.weight_decay == 1e-6
   assert (c.warmup_epochs, c.lr_schedule) == (10.0, "cosine")
   assert "color_jitter(1.0, p=0.8, impl='simclr_v1')" in c.view_augment
-  assert "gaussian_blur(p=0.5, sigma=(0.1, 2.0), kernel_fraction=0.1)" in (
-      c.view_augment)
+  # Zero-padded: SimCLR's 'SAME' convolution (HEAD data_util.py:411-413).
+  assert ("gaussian_blur(p=0.5, sigma=(0.1, 2.0), kernel_fraction=0.1, "
+          "padding='zeros')") in c.view_augment
   assert "area=(0.08, 1.0)" in c.view_augment
   assert "grayscale(p=0.2)" in c.view_augment
   c1000 = load("simclr", "imagenet1000")

@@ -55,7 +55,13 @@ def simclr_views(image_size: int, *, jitter_strength: float, blur: bool,
       "grayscale(p=0.2)",
   ]
   if blur:
-    ops.append("gaussian_blur(p=0.5, sigma=(0.1, 2.0), kernel_fraction=0.1)")
+    # A 'SAME' depthwise convolution, zero-padded (simclr HEAD
+    # data_util.py:328, :411-413; be133b3 :298, :382). The reference draws
+    # one sigma per view of each per-core batch (batch_random_blur,
+    # :417-443, calls random_blur on the whole batch, model.py:56), the
+    # coin per image; ours draws sigma per image too.
+    ops.append("gaussian_blur(p=0.5, sigma=(0.1, 2.0), kernel_fraction=0.1, "
+               "padding='zeros')")
   return "|".join(ops)
 
 

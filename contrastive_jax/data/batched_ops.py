@@ -31,6 +31,7 @@ per image size; the two paths agree to float rounding.
 import tensorflow as tf
 
 from contrastive_jax.data import op_args
+from contrastive_jax.errors import ConfigError
 
 
 class BatchedOp:
@@ -196,7 +197,7 @@ def solarize(p=0.0, threshold=0.5):
 BLUR_GROUP = 8
 
 
-def _blur_group(images, stds, radius):
+def _blur_group(images, stds, radius, padding):
   """Blurs [G, H, W, C] images, image i with its own stds[i], as ONE
   separable depthwise convolution with the group folded into channels."""
   group, height, width, channels = tf.unstack(tf.shape(images))
@@ -207,7 +208,7 @@ def _blur_group(images, stds, radius):
   folded = tf.reshape(tf.transpose(images, [1, 2, 0, 3]),
                       [1, height, width, group * channels])
   folded = tf.pad(folded, [[0, 0], [radius, radius], [radius, radius], [0, 0]],
-                  mode='REFLECT')
+                  mode={'reflect': 'REFLECT', 'zeros': 'CONSTANT'}[padding])
   out = tf.nn.depthwise_conv2d(folded, taps[:, None, :, None], [1, 1, 1, 1],
                                'VALID')
   out = tf.nn.depthwise_conv2d(out, taps[None, :, :, None], [1, 1, 1, 1],
@@ -216,7 +217,8 @@ def _blur_group(images, stds, radius):
   return clip(tf.transpose(out, [2, 0, 1, 3]))
 
 
-def gaussian_blur(p=0.5, sigma=(0.1, 2.0), kernel_fraction=0.1):
+def gaussian_blur(p=0.5, sigma=(0.1, 2.0), kernel_fraction=0.1,
+                  kernel_size=None, padding='reflect'):
   """Gaussian blur with sigma uniform in `sigma`, with probability p.
 
   As SimCLR: the kernel spans `kernel_fraction` of the image side (radius =
@@ -226,18 +228,36 @@ def gaussian_blur(p=0.5, sigma=(0.1, 2.0), kernel_fraction=0.1):
   the image, so nothing needs checking at call time. Separable (two 1-D
   depthwise convolutions) with reflect padding, which keeps a constant image
   constant. Only the examples whose coin says blur are convolved.
+
+  `kernel_size` (odd, >= 3) fixes the kernel instead, whatever the image
+  size: a blur with sigma up to 2 needs about 13 taps (+-3 sigma) to be the
+  Gaussian it names, which 10% of a 32 px side (3 taps, an effective sigma
+  of at most 0.8) is not. `padding='zeros'` pads with zeros instead of
+  reflecting ('SAME' convolutions: SimCLR's and BYOL's blur), which darkens
+  the borders of a blurred image as theirs does.
   """
-  low, high = op_args.check_blur(p, sigma, kernel_fraction)
+  low, high = op_args.check_blur(p, sigma, kernel_fraction, kernel_size,
+                                 padding)
   if p == 0:
     return IDENTITY
+  pad_mode = padding  # `padding` below is the group's zero rows.
 
   def op(images, uniforms):
     height, width = images.shape[1:3]
-    if height and width and int(min(height, width) * kernel_fraction) < 2:
-      return images  # Radius 0: the kernel is [1].
     shape = tf.shape(images)
-    side = tf.cast(tf.minimum(shape[1], shape[2]), tf.float32)
-    radius = tf.cast(tf.floor(side * kernel_fraction), tf.int32) // 2
+    if kernel_size is not None:
+      radius = kernel_size // 2
+      if (pad_mode == 'reflect' and height and width
+          and radius >= min(height, width)):
+        raise ConfigError(
+            f'gaussian_blur: kernel_size={kernel_size} reflects more than '
+            f'the {height}x{width} image: use padding=\'zeros\' or a '
+            'smaller kernel')
+    elif height and width and int(min(height, width) * kernel_fraction) < 2:
+      return images  # Radius 0: the kernel is [1].
+    else:
+      side = tf.cast(tf.minimum(shape[1], shape[2]), tf.float32)
+      radius = tf.cast(tf.floor(side * kernel_fraction), tf.int32) // 2
     chosen = tf.where(uniforms[:, 0] < p)  # [n, 1]
     stds = low + tf.gather_nd(uniforms[:, 1], chosen) * (high - low)
     padding = -tf.shape(chosen)[0] % BLUR_GROUP
@@ -246,7 +266,7 @@ def gaussian_blur(p=0.5, sigma=(0.1, 2.0), kernel_fraction=0.1):
     stds = tf.pad(stds, [[0, padding]], constant_values=1.0)
     groups = tf.reshape(selected, tf.concat([[-1, BLUR_GROUP], shape[1:]], 0))
     blurred = tf.map_fn(
-        lambda group: _blur_group(group[0], group[1], radius),
+        lambda group: _blur_group(group[0], group[1], radius, pad_mode),
         (groups, tf.reshape(stds, [-1, BLUR_GROUP])),
         fn_output_signature=tf.TensorSpec(
             tf.TensorShape([BLUR_GROUP]).concatenate(images.shape[1:]),

@@ -113,7 +113,7 @@ def blur_radius(height, width, kernel_fraction):
   return int(np.floor(product)) // 2
 
 
-def _separable_blur(images, stds, radius):
+def _separable_blur(images, stds, radius, padding='reflect'):
   """Blurs each image with its own std: reflect padding, then a vertical and
   a horizontal pass, each a sum of 2r + 1 shifted slices with per-example
   taps (a convolution's grouping could depend on the batch shape)."""
@@ -127,7 +127,8 @@ def _separable_blur(images, stds, radius):
   taps = kernel / total[:, None]
   height, width = images.shape[1:3]
   padded = jnp.pad(images, [(0, 0), (radius, radius), (radius, radius),
-                            (0, 0)], mode='reflect')
+                            (0, 0)],
+                   mode={'reflect': 'reflect', 'zeros': 'constant'}[padding])
   rows = sum(_per_example(taps[:, k]) * padded[:, k:k + height]
              for k in range(2 * radius + 1))
   out = sum(_per_example(taps[:, k]) * rows[:, :, k:k + width]
@@ -135,20 +136,23 @@ def _separable_blur(images, stds, radius):
   return _clip(out)
 
 
-def gaussian_blur(p=0.5, sigma=(0.1, 2.0), kernel_fraction=0.1):
+def gaussian_blur(p=0.5, sigma=(0.1, 2.0), kernel_fraction=0.1,
+                  kernel_size=None, padding='reflect'):
   """Gaussian blur with sigma uniform in `sigma`, with probability p; the
-  radius as the host's (`blur_radius`): identity below radius 1. Uniforms:
-  [coin, sigma]."""
-  low, high = op_args.check_blur(p, sigma, kernel_fraction)
+  radius as the host's (`blur_radius`, or `kernel_size` // 2): identity
+  below radius 1; `padding` as the host's. Uniforms: [coin, sigma]."""
+  low, high = op_args.check_blur(p, sigma, kernel_fraction, kernel_size,
+                                 padding)
   if p == 0:
     return IDENTITY
 
   def apply(images, uniforms):
-    radius = blur_radius(images.shape[1], images.shape[2], kernel_fraction)
+    radius = (kernel_size // 2 if kernel_size is not None else
+              blur_radius(images.shape[1], images.shape[2], kernel_fraction))
     if radius < 1:
       return images  # The host's identity: not even clipped.
     stds = low + uniforms[:, 1] * (high - low)
-    blurred = _separable_blur(images, stds, radius)
+    blurred = _separable_blur(images, stds, radius, padding)
     return jnp.where(_per_example(uniforms[:, 0] < p), blurred, images)
   return DeviceOp(2, apply)
 

@@ -69,8 +69,20 @@ def check_solarize(p, threshold):
         f'solarize: threshold must be a number, got {threshold!r}')
 
 
-def check_blur(p, sigma, kernel_fraction):
+BLUR_PADDINGS = ('reflect', 'zeros')
+
+
+def check_blur(p, sigma, kernel_fraction, kernel_size=None,
+               padding='reflect'):
   """gaussian_blur's arguments; returns sigma's (low, high)."""
+  if kernel_size is not None and (
+      isinstance(kernel_size, bool) or not isinstance(kernel_size, int)
+      or kernel_size < 3 or kernel_size % 2 == 0):
+    raise ConfigError('gaussian_blur: kernel_size must be an odd integer '
+                      f'>= 3 (or None: kernel_fraction), got {kernel_size!r}')
+  if padding not in BLUR_PADDINGS:
+    raise ConfigError(f'gaussian_blur: padding must be one of '
+                      f'{", ".join(BLUR_PADDINGS)}; got {padding!r}')
   check_probability('gaussian_blur', p)
   low, high = check_range('gaussian_blur', 'sigma', sigma, 0.0, float('inf'))
   if low <= 0:
