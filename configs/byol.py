@@ -14,7 +14,8 @@ Variants (`--config=configs/byol.py:VARIANT`):
                blur 0.1, solarize 0.2). Paper: 74.3% linear top-1.
   imagenet     the reference's 300-epoch preset: lr 0.3*B/256, wd 1e-6,
                EMA 0.99 -> 1; everything else as imagenet1000.
-  multicrop    imagenet1000 plus 6 views of 96 px (crop 0.08-1, no blur or
+  multicrop    imagenet1000 plus 6 views of 96 px (solo-learn's: torchvision's
+               antialiased bicubic crop 0.08-1 and jitter, no blur or
                solarize) through the online network only, every prediction
                regressed onto the target projections of the two large
                views: solo-learn's multi-crop BYOL (its ImageNet-100
@@ -81,6 +82,21 @@ def byol_views(image_size: int, *, crop_area=(0.08, 1.0),
   return views[0], views[1]
 
 
+def solo_learn_small_view(image_size: int) -> str:
+  """A small view of solo-learn's multi-crop BYOL (scripts/pretrain/
+  imagenet-100-multicrop/augmentations/asymmetric.yaml:47-68 @9187ea3) in
+  its order (solo/data/pretrain_dataloader.py:218-263): torchvision's
+  RandomResizedCrop 0.08-1, bicubic (:220-225) on a PIL image, which
+  antialiases; torchvision's ColorJitter 0.4/0.4/0.2/0.1 with p=0.8;
+  grayscale 0.2; no blur, solarize or equalization; flip 0.5."""
+  return "|".join([
+      f"random_resized_crop({image_size}, area=(0.08, 1.0), "
+      "impl='torchvision', method='bicubic', antialias=True)",
+      "color_jitter(1.0, p=0.8, brightness=0.4, contrast=0.4, "
+      "saturation=0.2, hue=0.1, impl='torchvision')",
+      "grayscale(p=0.2)", "flip_lr(p=0.5)"])
+
+
 def get_config(arg: str | None = None):
   variant = variant_of("byol", arg, VARIANTS, default="imagenet1000")
   c = base_config()
@@ -123,8 +139,7 @@ def get_config(arg: str | None = None):
       # by the online network only: solo-learn's multi-crop BYOL (scripts/
       # pretrain/imagenet-100-multicrop/augmentations/asymmetric.yaml:47-68
       # @9187ea3; the pairing solo/methods/byol.py:186-190).
-      c.extra_views = (byol_views(96, blur=(0.0, 0.0),
-                                  solarize=(0.0, 0.0))[0],) * 6
+      c.extra_views = (solo_learn_small_view(96),) * 6
   elif variant == "cifar10":
     _solo_learn_cifar10(c)
   elif variant == "small":

@@ -140,3 +140,36 @@ def test_byol_linear_protocol(dataset):
 def test_finetune_has_no_linear_protocols(variant):
   with pytest.raises(ValueError, match="finetuning has one recipe"):
     load("finetune", variant)
+
+
+# ------------------------------------------------------------------ views
+
+
+def test_simsiam_cifar10_blur_is_wide_enough_for_its_sigma():
+  # PIL's GaussianBlur(radius=sigma), sigma 0.1-2 (solo/data/
+  # pretrain_dataloader.py:77-102, :254): 13 taps, +-3 sigma at sigma 2.
+  ops = load("simsiam", "cifar10").view_augment.split("|")
+  assert ops[3] == "gaussian_blur(p=0.5, sigma=(0.1, 2.0), kernel_size=13)"
+
+
+@pytest.mark.parametrize("name, variant", [
+    ("simclr", "imagenet"), ("simclr", "imagenet_v2"), ("byol", "imagenet")])
+def test_simclr_and_byol_blur_pads_with_zeros(name, variant):
+  # 'SAME' depthwise convolutions: simclr HEAD data_util.py:411-413; byol
+  # utils/augmentations.py:148-149, :427.
+  c = load(name, variant)
+  for spec in (c.view_augment, c.view_augment_2 or c.view_augment):
+    blur = [op for op in spec.split("|") if op.startswith("gaussian_blur")]
+    assert blur and blur[0].endswith("kernel_fraction=0.1, padding='zeros')")
+
+
+def test_byol_multicrop_small_views_are_solo_learns():
+  # asymmetric.yaml:47-68 (imagenet-100-multicrop): 6 crops of 96 px, crop
+  # 0.08-1 (torchvision, bicubic, PIL's antialiasing), torchvision's jitter
+  # 0.4/0.4/0.2/0.1 p 0.8, grayscale 0.2, no blur or solarize, flip 0.5.
+  c = load("byol", "multicrop")
+  assert c.extra_views == (
+      "random_resized_crop(96, area=(0.08, 1.0), impl='torchvision', "
+      "method='bicubic', antialias=True)|color_jitter(1.0, p=0.8, "
+      "brightness=0.4, contrast=0.4, saturation=0.2, hue=0.1, "
+      "impl='torchvision')|grayscale(p=0.2)|flip_lr(p=0.5)",) * 6
