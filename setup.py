@@ -31,11 +31,11 @@ setup(
     entry_points={"console_scripts": [
         "contrastive-jax-main=contrastive_jax.main:main",
         "contrastive-jax-export=contrastive_jax.export:_cli",
-        "contrastive-jax-embed=contrastive_jax.embed:_cli",
-        "contrastive-jax-preview=contrastive_jax.preview:_cli",
-        "contrastive-jax-prepare=contrastive_jax.prepare:_cli",
-        "contrastive-jax-report=contrastive_jax.evaluation.report:cli",
-        "contrastive-jax-digits=contrastive_jax.data.digits:cli",
+        "contrastive-jax-embed=contrastive_jax.embed:main",
+        "contrastive-jax-preview=contrastive_jax.preview:main",
+        "contrastive-jax-prepare=contrastive_jax.prepare:main",
+        "contrastive-jax-report=contrastive_jax.evaluation.report:main",
+        "contrastive-jax-digits=contrastive_jax.data.digits:main",
     ]},
     extras_require={
         "test": ["pytest>=8", "pytest-xdist>=3.5", "scikit-learn>=1.4"],

@@ -22,6 +22,7 @@ over every local device.
 import json
 import os
 import re
+import sys
 
 # Before TensorFlow loads: keep its C++ start-up chatter out of the output.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -307,45 +308,60 @@ def embed(checkpoint: str, *, images: str, out: str, split: str = "train",
   return dict(result, computed=todo)
 
 
-_fail = cli.fail
+def _define(fv, argv):
+  del argv
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  holders = dict(
+      checkpoint=flags.DEFINE_string("checkpoint", None, cli.CHECKPOINT_HELP,
+                                     flag_values=fv),
+      images=flags.DEFINE_string(
+          "images", None, "Dataset: digits, a TFDS name or folder:PATH.",
+          flag_values=fv),
+      out=flags.DEFINE_string("out", None, "Directory to write.",
+                              flag_values=fv),
+      split=flags.DEFINE_string("split", "train", "Split of --images.",
+                                flag_values=fv),
+      batch_size=flags.DEFINE_integer(
+          "batch_size", 256, "Images per step over all local devices "
+          "(rounded up to a multiple of their number).", flag_values=fv),
+      data_dir=flags.DEFINE_string("data_dir", None, "TFDS data directory.",
+                                   flag_values=fv),
+      chunk_size=flags.DEFINE_integer(
+          "chunk_size", CHUNK_SIZE, "Examples per resumable part.",
+          flag_values=fv),
+      image_size=flags.DEFINE_integer(
+          "image_size", 0, "With --checkpoint=pixels: the side images are "
+          "resized to before they are flattened.", flag_values=fv))
+  flags.mark_flags_as_required(["checkpoint", "images", "out"],
+                               flag_values=fv)
+  return holders
 
 
-def _cli():
-  from absl import app, flags  # pylint: disable=g-import-not-at-top
+def _body(f, args):
+  del args
+  export.quiet_library_logs()
+  value = {name: holder.value for name, holder in f.items()}
+  result = embed(value.pop("checkpoint"), **value)
+  print(f"wrote {value['out']}/{EMBEDDINGS} [{result['num_examples']}, "
+        f"{result['feature_dim']}] and {PATHS}; computed "
+        f"{len(result['computed'])} of {result['chunks']} chunks")
 
-  checkpoint = flags.DEFINE_string(
-      "checkpoint", None, cli.CHECKPOINT_HELP)
-  images = flags.DEFINE_string(
-      "images", None, "Dataset: digits, a TFDS name or folder:PATH.")
-  out = flags.DEFINE_string("out", None, "Directory to write.")
-  split = flags.DEFINE_string("split", "train", "Split of --images.")
-  batch_size = flags.DEFINE_integer(
-      "batch_size", 256, "Images per step over all local devices (rounded "
-      "up to a multiple of their number).")
-  data_dir = flags.DEFINE_string("data_dir", None, "TFDS data directory.")
-  chunk_size = flags.DEFINE_integer("chunk_size", CHUNK_SIZE,
-                                    "Examples per resumable part.")
-  image_size = flags.DEFINE_integer(
-      "image_size", 0, "With --checkpoint=pixels: the side images are "
-      "resized to before they are flattened.")
-  flags.mark_flags_as_required(["checkpoint", "images", "out"])
 
-  def run(argv):
-    export.quiet_library_logs()
-    cli.reject_extra_arguments(argv)
-    try:
-      result = embed(checkpoint.value, images=images.value, out=out.value,
-                     split=split.value, batch_size=batch_size.value,
-                     data_dir=data_dir.value, chunk_size=chunk_size.value,
-                     image_size=image_size.value)
-    except UserError as e:
-      _fail(str(e))
-    print(f"wrote {out.value}/{EMBEDDINGS} [{result['num_examples']}, "
-          f"{result['feature_dim']}] and {PATHS}; computed "
-          f"{len(result['computed'])} of {result['chunks']} chunks")
+TOOL = cli.Tool(
+    usage="python -m contrastive_jax.embed --checkpoint=WORKDIR "
+    "--images=DATASET --out=DIR [--split=S] [--batch_size=N]",
+    define=_define, body=_body)
 
-  app.run(run, flags_parser=cli.parse_flags)
+
+def run(argv=None) -> int:
+  """The embed command in process: its exit status."""
+  return cli.run(TOOL, argv)
+
+
+def main():
+  """`python -m contrastive_jax.embed` (and `contrastive-jax-embed`)."""
+  sys.exit(run())
 
 
 if __name__ == "__main__":
-  _cli()
+  main()

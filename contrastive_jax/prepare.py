@@ -20,6 +20,7 @@ random-access API (`as_data_source`) reads. Bad input or any failure: one
 import contextlib
 import os
 import re
+import sys
 
 # Before TensorFlow loads: keep its C++ start-up chatter out of the output.
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
@@ -187,66 +188,76 @@ def _first_line(error) -> str:
   return text.splitlines()[0] if text else type(error).__name__
 
 
-_fail = cli.fail
+def _define(fv, argv):
+  del argv
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  return dict(
+      data_dir=flags.DEFINE_string(
+          'data_dir', None, 'TFDS data directory (default: TFDS_DATA_DIR or '
+          '~/tensorflow_datasets).', flag_values=fv),
+      convert=flags.DEFINE_bool(
+          'convert', False, 'Rewrite a dataset prepared as TFRecord as '
+          'ArrayRecord, in place.', flag_values=fv),
+      keep_tfrecord=flags.DEFINE_bool(
+          'keep_tfrecord', False, 'With --convert: keep the TFRecord files '
+          '(default: removed once the ArrayRecord ones are in place).',
+          flag_values=fv),
+      folder=flags.DEFINE_string(
+          'folder', None, 'Pack this image folder into a TFDS dataset '
+          '(--name).', flag_values=fv),
+      name=flags.DEFINE_string(
+          'name', None, "With --folder: the new dataset's name.",
+          flag_values=fv))
 
 
-def _cli():
-  from absl import app, flags, logging  # pylint: disable=g-import-not-at-top
+def _body(f, names):
   from contrastive_jax.data import convert, pack_folder  # pylint: disable=g-import-not-at-top
+  # TFDS warns about what this command is about to create (an empty
+  # version folder); its progress bars do not go through logging.
+  logging.set_verbosity(logging.ERROR)
+  folder, name, data_dir = f['folder'].value, f['name'].value, f[
+      'data_dir'].value
+  converting, keep_tfrecord = f['convert'].value, f['keep_tfrecord'].value
+  if folder is not None:
+    if names or converting or keep_tfrecord:
+      raise UserError('--folder takes --name and --data_dir only, no dataset '
+                      'name, --convert or --keep_tfrecord')
+    if not name:
+      raise UserError('--folder needs --name=NAME, the name of the new '
+                      'dataset')
+  elif len(names) != 1 or name is not None:
+    raise UserError('expected one dataset name: python -m '
+                    'contrastive_jax.prepare NAME [--data_dir=DIR] '
+                    '[--convert], or --folder=PATH --name=NAME')
+  elif keep_tfrecord and not converting:
+    raise UserError('--keep_tfrecord goes with --convert')
+  if folder is not None:
+    print(pack_folder.pack(folder, name, data_dir))
+  elif converting:
+    print(convert.convert(names[0], data_dir, keep_tfrecord=keep_tfrecord))
+  elif sources.kind_of(names[0]) != 'tfds':
+    print(f'{names[0]} needs no preparation: training reads it directly')
+  elif download_and_prepare(names[0], data_dir):
+    print(describe(names[0], data_dir))
+  else:
+    print(f'already prepared: {describe(names[0], data_dir)}')
 
-  data_dir = flags.DEFINE_string(
-      'data_dir', None, 'TFDS data directory (default: TFDS_DATA_DIR or '
-      '~/tensorflow_datasets).')
-  convert_flag = flags.DEFINE_bool(
-      'convert', False, 'Rewrite a dataset prepared as TFRecord as '
-      'ArrayRecord, in place.')
-  keep_tfrecord = flags.DEFINE_bool(
-      'keep_tfrecord', False, 'With --convert: keep the TFRecord files '
-      '(default: removed once the ArrayRecord ones are in place).')
-  folder = flags.DEFINE_string(
-      'folder', None, 'Pack this image folder into a TFDS dataset (--name).')
-  name_flag = flags.DEFINE_string('name', None, 'With --folder: the new '
-                                  "dataset's name.")
 
-  def parse(argv):
-    try:
-      return flags.FLAGS(argv)
-    except flags.Error as e:
-      _fail(_first_line(e))
+TOOL = cli.Tool(
+    usage='python -m contrastive_jax.prepare NAME [--data_dir=DIR] '
+    '[--convert [--keep_tfrecord]] | --folder=PATH --name=NAME',
+    define=_define, body=_body, positional=True)
 
-  def run(argv):
-    # TFDS warns about what this command is about to create (an empty
-    # version folder); its progress bars do not go through logging.
-    logging.set_verbosity(logging.ERROR)
-    names = argv[1:]
-    if folder.value is not None:
-      if names or convert_flag.value or keep_tfrecord.value:
-        _fail('--folder takes --name and --data_dir only, no dataset name, '
-              '--convert or --keep_tfrecord')
-      if not name_flag.value:
-        _fail('--folder needs --name=NAME, the name of the new dataset')
-    elif len(names) != 1 or name_flag.value is not None:
-      _fail('expected one dataset name: python -m contrastive_jax.prepare '
-            'NAME [--data_dir=DIR] [--convert], or --folder=PATH --name=NAME')
-    elif keep_tfrecord.value and not convert_flag.value:
-      _fail('--keep_tfrecord goes with --convert')
-    try:
-      if folder.value is not None:
-        print(pack_folder.pack(folder.value, name_flag.value, data_dir.value))
-      elif convert_flag.value:
-        print(convert.convert(names[0], data_dir.value,
-                              keep_tfrecord=keep_tfrecord.value))
-      elif sources.kind_of(names[0]) != 'tfds':
-        print(f'{names[0]} needs no preparation: training reads it directly')
-      elif download_and_prepare(names[0], data_dir.value):
-        print(describe(names[0], data_dir.value))
-      else:
-        print(f'already prepared: {describe(names[0], data_dir.value)}')
-    except UserError as e:
-      _fail(str(e))
 
-  app.run(run, flags_parser=parse)
+def run(argv=None) -> int:
+  """The prepare command in process: its exit status."""
+  return cli.run(TOOL, argv)
+
+
+def main():
+  """`python -m contrastive_jax.prepare` (and `contrastive-jax-prepare`)."""
+  sys.exit(run())
 
 
 if __name__ == '__main__':
-  _cli()
+  main()

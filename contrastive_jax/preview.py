@@ -11,9 +11,9 @@ config's `view_augment` / `view_augment_2` / `extra_views` on `train_split`, fro
 derived from `seed`.
 """
 
-import ast
 import math
 import os
+import sys
 
 # Before TensorFlow loads: keep its C++ start-up chatter out of the output.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -119,65 +119,61 @@ def write_summary(config, writer, *, num_pairs: int = 3, source=None):
 
 
 # --- Command line ------------------------------------------------------------
-# Flags are defined only when run as a program: the training process imports
-# this module and has its own --config.
-
-_fail = cli.fail
+# Flags are defined only when run as a program (on the tool's own
+# FlagValues): the training process imports this module.
 
 
-def _one_line(error: BaseException) -> str:
-  text = str(error)
-  if isinstance(error, AttributeError) and text.startswith("'"):
-    # ConfigDict's answer to an unknown field: the repr of "'name'\nhint".
-    field, _, hint = ast.literal_eval(text).partition("\n")
-    return f"--config: no such field {field}. {hint}".strip()
-  # Config-file errors carry the file's traceback; its last line says it.
-  lines = [l.strip() for l in text.splitlines() if l.strip()]
-  return lines[-1] if lines else type(error).__name__
-
-
-def _cli():
-  from absl import app, flags  # pylint: disable=g-import-not-at-top
+def _define(fv, argv):
+  from absl import flags  # pylint: disable=g-import-not-at-top
   from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
+  holders = dict(
+      config=config_flags.DEFINE_config_file(
+          "config", None, "Config file (with an optional :variant).",
+          lock_config=True, flag_values=fv, sys_argv=argv),
+      out=flags.DEFINE_string("out", None, "PNG file to write.",
+                              flag_values=fv),
+      num_images=flags.DEFINE_integer(
+          "num_images", 4, "Rows: images from train_split.", flag_values=fv),
+      num_pairs=flags.DEFINE_integer("num_pairs", 3, "View pairs per image.",
+                                     flag_values=fv),
+      argv=argv)
+  flags.mark_flags_as_required(["config", "out"], flag_values=fv)
+  return holders
+
+
+def _body(f, args):
+  del args
   from PIL import Image  # pylint: disable=g-import-not-at-top
   from contrastive_jax.errors import UserError  # pylint: disable=g-import-not-at-top
+  config = cli.read_config(f["config"], f["argv"])
+  num_images, num_pairs, out = (f["num_images"].value, f["num_pairs"].value,
+                                f["out"].value)
+  if num_images < 1 or num_pairs < 1:
+    raise UserError("--num_images and --num_pairs must be >= 1")
+  grid = preview_grid(config, num_images=num_images, num_pairs=num_pairs)
+  try:
+    Image.fromarray(grid).save(out, format="PNG")
+  except OSError as e:
+    raise UserError(f"cannot write {out}: {e.strerror or e}") from e
+  print(f"wrote {out}: {num_images} images x {num_pairs} view pairs, "
+        f"{grid.shape[1]}x{grid.shape[0]} px")
 
-  config_flag = config_flags.DEFINE_config_file(
-      "config", None, "Config file (with an optional :variant).",
-      lock_config=True)
-  out = flags.DEFINE_string("out", None, "PNG file to write.")
-  num_images = flags.DEFINE_integer("num_images", 4,
-                                    "Rows: images from train_split.")
-  num_pairs = flags.DEFINE_integer("num_pairs", 3, "View pairs per image.")
-  flags.mark_flags_as_required(["config", "out"])
 
-  def parse(argv):
-    try:
-      rest = flags.FLAGS(argv)
-      config_flag.value.to_dict()  # Loads the file, applies overrides.
-      return rest
-    except Exception as e:  # pylint: disable=broad-except
-      # A missing or broken config file, an unknown field, a bad value.
-      _fail(_one_line(e))
+TOOL = cli.Tool(
+    usage="python -m contrastive_jax.preview --config=CONFIG[:VARIANT] "
+    "--out=FILE.png [--num_images=N] [--num_pairs=N]",
+    define=_define, body=_body)
 
-  def run(argv):
-    if len(argv) > 1:
-      _fail(f"unexpected arguments: {' '.join(argv[1:])}")
-    if num_images.value < 1 or num_pairs.value < 1:
-      _fail("--num_images and --num_pairs must be >= 1")
-    try:
-      grid = preview_grid(config_flag.value, num_images=num_images.value,
-                          num_pairs=num_pairs.value)
-      Image.fromarray(grid).save(out.value, format="PNG")
-    except UserError as e:
-      _fail(str(e))
-    except OSError as e:
-      _fail(f"cannot write {out.value}: {e.strerror or e}")
-    print(f"wrote {out.value}: {num_images.value} images x "
-          f"{num_pairs.value} view pairs, {grid.shape[1]}x{grid.shape[0]} px")
 
-  app.run(run, flags_parser=parse)
+def run(argv=None) -> int:
+  """The preview command in process: its exit status."""
+  return cli.run(TOOL, argv)
+
+
+def main():
+  """`python -m contrastive_jax.preview` (and `contrastive-jax-preview`)."""
+  sys.exit(run())
 
 
 if __name__ == "__main__":
-  _cli()
+  main()

@@ -4,13 +4,14 @@ the download path's one-line failures (manual download, unknown name, no
 network) and packing an image folder. Offline, on real TFDS datasets the
 tests write with the TFDS writer."""
 
+import contextlib
 import hashlib
+import io
 import json
 import os
 import shutil
-import subprocess
-import sys
 import time
+import types
 
 import numpy as np
 from PIL import Image
@@ -123,11 +124,14 @@ def test_a_failed_conversion_leaves_the_dataset_as_it_was(prepared,
   assert_reads(root, expected, 'ArrayRecordSource')
 
 
-def run_prepare(*args, env_extra=None):
-  env = dict(os.environ, **(env_extra or {}))
-  return subprocess.run(
-      [sys.executable, '-m', 'contrastive_jax.prepare', *args], cwd=REPO,
-      env=env, capture_output=True, text=True, timeout=300)
+def run_prepare(*args):
+  """`python -m contrastive_jax.prepare ARGS`, in process: its exit status,
+  stdout and stderr."""
+  out, err = io.StringIO(), io.StringIO()
+  with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+    status = prepare.run(['prepare', *args])
+  return types.SimpleNamespace(returncode=status, stdout=out.getvalue(),
+                               stderr=err.getvalue())
 
 
 def last_line(text):
@@ -150,6 +154,13 @@ def test_command_line_convert_and_a_bad_input_row(prepared, tmp_path):
       "error: dataset 'imagenet2012' needs a manual download into "
       f'{empty}/downloads/manual: manual_dir should contain two files: '
       'ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar.')
+  usage = run_prepare('cifar10', 'mnist')
+  assert (usage.returncode, last_line(usage.stderr)) == (
+      2, 'error: expected one dataset name: python -m contrastive_jax.prepare '
+      'NAME [--data_dir=DIR] [--convert], or --folder=PATH --name=NAME')
+  helped = run_prepare('--help')
+  assert helped.returncode == 0
+  assert helped.stdout.startswith('usage: python -m contrastive_jax.prepare')
 
 
 def test_manual_download_dataset_gets_its_instructions(tmp_path):

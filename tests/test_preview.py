@@ -1,10 +1,10 @@
 """The augmentation preview: the command's PNG, and the same grid as a
 TensorBoard image when training starts; the profiler window's trace."""
 
+import contextlib
 import glob
+import io
 import os
-import subprocess
-import sys
 
 import jax
 import numpy as np
@@ -17,14 +17,26 @@ from tests.test_train import photos_config
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def run_preview(*args):
+  """`python -m contrastive_jax.preview ARGS`, in process: (exit status,
+  stderr)."""
+  stderr = io.StringIO()
+  cwd = os.getcwd()
+  os.chdir(REPO)
+  try:
+    with contextlib.redirect_stderr(stderr):
+      status = preview.run(["preview", *args])
+  finally:
+    os.chdir(cwd)
+  return status, stderr.getvalue()
+
+
 def test_preview_command_writes_views_that_differ(tmp_path):
   out = tmp_path / "views.png"
-  result = subprocess.run(
-      [sys.executable, "-m", "contrastive_jax.preview",
-       "--config=configs/simclr.py:digits", f"--out={out}",
-       "--num_images=3", "--num_pairs=2"],
-      cwd=REPO, capture_output=True, text=True, timeout=300)
-  assert result.returncode == 0, result.stderr[-2000:]
+  status, stderr = run_preview("--config=configs/simclr.py:digits",
+                               f"--out={out}", "--num_images=3",
+                               "--num_pairs=2")
+  assert status == 0, stderr[-2000:]
   grid = np.asarray(Image.open(out).convert("RGB")).astype(np.float32) / 255
   side = preview.tile_side(16)  # the digits views are 16 px
   assert grid.shape == (preview.GAP + 3 * (side + preview.GAP),
@@ -45,15 +57,23 @@ def test_preview_command_writes_views_that_differ(tmp_path):
 
 
 def test_preview_command_bad_input_is_one_line(tmp_path):
-  result = subprocess.run(
-      [sys.executable, "-m", "contrastive_jax.preview",
-       "--config=configs/simclr.py:digits", f"--out={tmp_path}/x.png",
-       "--config.view_augment=blurr(3)"],
-      cwd=REPO, capture_output=True, text=True, timeout=300)
-  assert result.returncode == 2
-  assert result.stderr.strip().splitlines()[-1].startswith(
+  status, stderr = run_preview(
+      "--config=configs/simclr.py:digits", f"--out={tmp_path}/x.png",
+      "--config.view_augment=blurr(3)")
+  assert status == 2
+  assert stderr.strip().splitlines()[-1].startswith(
       "error: view_augment: unknown op 'blurr'")
   assert not os.path.exists(tmp_path / "x.png")
+  status, stderr = run_preview("--config=configs/simclr.py:digits",
+                               f"--out={tmp_path}/x.png", "--num_pairs=0")
+  assert (status, stderr.strip()) == (
+      2, "error: --num_images and --num_pairs must be >= 1")
+
+
+def test_preview_help_exits_0(capsys):
+  assert preview.run(["preview", "--help"]) == 0
+  assert capsys.readouterr().out.startswith(
+      "usage: python -m contrastive_jax.preview")
 
 
 def image_summaries(workdir):

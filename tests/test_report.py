@@ -22,7 +22,7 @@ def _workdir(tmp_path, name, content):
 def test_rows_of_good_results(tmp_path, capsys):
   a = _workdir(tmp_path, "a", GOOD)
   b = _workdir(tmp_path, "b", dict(GOOD, pretrained=None, top1=0.25))
-  assert report.main([a, b]) == 0
+  assert report.run(["report", a, b]) == 0
   lines = capsys.readouterr().out.splitlines()
   assert "/runs/simclr @30" in lines[1] and "50.00%" in lines[1]
   assert "? @30" in lines[2] and "25.00%" in lines[2]
@@ -38,7 +38,7 @@ def test_rows_of_good_results(tmp_path, capsys):
 ])
 def test_unusable_results_are_one_line(tmp_path, capsys, content, message):
   workdir = _workdir(tmp_path, "run", content)
-  assert report.main([workdir]) == 2
+  assert report.run(["report", workdir]) == 2
   captured = capsys.readouterr()
   assert captured.out == ""
   lines = captured.err.splitlines()
@@ -47,7 +47,7 @@ def test_unusable_results_are_one_line(tmp_path, capsys, content, message):
 
 
 def test_no_results_is_one_line(tmp_path, capsys):
-  assert report.main([str(tmp_path)]) == 2
+  assert report.run(["report", str(tmp_path)]) == 2
   assert capsys.readouterr().err.startswith("error: no evaluation results")
 
 
@@ -65,7 +65,7 @@ def test_baselines_side_by_side_with_the_margin(tmp_path, capsys):
   other = _workdir(tmp_path, "other", dict(GOOD, pretrained="pixels",
                                            top1=0.99, dataset="mnist",
                                            split="test"))
-  assert report.main([enc, rnd, pix, other]) == 0
+  assert report.run(["report", enc, rnd, pix, other]) == 0
   lines = capsys.readouterr().out.splitlines()
   assert "random (baseline)" in lines[2] and "50.00%" in lines[2]
   assert "pixels (baseline)" in lines[3] and "93.00%" in lines[3]
@@ -100,3 +100,13 @@ def test_the_entry_points_are_installed_commands(tmp_path):
     assert result.returncode == 2 and "usage" in result.stderr
   for name in ("main", "export", "embed", "preview", "prepare"):
     assert shutil.which(f"contrastive-jax-{name}", path=bin_dir), name
+
+
+def test_no_workdir_is_the_usage_line_and_help_exits_0(capsys):
+  assert report.run(["report"]) == 2
+  assert capsys.readouterr().err == (
+      "error: usage: python -m contrastive_jax.evaluation.report WORKDIR "
+      "[WORKDIR ...]\n")
+  assert report.run(["report", "--help"]) == 0
+  assert capsys.readouterr().out.startswith(
+      "usage: python -m contrastive_jax.evaluation.report")

@@ -86,22 +86,35 @@ def write_image_folder(root: str) -> int:
   return count
 
 
-def cli():
-  """`python -m contrastive_jax.data.digits DIR` (and the
-  `contrastive-jax-digits` command): the digits as PNG files under DIR."""
-  import sys  # pylint: disable=g-import-not-at-top
-  if len(sys.argv) != 2:
-    print('error: usage: python -m contrastive_jax.data.digits DIR',
-          file=sys.stderr)
-    sys.exit(2)
+def _write_folder(flags, args):
+  """`python -m contrastive_jax.data.digits DIR`: the digits as PNG files
+  under DIR."""
+  del flags
+  from contrastive_jax.errors import UserError  # pylint: disable=g-import-not-at-top
+  if len(args) != 1:
+    raise UserError('usage: python -m contrastive_jax.data.digits DIR')
   try:
-    count = write_image_folder(sys.argv[1])
+    count = write_image_folder(args[0])
   except OSError as e:
-    print(f'error: cannot write {sys.argv[1]}: {e.strerror or e}',
-          file=sys.stderr)
-    sys.exit(2)
-  print(f'wrote {count} PNGs under {sys.argv[1]}')
+    raise UserError(f'cannot write {args[0]}: {e.strerror or e}') from e
+  print(f'wrote {count} PNGs under {args[0]}')
+
+
+def run(argv=None) -> int:
+  """The digits command in process: its exit status."""
+  from contrastive_jax import cli  # pylint: disable=g-import-not-at-top
+  return cli.run(cli.Tool(
+      usage='python -m contrastive_jax.data.digits DIR',
+      define=lambda fv, argv: None, body=_write_folder, positional=True),
+                 argv)
+
+
+def main():
+  """`python -m contrastive_jax.data.digits DIR` (and the
+  `contrastive-jax-digits` command)."""
+  import sys  # pylint: disable=g-import-not-at-top
+  sys.exit(run())
 
 
 if __name__ == '__main__':
-  cli()
+  main()

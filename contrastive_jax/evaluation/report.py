@@ -13,6 +13,9 @@ import json
 import os
 import sys
 
+from contrastive_jax import cli
+from contrastive_jax.errors import UserError
+
 # Written by classifier_eval.write_results; kept here so this command stays
 # free of TensorFlow and JAX imports.
 RESULTS_FILE = "eval_results.json"
@@ -77,32 +80,28 @@ def margins(rows) -> list[str]:
   return lines
 
 
-def main(argv: list[str]) -> int:
-  if not argv:
-    print("usage: python -m contrastive_jax.evaluation.report WORKDIR "
-          "[WORKDIR ...]", file=sys.stderr)
-    return 2
+def _body(flags, workdirs: list[str]):
+  del flags
+  if not workdirs:
+    raise UserError(f"usage: {TOOL.usage}")
   rows = []
-  for workdir in argv:
+  for workdir in workdirs:
     path = os.path.join(workdir, RESULTS_FILE)
     try:
       with open(path, encoding="utf-8") as f:
         rows.append((workdir, json.load(f)))
-    except FileNotFoundError:
+    except FileNotFoundError as e:
       # A pretraining run, or an evaluation that stopped (e.g. on data
       # without labels), has no results.
-      print(f"error: no evaluation results in {workdir} ({RESULTS_FILE}): "
-            "report reads the workdirs of linear evaluation and finetuning "
-            "runs on labelled data", file=sys.stderr)
-      return 2
+      raise UserError(
+          f"no evaluation results in {workdir} ({RESULTS_FILE}): report "
+          "reads the workdirs of linear evaluation and finetuning runs on "
+          "labelled data") from e
     except (OSError, ValueError) as e:
-      print(f"error: cannot read {path}: {e}", file=sys.stderr)
-      return 2
+      raise UserError(f"cannot read {path}: {e}") from e
     problem = _problem(rows[-1][1])
     if problem is not None:
-      print(f"error: {path} is not an evaluation results file: {problem}",
-            file=sys.stderr)
-      return 2
+      raise UserError(f"{path} is not an evaluation results file: {problem}")
   print(f"{'run':<40} {'encoder':<28} {'top-1':>7} {'top-5':>7} "
         f"{'kNN':>7} {'n':>7}")
   for workdir, r in rows:
@@ -116,13 +115,24 @@ def main(argv: list[str]) -> int:
           f"{r['num_examples']:>7}")
   for line in margins(rows):
     print(f"margin: {line}")
-  return 0
 
 
-def cli():
-  """The `contrastive-jax-report` command (console_scripts)."""
-  sys.exit(main(sys.argv[1:]))
+TOOL = cli.Tool(
+    usage="python -m contrastive_jax.evaluation.report WORKDIR [WORKDIR ...]",
+    define=lambda fv, argv: None, body=_body, positional=True)
+
+
+def run(argv=None) -> int:
+  """The report command in process (argv[0] is the program): its exit
+  status."""
+  return cli.run(TOOL, argv)
+
+
+def main():
+  """`python -m contrastive_jax.evaluation.report` (and
+  `contrastive-jax-report`)."""
+  sys.exit(run())
 
 
 if __name__ == "__main__":
-  cli()
+  main()
