@@ -120,7 +120,10 @@ def _ema_states(opt_state) -> list[EmaParamsState]:
 
 
 def ema_state(opt_state) -> EmaParamsState:
-  """The one `EmaParamsState` inside a (chained) optimizer state."""
+  """The one `EmaParamsState` inside a (chained) optimizer state. Where
+  the optimizer factory made it (`optim.optimizer_from_config`), it is the
+  last element of the outer chain: `state_dict_target` reads it from
+  there in a checkpoint."""
   states = _ema_states(opt_state)
   if len(states) != 1:
     raise ValueError(f"expected one ema_params state in the optimizer "
@@ -136,3 +139,28 @@ def target_params(opt_state) -> Any:
 def has_ema_state(opt_state) -> bool:
   """Whether a (chained) optimizer state holds exactly one EMA."""
   return len(_ema_states(opt_state)) == 1
+
+
+# The EMA target's path in a checkpointed state (nested dicts, as Orbax
+# restores a state without its structure): the optimizer factory chains the
+# EMA last, so it is the outer chain's last element, and its `target` field.
+TARGET_PATH = ("opt_state", "<last>", "target")
+
+
+def state_dict_target(state: dict) -> Any:
+  """The EMA target parameters of a checkpointed state (nested dicts) at
+  `TARGET_PATH`; ValueError when the state has none there (a method
+  without an EMA target)."""
+  opt_state = state.get("opt_state")
+  if isinstance(opt_state, dict) and opt_state and all(
+      k.isdigit() for k in opt_state):
+    last = opt_state[str(max(int(k) for k in opt_state))]
+  elif isinstance(opt_state, (tuple, list)) and opt_state:
+    last = opt_state[-1]
+    last = last._asdict() if hasattr(last, "_asdict") else last
+  else:
+    last = None
+  if not isinstance(last, dict) or "target" not in last:
+    raise ValueError("the state has no EMA target at opt_state/<last>/target"
+                     " (the optimizer factory chains the EMA last)")
+  return last["target"]

@@ -71,3 +71,33 @@ def test_the_same_two_steps_today_reach_the_saved_state(method, tmp_path):
         np.sum(np.square(np.asarray(leaf, np.float64))),
         saved[jax.tree_util.keystr(path)][0], rtol=1e-4, atol=1e-9,
         err_msg=jax.tree_util.keystr(path))
+
+
+def test_the_ema_target_is_read_at_its_path_in_a_checkpoint(tmp_path):
+  """A teacher-evaluating method's encoder (`target_encoder_variables`)
+  from a checkpoint read back as nested dicts, as `load_encoder` reads it:
+  the BYOL checkpoint's target encoder, every leaf as saved."""
+  from contrastive_jax.methods import encoder_with_head  # pylint: disable=g-import-not-at-top
+  workdir = str(tmp_path / "byol")
+  shutil.copytree(os.path.join(DATA, "byol"), workdir)
+  ckpt = checkpointing.Checkpointer(workdir, save_every_steps=1, keep=1,
+                                    read_only=True)
+  abstract = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype),
+                          ckpt.state_metadata(2))
+  state = jax.device_get(ckpt.restore(abstract))
+  ckpt.close()
+  variables = encoder_with_head.target_encoder_variables(state)
+  with open(os.path.join(workdir, "values.json")) as f:
+    saved = json.load(f)
+  leaves = jax.tree_util.tree_flatten_with_path(variables["params"])[0]
+  assert leaves
+  for path, leaf in leaves:
+    key = ".opt_state[1].target['encoder']" + jax.tree_util.keystr(path)
+    np.testing.assert_allclose(
+        np.sum(np.square(np.asarray(leaf, np.float64))), saved[key][0],
+        rtol=1e-6, err_msg=key)
+  assert jax.tree.leaves(variables["batch_stats"])
+  # The online encoder is another network (BYOL evaluates that one).
+  online = encoder_with_head.encoder_variables(state)
+  assert not all(np.array_equal(a, b) for a, b in zip(
+      jax.tree.leaves(online["params"]), jax.tree.leaves(variables["params"])))

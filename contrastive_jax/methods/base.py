@@ -52,6 +52,10 @@ class Method:
     encoder_variables(state_dict) -> {'params', 'batch_stats'}: the encoder
       out of a checkpointed state (nested dicts). Methods that have it
       pretrain an encoder: kNN monitor, load_encoder, export, evaluation.
+      It declares which network is evaluated, each at an explicit path:
+      the online one (`encoder_with_head.encoder_variables`:
+      params/encoder) or the EMA target, a teacher
+      (`encoder_with_head.target_encoder_variables`: ema.TARGET_PATH).
     projector_variables(state_dict) -> {'params', 'batch_stats'} of
       {'encoder', 'head'}: the encoder and projection head (`config.head`)
       of a checkpointed state, for the health monitor's z.

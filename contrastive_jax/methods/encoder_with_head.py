@@ -105,7 +105,7 @@ def mlp_from_config(fields, *, bn_axis_name: str | None,
   hidden_dim). Fields a block lacks take the defaults of configs saved
   before they existed."""
   f = {"output_bias": False, "output_bn": True, "output_bn_scale": True,
-       "dense_init": "flax", "kernel_init_stddev": -1.0}
+       "hidden_bias": None, "dense_init": "flax", "kernel_init_stddev": -1.0}
   f.update(fields.items())
   f.update(overrides)
   return models.ProjectionHead(
@@ -113,7 +113,8 @@ def mlp_from_config(fields, *, bn_axis_name: str | None,
       hidden_dim=None if f["hidden_dim"] <= 0 else f["hidden_dim"],
       output_dim=f["output_dim"], use_bn=f["use_bn"],
       output_bn=f["output_bn"], output_bn_scale=f["output_bn_scale"],
-      output_bias=f["output_bias"], dense_init=f["dense_init"],
+      output_bias=f["output_bias"], hidden_bias=f["hidden_bias"],
+      dense_init=f["dense_init"],
       kernel_init_stddev=(None if f["kernel_init_stddev"] <= 0
                           else f["kernel_init_stddev"]),
       bn_axis_name=bn_axis_name, bn_groups=bn_groups,
@@ -127,6 +128,17 @@ def encoder_variables(state: dict) -> dict:
   return {"params": state["params"]["encoder"],
           # A ViT encoder has no BatchNorm statistics.
           "batch_stats": state.get("batch_stats", {}).get("encoder", {})}
+
+
+def target_encoder_variables(state: dict) -> dict:
+  """The EMA target's encoder out of a checkpointed state: the network a
+  method that evaluates its target (DINO's teacher) declares as its
+  `Method.encoder_variables`. Its parameters are at `ema.TARGET_PATH`, its
+  BN statistics in `extra['target_batch_stats']` (`base.initial_state`)."""
+  from contrastive_jax import ema  # pylint: disable=g-import-not-at-top
+  stats = state.get("extra", {}).get("target_batch_stats", {})
+  return {"params": ema.state_dict_target(state)["encoder"],
+          "batch_stats": stats.get("encoder", {})}
 
 
 def projector_variables(state: dict) -> dict:
