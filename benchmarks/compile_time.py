@@ -36,10 +36,12 @@ import harness  # noqa: E402  pylint: disable=g-import-not-at-top
 # Every variant each config's get_config accepts (see the configs'
 # docstrings); the classifier configs take DATASET[_moco][_Npct].
 VARIANTS = {
+    "barlow_twins": ["imagenet", "cifar10", "digits"],
     "byol": ["imagenet1000", "imagenet", "multicrop", "cifar10", "digits",
              "digits_multicrop"],
     "simclr": ["cifar10", "imagenet", "imagenet1000", "digits"],
     "simsiam": ["imagenet", "cifar10", "digits"],
+    "vicreg": ["imagenet", "cifar10", "digits"],
     "moco_v1": ["cifar10", "imagenet", "digits"],
     "moco_v2": ["cifar10", "imagenet", "imagenet800", "digits"],
     "moco_v3": ["r50", "r50_300", "r50_1000", "vit_small", "vit_base",

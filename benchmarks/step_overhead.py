@@ -43,7 +43,7 @@ import harness  # noqa: E402  pylint: disable=g-import-not-at-top
 from contrastive_jax import models, parallel  # noqa: E402
 
 TARGETS = {"simclr": 1.05, "moco": 1.10, "byol": 1.10, "simsiam": 1.10,
-           "moco_v3": 1.10}
+           "moco_v3": 1.10, "barlow_twins": 1.10, "vicreg": 1.10}
 
 
 def _encoder(config, *, bn_groups=None):
@@ -155,6 +155,9 @@ BASELINES = {
     "simsiam": (simsiam_baseline, "encoder fwd+bwd 2x N"),
     # The base and momentum networks: the same encoder work as BYOL's.
     "moco_v3": (byol_baseline, "base fwd+bwd 2x N + momentum fwd 2x N"),
+    # One network, each view on its own, as SimSiam's.
+    "barlow_twins": (simsiam_baseline, "encoder fwd+bwd 2x N"),
+    "vicreg": (simsiam_baseline, "encoder fwd+bwd 2x N"),
 }
 
 

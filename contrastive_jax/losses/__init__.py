@@ -1,5 +1,6 @@
 """The methods' losses: NT-Xent (nt_xent.py), InfoNCE and MoCo v3's loss
-(info_nce.py), BYOL's and SimSiam's (prediction.py).
+(info_nce.py), BYOL's and SimSiam's (prediction.py), Barlow Twins' and
+VICReg's (redundancy.py).
 
 Every loss takes per-device arrays and, given `axis_name`, is meant to run
 inside `jax.shard_map` over that mesh axis. It then returns the loss of the
@@ -22,8 +23,11 @@ from contrastive_jax.losses.nt_xent import (NTXentOutput, default_block_rows,
                                             nt_xent, nt_xent_with_accuracy)
 from contrastive_jax.losses.prediction import (byol_loss, byol_multicrop_loss,
                                                simsiam_loss)
+from contrastive_jax.losses.redundancy import (BarlowTwinsTerms, VICRegTerms,
+                                               barlow_twins_loss, vicreg_loss)
 
-__all__ = ['InfoNCEOutput', 'NTXentOutput', 'byol_loss', 'byol_multicrop_loss',
+__all__ = ['BarlowTwinsTerms', 'InfoNCEOutput', 'NTXentOutput', 'VICRegTerms',
+           'barlow_twins_loss', 'byol_loss', 'byol_multicrop_loss',
            'default_block_rows', 'info_nce', 'info_nce_with_accuracy',
            'l2_normalize', 'moco_v3_loss', 'nt_xent', 'nt_xent_with_accuracy',
-           'simsiam_loss', 'symmetric_info_nce_with_accuracy']
+           'simsiam_loss', 'symmetric_info_nce_with_accuracy', 'vicreg_loss']

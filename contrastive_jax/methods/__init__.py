@@ -15,11 +15,13 @@ from contrastive_jax.methods.base import Method
 # config.method -> "module:attribute" of its Method. A new method adds a
 # line here and nothing anywhere else.
 _REGISTRY = {
+    "barlow_twins": "contrastive_jax.methods.barlow_twins:METHOD",
     "byol": "contrastive_jax.methods.byol:METHOD",
     "moco": "contrastive_jax.methods.moco:METHOD",
     "moco_v3": "contrastive_jax.methods.moco_v3:METHOD",
     "simclr": "contrastive_jax.methods.simclr:METHOD",
     "simsiam": "contrastive_jax.methods.simsiam:METHOD",
+    "vicreg": "contrastive_jax.methods.vicreg:METHOD",
     # Supervised training on a pretrained encoder (one module, two modes).
     "linear_eval": "contrastive_jax.methods.classifier:LINEAR_EVAL",
     "finetune": "contrastive_jax.methods.classifier:FINETUNE",

@@ -55,6 +55,11 @@ class ProjectionHead(nn.Module):
     use_bn: BatchNorm after every Dense (the SimCLR reference head).
     output_bias: a bias on the last Dense (torchvision's `fc` has one). Not
       with use_bn: the output BN's mean subtraction would cancel it.
+    hidden_bias: a bias on each hidden Dense; None (default): only without
+      BN. True with use_bn: VICReg's projector (`nn.Linear(f[i], f[i + 1])`
+      before each BatchNorm1d, facebookresearch/vicreg main_vicreg.py:228
+      @4e12602) and solo-learn's; the BN cancels it in training, its running
+      mean follows it.
     output_bn: with use_bn, whether the last Dense is followed by a BN too
       (`bn_out`; SimCLR's heads). BYOL's projector and predictor have BN on
       the hidden layer only (deepmind-research byol/utils/networks.py:40-45
@@ -80,6 +85,7 @@ class ProjectionHead(nn.Module):
   output_dim: int = 128
   use_bn: bool = False
   output_bias: bool = False
+  hidden_bias: bool | None = None
   output_bn: bool = True
   output_bn_scale: bool = True
   dense_init: str = 'flax'
@@ -120,9 +126,11 @@ class ProjectionHead(nn.Module):
         train=train, groups=self.bn_groups, axis_name=self.bn_axis_name,
         momentum=self.bn_momentum, epsilon=self.bn_epsilon, dtype=self.dtype)
 
+    hidden_bias = (not self.use_bn if self.hidden_bias is None
+                   else self.hidden_bias)
     x = h
     for i in range(1, self.num_layers):
-      x = nn.Dense(hidden_dim, use_bias=not self.use_bn, dtype=self.dtype,
+      x = nn.Dense(hidden_dim, use_bias=hidden_bias, dtype=self.dtype,
                    name=f'dense{i}', **dense_kwargs(x.shape[-1]))(x)
       if self.use_bn:
         x = norm(name=f'bn{i}')(x)
