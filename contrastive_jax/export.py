@@ -7,12 +7,14 @@ torchvision: safetensors with torchvision's ResNet names and layouts (OIHW
   kernels, BatchNorm running stats): `torchvision.models.resnet50()
   .load_state_dict(sd, strict=False)` misses only fc.*. npz: the Flax tree,
   keys '/'-joined. saved_model: a TF SavedModel (jax2tf) of the encoder in
-  eval mode, float32 NHWC [B, S, S, 3] -> features [B, d].
+  eval mode, float32 NHWC [B, S, S, 3] -> features [B, d]. onnx: the same
+  computation as an ONNX model (jax2onnx, `pip install -e '.[onnx]'`),
+  checked against JAX in onnxruntime before it is written.
 The encoder takes images as the pipeline feeds it: RGB in [0, 1]. A config
 with `input_norm` (MoCo: ImageNet or CIFAR-10 mean/std) normalises inside the
-JAX encoder, so the SavedModel does it itself, while torchvision/npz weights
-need `(x - mean) / std` first; the metadata says which, with the
-architecture and step. `--include_head` adds the online (MoCo:
+JAX encoder, so the SavedModel and the ONNX model do it themselves, while
+torchvision/npz weights need `(x - mean) / std` first; the metadata says
+which, with the architecture and step. `--include_head` adds the online (MoCo:
 query) projection head under `head.` ('head/' in npz).
 """
 
@@ -33,17 +35,20 @@ from flax import traverse_util  # noqa: E402
 
 from contrastive_jax import cli  # noqa: E402
 from contrastive_jax import checkpointing  # noqa: E402
+from contrastive_jax import graph_export  # noqa: E402
 from contrastive_jax.evaluation import pretrained  # noqa: E402
 from contrastive_jax.errors import (CheckpointError, ConfigError,  # noqa: E402
                                     UserError)
 from contrastive_jax.methods import encoder_with_head  # noqa: E402
 from contrastive_jax.models import resnet  # noqa: E402
 
-FORMATS = ("torchvision", "npz", "saved_model")
+FORMATS = ("torchvision", "npz", "saved_model", "onnx")
+# Formats that hold the encoder's computation (graph_export.py).
+GRAPH_FORMATS = ("saved_model", "onnx")
 TORCH_BN_EPSILON = 1e-5  # torch.nn.BatchNorm2d's default
 HEAD_PREFIX = "head."
-INPUT_CONVENTION = ("float32 RGB in [0, 1], NCHW for torch (NHWC for JAX and "
-                    "the SavedModel); no mean/std normalisation")
+INPUT_CONVENTION = ("float32 RGB in [0, 1], NCHW for torch (NHWC for JAX, "
+                    "the SavedModel and ONNX); no mean/std normalisation")
 # What torchvision's constructors build (at width_multiplier=1).
 TORCHVISION_MODELS = ("resnet18", "resnet34", "resnet50", "resnet101",
                       "resnet152")
@@ -170,14 +175,15 @@ def input_metadata(config, fmt: str) -> dict:
   if mean_std is None:
     return {"input": INPUT_CONVENTION, "input_norm": "none"}
   mean, std = mean_std
-  if fmt == "saved_model":
-    how = f"the SavedModel subtracts mean {list(mean)} and divides by std " \
+  if fmt in GRAPH_FORMATS:
+    graph = "ONNX model" if fmt == "onnx" else "SavedModel"
+    how = f"the {graph} subtracts mean {list(mean)} and divides by std " \
           f"{list(std)} itself"
   else:
     how = f"then (x - mean) / std per channel, mean {list(mean)}, std " \
           f"{list(std)} (not part of these weights)"
-  return {"input": f"float32 RGB in [0, 1], NCHW for torch (NHWC for JAX "
-                   f"and the SavedModel); {how}",
+  return {"input": f"float32 RGB in [0, 1], NCHW for torch (NHWC for JAX, "
+                   f"the SavedModel and ONNX); {how}",
           "input_norm": norm, "input_mean": json.dumps(list(mean)),
           "input_std": json.dumps(list(std))}
 
@@ -268,47 +274,6 @@ def _save_npz(arrays: dict, meta: dict, path: str):
     np.savez(f, __metadata__=np.asarray(json.dumps(meta)), **arrays)
 
 
-def _save_saved_model(loaded: pretrained.Pretrained, path: str):
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from jax.experimental import jax2tf  # pylint: disable=g-import-not-at-top
-  tf.config.set_visible_devices([], "GPU")  # JAX owns the accelerators.
-  module, size = (pretrained.encoder_module(loaded.config),
-                  int(loaded.config.image_size))
-  apply = jax2tf.convert(
-      lambda v, x: module.apply(v, x, train=False), with_gradient=False,
-      polymorphic_shapes=[None, f"(b, {size}, {size}, 3)"])
-
-  class Encoder(tf.Module):
-
-    def __init__(self, variables):
-      super().__init__()
-      # Variables, not constants: as constants a large encoder would pass
-      # the 2 GiB GraphDef limit.
-      self.encoder_variables = tf.nest.map_structure(tf.Variable, variables)
-
-    @tf.function(autograph=False, input_signature=[
-        tf.TensorSpec([None, size, size, 3], tf.float32, name="images")])
-    def __call__(self, images):
-      return apply(self.encoder_variables, images)
-
-  encoder = Encoder(jax.tree.map(np.asarray, loaded.variables))
-  tf.saved_model.save(encoder, path,
-                      signatures={"serving_default": encoder.__call__})
-  # A SavedModel that TensorFlow cannot run is no export: jax >= 0.11
-  # writes StableHLO newer than TensorFlow 2.21's XlaCallModule reads
-  # ('failed to deserialize portable artifact'), found only when run.
-  try:
-    tf.saved_model.load(path)(tf.zeros([1, size, size, 3], tf.float32))
-  except tf.errors.InvalidArgumentError as e:
-    if "deserialize" not in str(e):
-      raise
-    raise UserError(
-        f"--format=saved_model: TensorFlow {tf.__version__} cannot run the "
-        f"SavedModel that jax {jax.__version__} writes (its StableHLO is "
-        "newer than TensorFlow reads); export --format=torchvision or npz, "
-        "or write the SavedModel with jax 0.10") from None
-
-
 def _torchvision_tensors(loaded, variables, head, meta) -> dict:
   if float(meta["bn_epsilon"]) != TORCH_BN_EPSILON:
     logging.warning("BatchNorm epsilon is %s, torch's default %g: set eps "
@@ -325,9 +290,11 @@ def export(checkpoint: str, *, fmt: str, out: str,
            include_head: bool = False) -> str:
   """Writes the encoder of `checkpoint` to `out`; returns a summary line."""
   check_out(out, fmt)
-  if include_head and fmt == "saved_model":
-    raise ExportError("--include_head: --format=saved_model exports the "
+  if include_head and fmt in GRAPH_FORMATS:
+    raise ExportError(f"--include_head: --format={fmt} exports the "
                       "encoder only")
+  if fmt == "onnx":
+    graph_export.require_onnx()  # Before reading the checkpoint.
   loaded = pretrained.load(checkpoint)
   variables = jax.tree.map(np.asarray, loaded.variables)
   if fmt == "torchvision":
@@ -344,8 +311,14 @@ def export(checkpoint: str, *, fmt: str, out: str,
       arrays.update(flat_tree(head, prefix="head/"))
     write_atomically(out, lambda p: _save_npz(arrays, meta, p))
     what = f"{len(arrays)} arrays"
+  elif fmt == "onnx":
+    model = graph_export.onnx_model(loaded, meta)
+    diff = graph_export.check_onnx(model, loaded)
+    write_atomically(out, lambda p: graph_export.save_onnx(model, p))
+    what = (f"an ONNX model (opset {graph_export.ONNX_OPSET}; onnxruntime "
+            f"matches JAX to {diff:.1g})")
   else:
-    write_atomically(out, lambda p: _save_saved_model(loaded, p),
+    write_atomically(out, lambda p: graph_export.save_saved_model(loaded, p),
                      directory=True)
     what = "a SavedModel"
   return (f"wrote {out}: {loaded.config.model} encoder of step "
