@@ -21,6 +21,7 @@ import numpy as np
 from contrastive_jax import method_steps, methods, parallel
 from contrastive_jax.config import checks as config_checks
 from contrastive_jax.config import lib as config_lib
+from contrastive_jax.data import view_spec
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG_DIR = os.path.join(REPO, "configs")
@@ -62,10 +63,6 @@ def load_config(spec: str, **overrides) -> ml_collections.ConfigDict:
   return config
 
 
-def num_views(config) -> int:
-  return methods.get_method(config.method).num_views
-
-
 @dataclasses.dataclass
 class Bench:
   """A method's model, state initialiser and train step, as train.py has
@@ -104,11 +101,16 @@ def build(config: ml_collections.ConfigDict, mesh=None, *,
 
 
 def batch_shapes(config) -> dict[str, jax.ShapeDtypeStruct]:
-  """The pipeline's global batch: 'view1'..'viewV' float32 [B, H, W, 3] and
+  """The pipeline's global batch: 'view1'..'viewV' float32 [B, H, W, 3],
+  each of its view's size (multi-crop's small views included), and
   'label' int32 [B]."""
-  b, s = config.batch_size, config.image_size
-  shapes = {f"view{i + 1}": jax.ShapeDtypeStruct((b, s, s, 3), jnp.float32)
-            for i in range(num_views(config))}
+  method = methods.get_method(config.method)
+  b, shapes = config.batch_size, {}
+  for i, (field, spec) in enumerate(view_spec.training_views(
+      config, method.num_views, method.extra_views)):
+    h, w = view_spec.output_size(spec, field) or (config.image_size,) * 2
+    shapes[view_spec.view_key(i + 1)] = jax.ShapeDtypeStruct((b, h, w, 3),
+                                                             jnp.float32)
   shapes["label"] = jax.ShapeDtypeStruct((b,), jnp.int32)
   return shapes
 

@@ -293,3 +293,17 @@ def test_lars_is_optax_lars_bitwise():
   assert jax.tree.structure(expected) == jax.tree.structure(got)
   for e, g in zip(jax.tree.leaves(expected), jax.tree.leaves(got)):
     np.testing.assert_array_equal(np.asarray(e), np.asarray(g))
+
+
+def test_the_benchmark_batch_holds_every_view_at_its_size():
+  """A multi-crop config's synthetic batch has its small views (96 px for
+  BYOL's), not just the two global ones: compile_time times that step."""
+  import sys  # pylint: disable=g-import-not-at-top
+  sys.path.insert(0, os.path.join(REPO, "benchmarks"))
+  import harness  # pylint: disable=g-import-not-at-top
+  from contrastive_jax.config import lib as config_lib  # pylint: disable=g-import-not-at-top
+  config = config_lib.load("byol:multicrop")
+  shapes = harness.batch_shapes(config)
+  sizes = [shapes[f"view{i}"].shape[1:3] for i in range(1, 9)]
+  assert sizes == [(224, 224)] * 2 + [(96, 96)] * 6
+  assert set(shapes) == {f"view{i}" for i in range(1, 9)} | {"label"}

@@ -91,14 +91,15 @@ def batch_augmenter(view_specs, view_fields=None):
            for spec, field in zip(view_specs, view_fields)]
 
   def augment_batch(batch):
-    if 'uniforms1' not in batch:
+    if view_spec.uniforms_key(1) not in batch:
       raise ValueError('the batch holds no uniforms: make the stream with '
                        'pipeline.pretrain_stream(..., augment_on_device=True)')
     out = {key: value for key, value in batch.items()
            if not key.startswith('uniforms')}
     for i, view in enumerate(views):
-      out[f'view{i + 1}'] = view(batch[f'view{i + 1}'],
-                                 batch[f'uniforms{i + 1}'])
+      out[view_spec.view_key(i + 1)] = view(
+          batch[view_spec.view_key(i + 1)],
+          batch[view_spec.uniforms_key(i + 1)])
     return out
 
   augment_batch.num_uniforms = [view.num_uniforms for view in views]

@@ -30,6 +30,7 @@ import tensorflow_datasets as tfds
 from contrastive_jax.data import augment
 from contrastive_jax.data import order
 from contrastive_jax.data import sources
+from contrastive_jax.data import view_spec
 from contrastive_jax.data.sources import READ_GROUP
 from contrastive_jax.errors import ConfigError
 
@@ -96,17 +97,18 @@ def pretrain_stream(*, source, local_batch_size, view_specs, seed,
     out = {'label': tf.cast(example['label'], tf.int32)}
     for i, view in enumerate(views):
       if batch_augment:
-        out[f'view{i + 1}'], out[f'uniforms{i + 1}'] = view.prepare(
-            image, view_keys[i])
+        out[view_spec.view_key(i + 1)], out[view_spec.uniforms_key(
+            i + 1)] = view.prepare(image, view_keys[i])
       else:
-        out[f'view{i + 1}'] = view(image, view_keys[i])
+        out[view_spec.view_key(i + 1)] = view(image, view_keys[i])
     return out
 
   def finish(batch):
     out = {'label': batch['label']}
     for i, view in enumerate(views):
-      out[f'view{i + 1}'] = view.finish(batch[f'view{i + 1}'],
-                                        batch[f'uniforms{i + 1}'])
+      out[view_spec.view_key(i + 1)] = view.finish(
+          batch[view_spec.view_key(i + 1)],
+          batch[view_spec.uniforms_key(i + 1)])
     return out
 
   def make(start_step=0):
@@ -121,7 +123,7 @@ def pretrain_stream(*, source, local_batch_size, view_specs, seed,
     if not batch_augment or augment_on_device:
       ds = ds.batch(local_batch_size, drop_remainder=True)
       return ds.with_options(_options()).prefetch(tf.data.AUTOTUNE)
-    micro = min(_micro_batch(ds.element_spec[f'view{i + 1}'].shape,
+    micro = min(_micro_batch(ds.element_spec[view_spec.view_key(i + 1)].shape,
                              local_batch_size) for i in range(len(views)))
     ds = ds.batch(micro, drop_remainder=True)
     ds = ds.map(finish, num_parallel_calls=num_parallel, deterministic=True)

@@ -75,6 +75,27 @@ def output_size(spec, field='view_augment') -> tuple[int, int] | None:
   return size
 
 
+def view_key(index: int) -> str:
+  """The batch key of view `index` (from 1): 'view1', 'view2', ..."""
+  return f'view{index}'
+
+
+def uniforms_key(index: int) -> str:
+  """The batch key of the uniforms view `index` draws on the device
+  (`augment_on_device`): 'uniforms1', ..."""
+  return f'uniforms{index}'
+
+
+def views_in(batch) -> list:
+  """The views a batch holds, in order: batch['view1'], batch['view2'], ...
+  up to the first index it lacks."""
+  views, index = [], 1
+  while view_key(index) in batch:
+    views.append(batch[view_key(index)])
+    index += 1
+  return views
+
+
 def training_views(config, num_views: int,
                    extra_views: bool = False) -> list[tuple[str, str]]:
   """(config field, spec) of each view a training batch holds, in order:

@@ -36,6 +36,7 @@ import ml_collections
 import optax
 
 from contrastive_jax import ema, losses
+from contrastive_jax.data import view_spec
 from contrastive_jax.errors import ConfigError
 from contrastive_jax.methods import base, encoder_with_head
 from contrastive_jax.methods.encoder_with_head import (EncoderWithHead,
@@ -109,10 +110,7 @@ def loss_fn(params, target_params, batch, *, batch_stats, extra,
   [(_, z1, _), (_, z2, _)], target_stats = apply(model.target, target, views)
   # Multi-crop's small views (config.extra_views): through the online
   # network only, each on its own.
-  small, v = [], 3
-  while f"view{v}" in batch:
-    small.append(batch[f"view{v}"])
-    v += 1
+  small = view_spec.views_in(batch)[2:]
   if small:
     small, stats = apply(model.online, {**online, "batch_stats": stats},
                          small)
