@@ -23,7 +23,7 @@ from contrastive_jax.errors import ConfigError
 _MODULES = {
     'digits': 'contrastive_jax.data.sources.digits',
     'folder': 'contrastive_jax.data.sources.folder',
-    'tfds': 'contrastive_jax.data.sources.tfds_common',
+    'tfds': 'contrastive_jax.data.sources.tfds',
 }
 FOLDER_PREFIX = 'folder:'
 
