@@ -1,10 +1,14 @@
 """The losses of the methods that decorrelate the dimensions of two views'
 embeddings, without negatives or a predictor: Barlow Twins and VICReg.
 
-Both reduce over the global batch through sums over devices of local
-[d, d] products (`psum`), never gathering the embeddings: each device does
-its share of the O(N d^2) work. Means and (co)variances are of the global
-batch, as the references' SyncBatchNorm and gathers make them.
+Means and (co)variances are of the global batch, as the references'
+SyncBatchNorm and gathers make them. Neither builds a [d, d] matrix: the
+sum of squares of M = A^T B / k ([d, d], A and B [N, d]) is that of the
+[N, N] product of the Grams, sum_pq (A A^T)_pq (B B^T)_pq / k^2, and its
+diagonal is a column sum of A * B. With N < d (the references: N 2048,
+d 8192) that is less work and memory, and each device computes only its
+own rows of the Grams against the gathered batch (`all_gather`, whose
+transpose hands each device its rows' gradient).
 """
 
 from typing import NamedTuple
@@ -12,7 +16,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from contrastive_jax.losses.global_batch import global_count, sum_over_devices
+from contrastive_jax.losses.global_batch import (gather, global_count,
+                                                 sum_over_devices)
 
 # torch.nn.BatchNorm1d's default eps: Barlow Twins normalises z with
 # `nn.BatchNorm1d(sizes[-1], affine=False)` (facebookresearch/barlowtwins
@@ -28,12 +33,16 @@ def _global_mean(z: jax.Array, axis_name) -> jax.Array:
   return sum_over_devices(jnp.sum(z, axis=0), axis_name) / n
 
 
-def _off_diagonal_square_sum(m: jax.Array) -> jax.Array:
-  """sum_{i != j} m_ij^2, the diagonal masked rather than subtracted (no
-  cancellation against the much larger diagonal)."""
-  i = jax.lax.broadcasted_iota(jnp.int32, m.shape, 0)
-  j = jax.lax.broadcasted_iota(jnp.int32, m.shape, 1)
-  return jnp.sum(jnp.where(i == j, 0.0, jnp.square(m)))
+def _diagonal_and_off_diagonal(a: jax.Array, b: jax.Array, k, axis_name
+                               ) -> tuple[jax.Array, jax.Array]:
+  """(the diagonal of M = A^T B / k, sum_{i != j} M_ij^2) for A, B the
+  global batch's [N, d] rows (`a`, `b` this device's), without forming M:
+  sum_ij M_ij^2 = sum_pq (A A^T)_pq (B B^T)_pq / k^2 over the global rows
+  p, q, each device summing over its own rows p."""
+  diagonal = sum_over_devices(jnp.sum(a * b, axis=0), axis_name) / k
+  grams = (a @ gather(a, axis_name).T) * (b @ gather(b, axis_name).T)
+  square_sum = sum_over_devices(jnp.sum(grams), axis_name) / (k * k)
+  return diagonal, square_sum - jnp.sum(jnp.square(diagonal))
 
 
 class BarlowTwinsTerms(NamedTuple):
@@ -57,7 +66,8 @@ def barlow_twins_loss(z1: jax.Array, z2: jax.Array, *, lambd: float,
   products summed over devices; loss = sum_i (1 - c_ii)^2 + lambd
   sum_{i != j} c_ij^2 (facebookresearch/barlowtwins main.py:211-220
   @8e8d284, which sums c over GPUs with `all_reduce` and normalises with a
-  SyncBatchNorm, :89).
+  SyncBatchNorm, :89). The off-diagonal sum is the whole sum of squares
+  less the diagonal's (module docstring), not a masked [d, d] matrix.
   """
   def standardise(z):
     z = z.astype(jnp.float32)
@@ -66,9 +76,9 @@ def barlow_twins_loss(z1: jax.Array, z2: jax.Array, *, lambd: float,
     return centred * jax.lax.rsqrt(var + _BARLOW_BN_EPS)
 
   n = global_count(z1.shape[0], axis_name)
-  c = sum_over_devices(standardise(z1).T @ standardise(z2), axis_name) / n
-  on = jnp.sum(jnp.square(jnp.diagonal(c) - 1.0))
-  off = _off_diagonal_square_sum(c)
+  diagonal, off = _diagonal_and_off_diagonal(standardise(z1), standardise(z2),
+                                             n, axis_name)
+  on = jnp.sum(jnp.square(diagonal - 1.0))
   return BarlowTwinsTerms(loss=on + lambd * off, on_diagonal=on,
                           off_diagonal=off)
 
@@ -113,10 +123,9 @@ def vicreg_loss(z1: jax.Array, z2: jax.Array, *, invariance_weight: float,
 
   def variance_and_covariance(z):
     centred = z - _global_mean(z, axis_name)
-    cov = sum_over_devices(centred.T @ centred, axis_name) / (n - 1)
-    std = jnp.sqrt(jnp.diagonal(cov) + _VICREG_STD_EPS)
-    return (jnp.mean(jax.nn.relu(1.0 - std)),
-            _off_diagonal_square_sum(cov) / d)
+    var, off = _diagonal_and_off_diagonal(centred, centred, n - 1, axis_name)
+    std = jnp.sqrt(var + _VICREG_STD_EPS)
+    return jnp.mean(jax.nn.relu(1.0 - std)), off / d
 
   var1, cov1 = variance_and_covariance(z1)
   var2, cov2 = variance_and_covariance(z2)
