@@ -1,6 +1,6 @@
 """The methods' losses: NT-Xent (nt_xent.py), InfoNCE and MoCo v3's loss
 (info_nce.py), BYOL's and SimSiam's (prediction.py), Barlow Twins' and
-VICReg's (redundancy.py).
+VICReg's (redundancy.py), DINO's self-distillation (distillation.py).
 
 Every loss takes per-device arrays and, given `axis_name`, is meant to run
 inside `jax.shard_map` over that mesh axis. It then returns the loss of the
@@ -14,6 +14,7 @@ parameter that enters the step replicated gets its gradient summed over
 devices by JAX itself: callers must NOT add a `psum`/`pmean` of the grads.
 """
 
+from contrastive_jax.losses.distillation import DINOLossOutput, dino_loss
 from contrastive_jax.losses.global_batch import l2_normalize
 from contrastive_jax.losses.info_nce import (InfoNCEOutput, info_nce,
                                              info_nce_with_accuracy,
@@ -26,8 +27,9 @@ from contrastive_jax.losses.prediction import (byol_loss, byol_multicrop_loss,
 from contrastive_jax.losses.redundancy import (BarlowTwinsTerms, VICRegTerms,
                                                barlow_twins_loss, vicreg_loss)
 
-__all__ = ['BarlowTwinsTerms', 'InfoNCEOutput', 'NTXentOutput', 'VICRegTerms',
-           'barlow_twins_loss', 'byol_loss', 'byol_multicrop_loss',
+__all__ = ['BarlowTwinsTerms', 'DINOLossOutput', 'InfoNCEOutput',
+           'NTXentOutput', 'VICRegTerms', 'barlow_twins_loss', 'byol_loss',
+           'byol_multicrop_loss', 'dino_loss',
            'default_block_rows', 'info_nce', 'info_nce_with_accuracy',
            'l2_normalize', 'moco_v3_loss', 'nt_xent', 'nt_xent_with_accuracy',
            'simsiam_loss', 'symmetric_info_nce_with_accuracy', 'vicreg_loss']

@@ -17,6 +17,7 @@ from contrastive_jax.methods.base import Method
 _REGISTRY = {
     "barlow_twins": "contrastive_jax.methods.barlow_twins:METHOD",
     "byol": "contrastive_jax.methods.byol:METHOD",
+    "dino": "contrastive_jax.methods.dino:METHOD",
     "moco": "contrastive_jax.methods.moco:METHOD",
     "moco_v3": "contrastive_jax.methods.moco_v3:METHOD",
     "simclr": "contrastive_jax.methods.simclr:METHOD",

@@ -54,6 +54,7 @@ def create_encoder(
     input_norm: str = 'none',
     patch_size: int = 16,
     bn_impl: str = 'flax',
+    drop_path_rate: float = 0.0,
 ) -> nn.Module:
   """Builds the encoder called `name`; its `feature_dim` is the size of h.
 
@@ -64,7 +65,8 @@ def create_encoder(
   `patch_size` (8 or 16), and needs width_multiplier 1 and no cifar_stem.
   A ResNet needs the default patch_size 16. `bn_impl` (`norm.BN_IMPLS`)
   picks the ResNet's BatchNorm code, 'flax' or 'fused' (same variables and
-  numbers; fewer memory passes); a ViT ignores it.
+  numbers; fewer memory passes); a ViT ignores it. `drop_path_rate` (in
+  [0, 1)) is a ViT's stochastic depth (`vit.ViT`); a ResNet needs 0.
   """
   if name not in ENCODERS and name not in VIT_ENCODERS:
     raise ConfigError(f'model must be one of '
@@ -79,10 +81,19 @@ def create_encoder(
   _check_choice('input_norm', input_norm, resnet.INPUT_NORMS)
   _check_choice('patch_size', patch_size, vit.PATCH_SIZES)
   _check_choice('bn_impl', bn_impl, norm.BN_IMPLS)
+  if (isinstance(drop_path_rate, bool)
+      or not isinstance(drop_path_rate, (int, float))
+      or not 0 <= drop_path_rate < 1):
+    raise ConfigError(f'drop_path_rate must be a number in [0, 1); got '
+                      f'{drop_path_rate!r}')
   if name in VIT_ENCODERS:
     return _create_vit(name, width_multiplier=width_multiplier,
                        cifar_stem=cifar_stem, dtype=dtype,
-                       input_norm=input_norm, patch_size=int(patch_size))
+                       input_norm=input_norm, patch_size=int(patch_size),
+                       drop_path_rate=float(drop_path_rate))
+  if drop_path_rate:
+    raise ConfigError(f'drop_path_rate applies to ViTs only; model {name!r} '
+                      f'needs 0, got {drop_path_rate!r}')
   if patch_size != 16:
     raise ConfigError(f'patch_size applies to ViTs only; model {name!r} '
                       f'needs the default 16, got {patch_size!r}')
@@ -94,7 +105,8 @@ def create_encoder(
 
 
 def _create_vit(name: str, *, width_multiplier: int, cifar_stem: bool,
-                dtype: Any, input_norm: str, patch_size: int) -> nn.Module:
+                dtype: Any, input_norm: str, patch_size: int,
+                drop_path_rate: float) -> nn.Module:
   """`VIT_ENCODERS[name]`, after the checks of ResNet-only fields."""
   if width_multiplier != 1:
     raise ConfigError(f'width_multiplier must be 1 for ViT model {name!r}; '
@@ -103,7 +115,8 @@ def _create_vit(name: str, *, width_multiplier: int, cifar_stem: bool,
     raise ConfigError(f'cifar_stem applies to ResNets only; set it False '
                       f'for ViT model {name!r} (patch_size sets its stem)')
   return VIT_ENCODERS[name](patch_size=patch_size, dtype=dtype,
-                            input_norm=input_norm)
+                            input_norm=input_norm,
+                            drop_path_rate=drop_path_rate)
 
 
 def encoder_options(config) -> dict:
@@ -143,12 +156,17 @@ def compute_dtype(config) -> Any:
 
 def encoder_from_config(config, *, bn_axis_name: str | None,
                         bn_groups: int | None = None,
-                        dtype: Any = None) -> nn.Module:
+                        dtype: Any = None,
+                        drop_path_rate: float = 0.0) -> nn.Module:
   """The encoder a (pretraining or evaluation) config names: the one place
   every method, the classifiers and `load_encoder` build it. `dtype`
   defaults to the config's `compute_dtype`. `model='pixels'` (an
   evaluation config's baseline, `pixels.Pixels`) is the image itself; the
-  validation layer (`check_config`) refuses it for training an encoder."""
+  validation layer (`check_config`) refuses it for training an encoder.
+  `drop_path_rate`: a ViT's stochastic depth in training, 0 unless the
+  caller asks (DINO's student, from its `config.drop_path_rate`): every
+  evaluation, classifier and teacher builds the encoder without it, and
+  it has no variables, so checkpoints do not change."""
   if config.model == pixels.NAME:
     return pixels.Pixels(image_size=int(config.image_size))
   return create_encoder(
@@ -156,7 +174,7 @@ def encoder_from_config(config, *, bn_axis_name: str | None,
       cifar_stem=config.cifar_stem,
       dtype=compute_dtype(config) if dtype is None else dtype,
       bn_axis_name=bn_axis_name, bn_groups=bn_groups,
-      **encoder_options(config))
+      drop_path_rate=drop_path_rate, **encoder_options(config))
 
 
 __all__ = ['ENCODERS', 'VIT_ENCODERS', 'ProjectionHead', 'check_config',

@@ -5,6 +5,7 @@ Module names follow the same rule as the ResNet (BatchNorm names start with
 path.
 """
 
+import functools
 import math
 from typing import Any
 
@@ -13,6 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from contrastive_jax.errors import ConfigError
+from contrastive_jax.models import vit
 from contrastive_jax.models.norm import batch_norm
 
 DENSE_INITS = ('flax', 'torch_linear')
@@ -144,3 +146,80 @@ class ProjectionHead(nn.Module):
       x = norm(use_bias=False, use_scale=self.output_bn_scale,
                name='bn_out')(x)
     return x.astype(jnp.float32)
+
+
+
+class WeightNormDense(nn.Module):
+  """torch's `weight_norm(nn.Linear(in, features, bias=False))`: y = x W,
+  W[:, o] = g_o v[:, o] / |v[:, o]| (one norm per output unit: dim 0 of
+  torch's [out, in] weight). `v` is `kernel` [in, features], torch's
+  nn.Linear default init U(+-1/sqrt(in)); `fixed_gain`: g = 1, no
+  parameter; else `gain` [1, features], initialised to 1."""
+  features: int
+  fixed_gain: bool = True
+
+  @nn.compact
+  def __call__(self, x):
+    v = self.param('kernel', torch_linear_init(x.shape[-1]),
+                   (x.shape[-1], self.features))
+    w = v * jax.lax.rsqrt(jnp.sum(v * v, axis=0, keepdims=True))
+    if not self.fixed_gain:
+      w = w * self.param('gain', nn.initializers.ones, (1, self.features))
+    return x @ w
+
+
+class DINOHead(nn.Module):
+  """DINO's projection head (facebookresearch/dino vision_transformer.py:
+  257-291 @7c446df): an MLP `dense1 .. dense{num_layers}` (hidden layers
+  Dense -> (BN) -> exact GELU, the last to `bottleneck_dim`), its output
+  l2-normalised (F.normalize, eps 1e-12), then `last_layer`, a
+  weight-normalised Dense without bias to `output_dim` (`WeightNormDense`).
+
+  `norm_last_layer=True` fixes the gain at 1 (`weight_g.requires_grad =
+  False`, :277-279): no gain parameter at all. False: a trainable
+  `last_layer/gain` [1, output_dim] from 1 (:277), 2-D as torch's [out, 1]
+  `weight_g`, so DINO's decay rule (utils.py:632-643: not biases, not 1-D)
+  decays it.
+
+  Init (:275, :281-285): the MLP's Dense kernels N(0, 0.02^2) (DINO's
+  `trunc_normal_(std=.02)` truncates at +-2 in absolute value, i.e. 100
+  std: no truncation in effect; flax's `truncated_normal` would cut at 2
+  std), biases zero; `last_layer`'s v keeps torch's nn.Linear default (it
+  is built after `self.apply(_init_weights)`, :276). float32 from the
+  bottleneck on: the normalisation and the 65,536 logits the softmaxes see.
+  """
+  output_dim: int = 65536
+  num_layers: int = 3
+  hidden_dim: int = 2048
+  bottleneck_dim: int = 256
+  use_bn: bool = False
+  norm_last_layer: bool = True
+  bn_axis_name: str | None = None
+  # torch's BatchNorm1d: momentum 0.1 (flax's 0.9), eps 1e-5.
+  bn_momentum: float = 0.9
+  bn_epsilon: float = 1e-5
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, h, train: bool):
+    if self.num_layers < 1:
+      raise ConfigError(
+          f'head.num_layers must be an integer >= 1; got {self.num_layers}')
+    dense = functools.partial(
+        nn.Dense, kernel_init=nn.initializers.normal(0.02),
+        bias_init=nn.initializers.zeros, dtype=self.dtype)
+    x = h
+    for i in range(1, self.num_layers):
+      x = dense(self.hidden_dim, name=f'dense{i}')(x)
+      if self.use_bn:
+        x = batch_norm(train=train, groups=None, axis_name=self.bn_axis_name,
+                       momentum=self.bn_momentum, epsilon=self.bn_epsilon,
+                       dtype=self.dtype)(name=f'bn{i}')(x)
+      x = vit.gelu(x)
+    x = dense(self.bottleneck_dim, name=f'dense{self.num_layers}')(x)
+    x = x.astype(jnp.float32)
+    # F.normalize: x / max(|x|, 1e-12).
+    x = x * jax.lax.rsqrt(jnp.maximum(jnp.sum(x * x, -1, keepdims=True),
+                                      1e-24))
+    return WeightNormDense(self.output_dim, fixed_gain=self.norm_last_layer,
+                           name='last_layer')(x)

@@ -8,6 +8,9 @@ representation `h` is the final-normed cls token (timm's `forward_features`;
 MoCo v3 replaces the classifier `head` with its projector). No dropout and
 no drop-path (timm's defaults, which MoCo v3 keeps).
 
+Stochastic depth (`drop_path_rate`, off by default) is DINO's and timm's
+(facebookresearch/dino vision_transformer.py:27-46, :150 @7c446df).
+
 Naming is part of the contract and follows timm's, so that an export can map
 it: `patch_embed` (the patch projection; a frozen mask selects
 `params['encoder']['patch_embed']`, MoCo v3's `stop_grad_conv1`,
@@ -166,19 +169,38 @@ class Mlp(nn.Module):
     return dense(x.shape[-1], dtype=self.dtype, name='fc2')(y)
 
 
+def drop_path(x, rate: float, rng: jax.Array):
+  """Stochastic depth (timm's and DINO's `drop_path`, facebookresearch/dino
+  vision_transformer.py:27-35 @7c446df): each example's residual branch
+  `x` [B, ...] is dropped with probability `rate`, the kept ones scaled by
+  1 / keep_prob, so its expectation is `x`. One draw per example, shared by
+  its tokens."""
+  keep = 1.0 - rate
+  mask = jax.random.bernoulli(rng, keep, (x.shape[0],) + (1,) * (x.ndim - 1))
+  return jnp.where(mask, x / jnp.asarray(keep, x.dtype), jnp.zeros_like(x))
+
+
 class Block(nn.Module):
-  """timm's pre-LN `Block`: x + attn(norm1(x)), then x + mlp(norm2(x))."""
+  """timm's pre-LN `Block`: x + attn(norm1(x)), then x + mlp(norm2(x)); in
+  training, with `drop_path` > 0, each branch goes through `drop_path` (its
+  own draw, vision_transformer.py:111-112), from the 'drop_path' rng."""
   num_heads: int
   mlp_ratio: int = 4
   dtype: Any = jnp.float32
+  drop_path: float = 0.0
 
   @nn.compact
-  def __call__(self, x):
+  def __call__(self, x, train: bool = False):
+    def branch(y):
+      if not train or self.drop_path == 0.0:
+        return y
+      return drop_path(y, self.drop_path, self.make_rng('drop_path'))
+
     y = layer_norm(dtype=self.dtype, name='norm1')(x)
-    x = x + Attention(self.num_heads, dtype=self.dtype, name='attn')(y)
+    x = x + branch(Attention(self.num_heads, dtype=self.dtype, name='attn')(y))
     y = layer_norm(dtype=self.dtype, name='norm2')(x)
-    return x + Mlp(self.mlp_ratio * x.shape[-1], dtype=self.dtype,
-                   name='mlp')(y)
+    return x + branch(Mlp(self.mlp_ratio * x.shape[-1], dtype=self.dtype,
+                          name='mlp')(y))
 
 
 class ViT(nn.Module):
@@ -187,7 +209,8 @@ class ViT(nn.Module):
 
   Called as the ResNets are (`models.create_encoder`): `(images, train)`,
   images NHWC in [0, 1] whose sides are multiples of `patch_size`; returns
-  h [B, width] float32. `train` changes nothing (no BatchNorm, no dropout).
+  h [B, width] float32. `train` changes nothing (no BatchNorm, no dropout)
+  unless `drop_path_rate` > 0.
 
   Attributes:
     width: embedding width D (timm's `embed_dim`), the size of h.
@@ -199,6 +222,11 @@ class ViT(nn.Module):
       softmax are float32, and the final LayerNorm - on the cls token only,
       all that is read of it - runs in float32, so h is float32.
     input_norm: a key of `resnet.INPUT_NORMS`, applied to the images first.
+    drop_path_rate: stochastic depth in training (DINO's `--drop_path_rate`,
+      main_dino.py:105): block i of `depth` (0-based) drops its branches
+      with rate i / (depth - 1) of it, timm's linear rule
+      (vision_transformer.py:150); needs a 'drop_path' rng in `apply`. 0
+      (the default, MoCo v3's): no rng, the same function as before.
   """
   width: int
   depth: int
@@ -207,6 +235,7 @@ class ViT(nn.Module):
   patch_size: int = 16
   dtype: Any = jnp.float32
   input_norm: str = 'none'
+  drop_path_rate: float = 0.0
 
   @property
   def feature_dim(self) -> int:
@@ -215,7 +244,6 @@ class ViT(nn.Module):
 
   @nn.compact
   def __call__(self, x, train: bool):
-    del train  # Nothing differs between training and evaluation.
     if self.width % self.num_heads:
       raise ValueError(f'{self.num_heads} heads do not divide width '
                        f'{self.width}')
@@ -241,8 +269,9 @@ class ViT(nn.Module):
     x = x + jnp.asarray(pos_embed, x.dtype)
 
     for i in range(self.depth):
+      rate = self.drop_path_rate * i / max(self.depth - 1, 1)
       x = Block(self.num_heads, self.mlp_ratio, dtype=self.dtype,
-                name=f'block{i + 1}')(x)
+                drop_path=rate, name=f'block{i + 1}')(x, train=train)
     return layer_norm(dtype=jnp.float32, name='norm')(x[:, 0])
 
 
