@@ -14,16 +14,18 @@ from tests.test_simclr_step import fixed_batch, tiny_config
 
 
 def test_registry_names_every_method_once():
-  assert methods.names() == ["byol", "finetune", "linear_eval", "moco",
-                             "moco_v3", "simclr", "simsiam"]
+  assert methods.names() == ["barlow_twins", "byol", "dino", "finetune",
+                             "linear_eval", "moco", "moco_v3", "simclr",
+                             "simsiam", "vicreg"]
   for name in methods.names():
     method = methods.get_method(name)
     assert isinstance(method, base.Method) and method.name == name
-  assert methods.pretraining_methods() == ["byol", "moco", "moco_v3",
-                                           "simclr", "simsiam"]
+  assert methods.pretraining_methods() == ["barlow_twins", "byol", "dino",
+                                           "moco", "moco_v3", "simclr",
+                                           "simsiam", "vicreg"]
   with pytest.raises(ConfigError, match="config.method='nope' is not a "
-                     "known method; choose one of: byol, finetune, "
-                     "linear_eval"):
+                     "known method; choose one of: barlow_twins, byol, "
+                     "dino, finetune, linear_eval"):
     methods.get_method("nope")
 
 
