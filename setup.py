@@ -35,7 +35,7 @@ setup(
     # Every `python -m contrastive_jax.X` as a command too.
     entry_points={"console_scripts": [
         "contrastive-jax-main=contrastive_jax.main:main",
-        "contrastive-jax-export=contrastive_jax.export:_cli",
+        "contrastive-jax-export=contrastive_jax.export:main",
         "contrastive-jax-embed=contrastive_jax.embed:main",
         "contrastive-jax-preview=contrastive_jax.preview:main",
         "contrastive-jax-prepare=contrastive_jax.prepare:main",

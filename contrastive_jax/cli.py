@@ -165,24 +165,16 @@ def config_file_error(error: BaseException, argv) -> str | None:
   return f"--config: {path} line {line}: {type(error).__name__}: {message}"
 
 
-# --- The older helpers (export and embed use them with absl's app.run) ----
+def quiet_library_logs():
+  """Command-line tools (export, embed) log our INFO lines (progress) and
+  every library's warnings, but from Orbax (a dozen lines per restore) only
+  errors."""
+  import logging as std_logging  # pylint: disable=g-import-not-at-top
+  from absl import logging  # pylint: disable=g-import-not-at-top
 
-def fail(message: str):
-  """Bad input: one `error:` line on stderr, exit status 2, no traceback."""
-  print(f"error: {message}", file=sys.stderr)
-  sys.exit(2)
-
-
-def parse_flags(argv):
-  """absl's flag parser with a bad flag as one `error:` line (for
-  `app.run(..., flags_parser=parse_flags)`)."""
-  from absl import flags  # pylint: disable=g-import-not-at-top
-  try:
-    return flags.FLAGS(argv)
-  except flags.Error as e:
-    fail(str(e).splitlines()[0])
-
-
-def reject_extra_arguments(argv):
-  if len(argv) > 1:
-    fail(f"unexpected arguments: {' '.join(argv[1:])}")
+  def keep(record):
+    if "/orbax/" in record.pathname:
+      return record.levelno >= std_logging.ERROR
+    return (record.levelno >= std_logging.WARNING
+            or "/contrastive_jax/" in record.pathname)
+  logging.get_absl_handler().addFilter(keep)

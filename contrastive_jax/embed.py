@@ -32,7 +32,7 @@ import numpy as np  # noqa: E402
 from absl import logging  # noqa: E402
 
 from contrastive_jax import cli  # noqa: E402
-from contrastive_jax import export, parallel  # noqa: E402
+from contrastive_jax import atomic_files, parallel  # noqa: E402
 from contrastive_jax.evaluation import pretrained  # noqa: E402
 from contrastive_jax.errors import ConfigError, UserError  # noqa: E402
 
@@ -106,7 +106,7 @@ def _write(path, dump, mode="w"):
   def write(tmp):
     with open(tmp, mode, encoding=None if "b" in mode else "utf-8") as f:
       dump(f)
-  export.write_atomically(path, write)
+  atomic_files.write_atomically(path, write)
 
 
 def chunk_done(out, k, ids, feature_dim) -> bool:
@@ -225,7 +225,7 @@ def _assemble(out, ranges, ids, feature_dim):
     table.flush()
     del table
 
-  export.write_atomically(os.path.join(out, EMBEDDINGS), write_embeddings)
+  atomic_files.write_atomically(os.path.join(out, EMBEDDINGS), write_embeddings)
   _write(os.path.join(out, PATHS),
          lambda f: f.writelines(f"{i}\n" for i in ids))
 
@@ -339,7 +339,7 @@ def _define(fv, argv):
 
 def _body(f, args):
   del args
-  export.quiet_library_logs()
+  cli.quiet_library_logs()
   value = {name: holder.value for name, holder in f.items()}
   result = embed(value.pop("checkpoint"), **value)
   print(f"wrote {value['out']}/{EMBEDDINGS} [{result['num_examples']}, "

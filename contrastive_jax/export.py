@@ -19,11 +19,9 @@ query) projection head under `head.` ('head/' in npz).
 """
 
 import json
-import logging as std_logging
 import os
 import re
-import shutil
-import tempfile
+import sys
 
 # Before TensorFlow loads: keep its C++ start-up chatter out of the output.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -33,6 +31,7 @@ import numpy as np  # noqa: E402
 from absl import logging  # noqa: E402
 from flax import traverse_util  # noqa: E402
 
+from contrastive_jax import atomic_files  # noqa: E402
 from contrastive_jax import cli  # noqa: E402
 from contrastive_jax import checkpointing  # noqa: E402
 from contrastive_jax import graph_export  # noqa: E402
@@ -235,33 +234,6 @@ def check_out(out: str, fmt: str):
     raise ExportError(f"--out={out} is a directory; give a file name")
 
 
-def write_atomically(out: str, write, *, directory=False):
-  """write(tmp) to a temporary file (or directory) next to `out`, renamed
-  onto it when complete: a failed export leaves no half-written `out`, and
-  an existing one as it was."""
-  parent = os.path.dirname(os.path.abspath(out))
-  prefix = f".{os.path.basename(out)}."
-  if directory:
-    tmp = tempfile.mkdtemp(dir=parent, prefix=prefix, suffix=".tmp")
-  else:
-    fd, tmp = tempfile.mkstemp(dir=parent, prefix=prefix, suffix=".tmp")
-    os.close(fd)
-  try:
-    write(tmp)
-    umask = os.umask(0)
-    os.umask(umask)
-    # Temporary files are private (0600); an export is an ordinary file.
-    os.chmod(tmp, (0o777 if directory else 0o666) & ~umask)
-    os.replace(tmp, out)
-  except OSError as e:
-    raise ExportError(f"cannot write {out}: {e.strerror or e}") from e
-  finally:
-    if os.path.isdir(tmp):
-      shutil.rmtree(tmp)
-    elif os.path.exists(tmp):
-      os.remove(tmp)
-
-
 def _save_safetensors(tensors: dict, meta: dict, path: str):
   from safetensors.numpy import save_file  # pylint: disable=g-import-not-at-top
   save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, path,
@@ -303,22 +275,22 @@ def export(checkpoint: str, *, fmt: str, out: str,
   meta = metadata(loaded, fmt=fmt, include_head=include_head)
   if fmt == "torchvision":
     tensors = _torchvision_tensors(loaded, variables, head, meta)
-    write_atomically(out, lambda p: _save_safetensors(tensors, meta, p))
+    atomic_files.write_atomically(out, lambda p: _save_safetensors(tensors, meta, p))
     what = f"{len(tensors)} tensors in torchvision layout"
   elif fmt == "npz":
     arrays = flat_tree(variables)
     if head is not None:
       arrays.update(flat_tree(head, prefix="head/"))
-    write_atomically(out, lambda p: _save_npz(arrays, meta, p))
+    atomic_files.write_atomically(out, lambda p: _save_npz(arrays, meta, p))
     what = f"{len(arrays)} arrays"
   elif fmt == "onnx":
     model = graph_export.onnx_model(loaded, meta)
     diff = graph_export.check_onnx(model, loaded)
-    write_atomically(out, lambda p: graph_export.save_onnx(model, p))
+    atomic_files.write_atomically(out, lambda p: graph_export.save_onnx(model, p))
     what = (f"an ONNX model (opset {graph_export.ONNX_OPSET}; onnxruntime "
             f"matches JAX to {diff:.1g})")
   else:
-    write_atomically(out, lambda p: graph_export.save_saved_model(loaded, p),
+    atomic_files.write_atomically(out, lambda p: graph_export.save_saved_model(loaded, p),
                      directory=True)
     what = "a SavedModel"
   return (f"wrote {out}: {loaded.config.model} encoder of step "
@@ -327,45 +299,47 @@ def export(checkpoint: str, *, fmt: str, out: str,
 
 # --- Command line ----------------------------------------------------------
 
-def quiet_library_logs():
-  """Command-line tools log our INFO lines (progress) and every library's
-  warnings, but from Orbax (a dozen lines per restore) only errors."""
+def _define(fv, argv):
+  del argv
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  holders = dict(
+      checkpoint=flags.DEFINE_string("checkpoint", None, cli.CHECKPOINT_HELP,
+                                     flag_values=fv),
+      fmt=flags.DEFINE_string("format", "torchvision",
+                              f"One of: {', '.join(FORMATS)}.",
+                              flag_values=fv),
+      out=flags.DEFINE_string(
+          "out", None, "File to write (SavedModel: a new directory).",
+          flag_values=fv),
+      include_head=flags.DEFINE_bool(
+          "include_head", False, "Also export the projection head.",
+          flag_values=fv))
+  flags.mark_flags_as_required(["checkpoint", "out"], flag_values=fv)
+  return holders
 
-  def keep(record):
-    if "/orbax/" in record.pathname:
-      return record.levelno >= std_logging.ERROR
-    return (record.levelno >= std_logging.WARNING
-            or "/contrastive_jax/" in record.pathname)
-  logging.get_absl_handler().addFilter(keep)
+
+def _body(f, args):
+  del args
+  cli.quiet_library_logs()
+  print(export(f["checkpoint"].value, fmt=f["fmt"].value, out=f["out"].value,
+               include_head=f["include_head"].value))
 
 
-_fail = cli.fail
+TOOL = cli.Tool(
+    usage="python -m contrastive_jax.export --checkpoint=WORKDIR "
+    f"--format={{{','.join(FORMATS)}}} --out=FILE [--include_head]",
+    define=_define, body=_body)
 
 
-def _cli():
-  from absl import app, flags  # pylint: disable=g-import-not-at-top
+def run(argv=None) -> int:
+  """The export command in process: its exit status."""
+  return cli.run(TOOL, argv)
 
-  checkpoint = flags.DEFINE_string(
-      "checkpoint", None, cli.CHECKPOINT_HELP)
-  fmt = flags.DEFINE_string("format", "torchvision",
-                            f"One of: {', '.join(FORMATS)}.")
-  out = flags.DEFINE_string("out", None,
-                            "File to write (SavedModel: a new directory).")
-  include_head = flags.DEFINE_bool("include_head", False,
-                                   "Also export the projection head.")
-  flags.mark_flags_as_required(["checkpoint", "out"])
 
-  def run(argv):
-    quiet_library_logs()
-    cli.reject_extra_arguments(argv)
-    try:
-      print(export(checkpoint.value, fmt=fmt.value, out=out.value,
-                   include_head=include_head.value))
-    except UserError as e:
-      _fail(str(e))
-
-  app.run(run, flags_parser=cli.parse_flags)
+def main():
+  """`python -m contrastive_jax.export` (and `contrastive-jax-export`)."""
+  sys.exit(run())
 
 
 if __name__ == "__main__":
-  _cli()
+  main()
