@@ -39,6 +39,7 @@ VARIANTS = {
     "barlow_twins": ["imagenet", "cifar10", "digits"],
     "byol": ["imagenet1000", "imagenet", "multicrop", "cifar10", "digits",
              "digits_multicrop"],
+    "dino": ["vit_small", "r50", "cifar10", "digits"],
     "simclr": ["cifar10", "imagenet", "imagenet1000", "digits"],
     "simsiam": ["imagenet", "cifar10", "digits"],
     "vicreg": ["imagenet", "cifar10", "digits"],

@@ -43,7 +43,8 @@ import harness  # noqa: E402  pylint: disable=g-import-not-at-top
 from contrastive_jax import models, parallel  # noqa: E402
 
 TARGETS = {"simclr": 1.05, "moco": 1.10, "byol": 1.10, "simsiam": 1.10,
-           "moco_v3": 1.10, "barlow_twins": 1.10, "vicreg": 1.10}
+           "moco_v3": 1.10, "barlow_twins": 1.10, "vicreg": 1.10,
+           "dino": 1.10}
 
 
 def _encoder(config, *, bn_groups=None):
@@ -148,6 +149,25 @@ def simsiam_baseline(config, mesh, batch):
   return fn, (variables, (batch["view1"], batch["view2"]))
 
 
+def dino_baseline(config, mesh, batch):
+  """DINO's encoder work: the student forward and backward on each
+  resolution's crops together, the teacher forward on the 2 global ones
+  (MultiCropWrapper's grouping)."""
+  encoder = _encoder(config)
+  variables = _init(encoder, config)
+
+  def step(variables, views):
+    groups = [jnp.concatenate(views[:2]), *views[2:]]
+    grads, stats = _per_view_fwd_bwd(encoder, variables, groups)
+    h, target_stats = _forward(encoder, variables, groups[0])
+    return grads, stats, h, target_stats
+
+  views = [batch[f"view{v}"] for v in range(1, len(batch) + 1)
+           if f"view{v}" in batch]
+  fn = _sharded(step, mesh, (P(), P(), P(parallel.DATA_AXIS), P()))
+  return fn, (variables, views)
+
+
 BASELINES = {
     "simclr": (simclr_baseline, "encoder fwd+bwd 2N"),
     "moco": (moco_baseline, "query fwd+bwd N + key fwd N"),
@@ -158,6 +178,8 @@ BASELINES = {
     # One network, each view on its own, as SimSiam's.
     "barlow_twins": (simsiam_baseline, "encoder fwd+bwd 2x N"),
     "vicreg": (simsiam_baseline, "encoder fwd+bwd 2x N"),
+    "dino": (dino_baseline, "student fwd+bwd 2N (+ local crops) + teacher "
+             "fwd 2N"),
 }
 
 

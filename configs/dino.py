@@ -114,7 +114,7 @@ def get_config(arg: str | None = None):
   c.weight_decay, c.weight_decay_end = 0.04, 0.4
   c.weight_decay_mask = "all"
   c.clip_grad = 3.0                        # main_dino.py:87
-  c.freeze_last_layer = 1                  # main_dino.py:93
+  c.freeze_last_layer = 1.0                # main_dino.py:93 (epochs)
   c.drop_path_rate = 0.0                   # ResNets; ViTs below
   c.input_norm = "imagenet"                # main_dino.py:421
   if variant == "vit_small":
@@ -174,8 +174,10 @@ def _small_recipe(c):
   c.weight_decay, c.weight_decay_end = 1e-4, 1e-4
   c.min_learning_rate = 0.0
   c.ema_momentum = 0.96
-  c.teacher_temperature = 0.07
-  c.warmup_teacher_temperature_epochs = 5
+  # The reference's default teacher temperature, 0.04 throughout: 0.07
+  # (warmed up over 5 epochs) collapsed the demo to the uniform output
+  # (loss ln 256) by step 70, 2026-12-06.
+  c.teacher_temperature = 0.04
 
 
 def _solo_learn_cifar10(c):
@@ -193,7 +195,7 @@ def _solo_learn_cifar10(c):
   c.warmup_teacher_temperature = 0.04      # :218-220, over 0 epochs
   c.warmup_teacher_temperature_epochs = 0  #   (:221-223)
   c.clip_grad = 0.0                        # solo dino.py:198
-  c.freeze_last_layer = 1                  # solo dino.py:199-201
+  c.freeze_last_layer = 1.0                # solo dino.py:199-201
   c.ema_momentum = 0.9995                  # yaml:22-24 (to 1.0)
   c.batch_size = 256                       # yaml:33
   c.num_epochs = 1000                      # yaml:51

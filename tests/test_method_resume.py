@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from contrastive_jax import preemption, train
-from tests import (test_barlow_twins, test_byol, test_moco, test_moco_v3,
-                   test_simsiam, test_vicreg)
+from tests import (test_barlow_twins, test_byol, test_dino, test_moco,
+                   test_moco_v3, test_simsiam, test_vicreg)
 
 NUM_STEPS = 6
 COMMON = dict(num_train_steps=NUM_STEPS, warmup_epochs=0.0, preview_images=0,
@@ -28,6 +28,11 @@ CONFIGS = {
         ema_momentum_schedule="cosine", **COMMON),
     "barlow_twins": lambda: test_barlow_twins.tiny_config(**COMMON),
     "vicreg": lambda: test_vicreg.tiny_config(**COMMON),
+    # Local crops, the last layer frozen for the first 3 steps (0.07 of an
+    # epoch of 44): the centre and the frozen-step counts must resume.
+    "dino": lambda: test_dino.tiny_config(
+        ema_momentum_schedule="cosine", freeze_last_layer=0.07,
+        clip_grad=3.0, **COMMON),
 }
 
 
@@ -74,7 +79,7 @@ def test_preempted_run_resumes_bit_identical(method, tmp_path, monkeypatch):
   resumed = jax.device_get(train.train_and_evaluate(
       config(), str(tmp_path / "split"), devices=devices))
   assert int(resumed.step) == NUM_STEPS
-  # A queue, or the target's BN statistics.
+  # A queue, or the target's BN statistics (DINO's: and its centre).
   if method not in ("simsiam", "barlow_twins", "vicreg"):
     assert set(whole.extra)
   paths = jax.tree_util.tree_flatten_with_path(whole)[0]
