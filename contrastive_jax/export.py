@@ -35,13 +35,14 @@ from contrastive_jax import atomic_files  # noqa: E402
 from contrastive_jax import cli  # noqa: E402
 from contrastive_jax import checkpointing  # noqa: E402
 from contrastive_jax import graph_export  # noqa: E402
+from contrastive_jax import timm_layout  # noqa: E402
 from contrastive_jax.evaluation import pretrained  # noqa: E402
 from contrastive_jax.errors import (CheckpointError, ConfigError,  # noqa: E402
                                     UserError)
 from contrastive_jax.methods import encoder_with_head  # noqa: E402
 from contrastive_jax.models import resnet  # noqa: E402
 
-FORMATS = ("torchvision", "npz", "saved_model", "onnx")
+FORMATS = ("torchvision", "timm", "npz", "saved_model", "onnx")
 # Formats that hold the encoder's computation (graph_export.py).
 GRAPH_FORMATS = ("saved_model", "onnx")
 TORCH_BN_EPSILON = 1e-5  # torch.nn.BatchNorm2d's default
@@ -207,6 +208,10 @@ def metadata(loaded: pretrained.Pretrained, *, fmt: str,
     meta["bn_epsilon"] = repr(float(network.encoder.bn_epsilon))
   if hasattr(network.encoder, "patch_size"):
     meta["patch_size"] = str(network.encoder.patch_size)
+    meta["timm_create"] = timm_layout.create_call(
+        width=network.encoder.width, depth=network.encoder.depth,
+        num_heads=network.encoder.num_heads,
+        patch_size=network.encoder.patch_size, image_size=int(c.image_size))
   if include_head:
     meta["head"] = json.dumps({**c.head.to_dict(), "prefix": HEAD_PREFIX,
                                "bn_epsilon": network.head.bn_epsilon})
@@ -262,7 +267,7 @@ def export(checkpoint: str, *, fmt: str, out: str,
            include_head: bool = False) -> str:
   """Writes the encoder of `checkpoint` to `out`; returns a summary line."""
   check_out(out, fmt)
-  if include_head and fmt in GRAPH_FORMATS:
+  if include_head and fmt in (*GRAPH_FORMATS, "timm"):
     raise ExportError(f"--include_head: --format={fmt} exports the "
                       "encoder only")
   if fmt == "onnx":
@@ -271,12 +276,24 @@ def export(checkpoint: str, *, fmt: str, out: str,
   variables = jax.tree.map(np.asarray, loaded.variables)
   if fmt == "torchvision":
     check_resnet(loaded.config, variables)  # Before reading any more.
+  if fmt == "timm" and not timm_layout.is_vit(variables):
+    raise ExportError(
+        f"--format=timm writes ViT encoders in timm's layout; this "
+        f"checkpoint's encoder is {loaded.config.model!r}: use "
+        "--format=torchvision for a ResNet")
   head = head_variables(loaded) if include_head else None
   meta = metadata(loaded, fmt=fmt, include_head=include_head)
   if fmt == "torchvision":
     tensors = _torchvision_tensors(loaded, variables, head, meta)
     atomic_files.write_atomically(out, lambda p: _save_safetensors(tensors, meta, p))
     what = f"{len(tensors)} tensors in torchvision layout"
+  elif fmt == "timm":
+    tensors = timm_layout.state_dict(
+        variables, image_size=int(loaded.config.image_size))
+    atomic_files.write_atomically(
+        out, lambda p: _save_safetensors(tensors, meta, p))
+    what = (f"{len(tensors)} tensors in timm's layout, for "
+            f"{meta['timm_create']}")
   elif fmt == "npz":
     arrays = flat_tree(variables)
     if head is not None:
