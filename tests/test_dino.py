@@ -38,6 +38,8 @@ def tiny_config(**overrides):
   c.eval_augment = f"resize({SIZE})"
   c.batch_size = BATCH
   c.head.output_dim, c.head.hidden_dim, c.head.bottleneck_dim = 16, 16, 8
+  c.optimizer, c.momentum = "sgd", 0.9
+  c.weight_decay, c.weight_decay_end = 1e-4, -1.0
   c.learning_rate, c.lr_scaling, c.lr_schedule = 0.1, "none", "constant"
   c.warmup_epochs = 0.0
   c.ema_momentum, c.ema_momentum_schedule = 0.9, "constant"
