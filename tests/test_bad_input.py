@@ -7,6 +7,7 @@ import ast
 import hashlib
 import inspect
 import os
+import re
 
 import pytest
 
@@ -155,8 +156,8 @@ def test_bad_input_table_in_process(tmp_path, extra, expected):
 
 
 @pytest.mark.parametrize("extra,expected", [
-    (["--config.method=dino"],
-     "error: config.method='dino' is not a known method; choose one of:"),
+    (["--config.method=swav"],
+     "error: config.method='swav' is not a known method; choose one of:"),
     (["--config.dataset=folder:/no/such/folder"],
      "error: folder:/no/such/folder: no such directory"),
     (["CORRUPT"], "error: cannot restore checkpoint step 4 from {workdir}"),
@@ -187,11 +188,44 @@ def test_workdir_that_is_a_file(tmp_path):
   assert workdir.read_text() == "precious"
 
 
-def test_the_spec_checks_know_every_op():
-  """config_checks reads specs without TensorFlow (data/view_spec.py); its
-  list of ops is augment's."""
+def test_one_record_per_op_agrees_with_both_functions():
+  """data/op_table.py: each op's check has its host function's signature
+  (and its device function's), `sets_size` is whether it takes a size, and
+  the host and device tables are the record's functions."""
+  from contrastive_jax.data import augment, device_augment, op_table, view_spec  # pylint: disable=g-import-not-at-top
+  assert set(view_spec.OP_NAMES) == set(augment.OPS) == set(op_table.OPS)
+  for name, op in op_table.OPS.items():
+    host = inspect.signature(op.host_factory())
+    assert inspect.signature(op.check) == host, name
+    assert op.sets_size == ("size" in host.parameters), name
+    assert (name in view_spec.SIZE_OPS) == op.sets_size, name
+    assert augment.OPS[name] is op.host_factory()
+    if op.device is None:
+      assert op.sets_size and name not in device_augment.OPS, name
+    else:
+      assert inspect.signature(op.device_factory()) == host, name
+      assert device_augment.OPS[name] is op.device_factory()
+
+
+@pytest.mark.parametrize("spec,message", [
+    ("random_resized_crop(8, area=(0.5, 0.2))", "area must be (min, max)"),
+    ("center_crop(8, crop_fraction=2)", "crop_fraction must be in (0, 1]"),
+    ("resize(8, method='cubic')", "method must be one of"),
+    ("flip_lr(p=2)", "flip_lr: p must be a number in [0, 1]"),
+    ("color_jitter(0.5, hue=0.9)", "hue must be <= 0.5"),
+    ("gaussian_blur(kernel_size=4)", "kernel_size must be an odd integer"),
+    ("solarize(threshold='x')", "threshold must be a number"),
+    ("grayscale(0.2, 3)", "bad arguments for op 'grayscale'"),
+    ("blurr(3)", "unknown op 'blurr'"),
+])
+def test_spec_arguments_are_checked_without_building_anything(spec, message):
+  """view_spec.check_spec: the ops' checks, no TensorFlow or JAX op built,
+  the same one line as building the view gives."""
   from contrastive_jax.data import augment, view_spec  # pylint: disable=g-import-not-at-top
-  assert set(view_spec.OP_NAMES) == set(augment.OPS)
-  for name, op in augment.OPS.items():
-    takes_size = "size" in inspect.signature(op).parameters
-    assert (name in view_spec.SIZE_OPS) == takes_size, name
+  from contrastive_jax.errors import ConfigError  # pylint: disable=g-import-not-at-top
+  with pytest.raises(ConfigError, match=re.escape(message)) as checked:
+    view_spec.check_spec(spec, "view_augment")
+  assert str(checked.value).startswith("view_augment: ")
+  with pytest.raises(ConfigError) as built:
+    augment.build_view(spec, "view_augment")
+  assert str(built.value) == str(checked.value)

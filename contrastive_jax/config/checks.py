@@ -186,17 +186,18 @@ def _check_health(config):
 
 
 def _check_views(config):
-  """Each augmentation spec parses and names known ops, and the images it
+  """Each augmentation spec parses, names known ops with valid arguments
+  (their checks in data/op_table.py, without TensorFlow), and the images it
   makes are image_size: the checkpoint keeps image_size, and load_encoder
   and export expect images of that size. The eval view must make a fixed
-  size. (Without TensorFlow: the ops' arguments are checked when the loop
-  builds the views, still before the workdir is touched.)"""
+  size."""
   size = config.image_size
   fields = ["view_augment", "eval_augment"]
   if config.get("view_augment_2"):
     fields.insert(1, "view_augment_2")
   for field in fields:
     spec = config[field]
+    view_spec.check_spec(spec, field)
     output = view_spec.output_size(spec, field)
     if output is None and field == "eval_augment":
       raise ConfigError(f"config.eval_augment={spec!r} is invalid: must give "
@@ -224,6 +225,7 @@ def _check_extra_views(config):
         f"{config.method!r} takes none: leave it empty")
   for i, spec in enumerate(extra):
     field = f"extra_views[{i}]"
+    view_spec.check_spec(spec, field)
     if view_spec.output_size(spec, field) is None:
       raise ConfigError(f"config.{field}={spec!r} is invalid: must give a "
                         "fixed image size (start it with random_resized_crop "

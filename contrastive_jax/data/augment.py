@@ -25,8 +25,8 @@ import tensorflow as tf
 from contrastive_jax.data import batched_ops
 from contrastive_jax.data import color_jitter as color_jitter_lib
 from contrastive_jax.data import op_args
+from contrastive_jax.data import op_table
 from contrastive_jax.data import view_spec
-from contrastive_jax.errors import ConfigError
 
 
 # --- Helpers -----------------------------------------------------------------
@@ -44,7 +44,7 @@ def _resize(image, height, width, method, antialias=False):
 
 # --- Geometric ops -----------------------------------------------------------
 
-CROP_IMPLS = ('tf', 'torchvision')
+CROP_IMPLS = op_args.CROP_IMPLS
 
 
 def torchvision_crop_box(height, width, seed, area, aspect, max_attempts=10):
@@ -128,30 +128,9 @@ def random_resized_crop(size, area=(0.08, 1.0), aspect=(3 / 4, 4 / 3),
   area 0.54 vs TF's 0.50 on 256x256 with area (0.2, 1). torchvision resizes
   PIL images with antialiased bilinear: method='bilinear', antialias=True.
   """
-  name = 'random_resized_crop'
-  height, width = op_args.check_size(name, size)
-  area = op_args.check_range(name, 'area', area, 0.0, 1.0)
-  aspect = op_args.check_range(name, 'aspect', aspect, 0.0, float('inf'))
-  if area[1] <= 0 or aspect[0] <= 0:
-    raise ConfigError(f'{name}: area and aspect must be positive')
-  op_args.check_method(name, method)
-  if impl not in CROP_IMPLS:
-    raise ConfigError(f'{name}: impl must be one of {", ".join(CROP_IMPLS)}, '
-                      f'got {impl!r}')
-  if (isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or
-      max_attempts < 1):
-    raise ConfigError(
-        f'{name}: max_attempts must be an int >= 1, got {max_attempts!r}')
-  if (isinstance(min_object_covered, bool) or
-      not isinstance(min_object_covered, (int, float)) or
-      not 0 <= min_object_covered <= 1):
-    raise ConfigError(f'{name}: min_object_covered must be in [0, 1], got '
-                      f'{min_object_covered!r}')
-  if impl == 'torchvision' and min_object_covered:
-    raise ConfigError(f"{name}: min_object_covered is impl='tf' only")
-  if not isinstance(antialias, bool):
-    raise ConfigError(f'{name}: antialias must be True or False, got '
-                      f'{antialias!r}')
+  height, width, area, aspect = op_args.check_random_resized_crop(
+      size, area, aspect, method, impl, min_object_covered, max_attempts,
+      antialias)
   box = dict(impl=impl, area=area, aspect=aspect,
              min_object_covered=float(min_object_covered),
              max_attempts=max_attempts)
@@ -166,8 +145,7 @@ def random_resized_crop(size, area=(0.08, 1.0), aspect=(3 / 4, 4 / 3),
 
 def resize(size, method='bicubic'):
   """Deterministic resize to `size` (aspect ratio not kept)."""
-  height, width = op_args.check_size('resize', size)
-  op_args.check_method('resize', method)
+  height, width = op_args.check_resize(size, method)
   return lambda image, seed: _resize(image, height, width, method)
 
 
@@ -176,16 +154,8 @@ def center_crop(size, crop_fraction=0.875, method='bicubic', antialias=False):
   resizes to `size`: the usual eval view (0.875 = 224/256). torchvision's
   Resize(256) + CenterCrop(224) on PIL images (MoCo) is crop_fraction=0.875,
   method='bilinear', antialias=True."""
-  height, width = op_args.check_size('center_crop', size)
-  if (isinstance(crop_fraction, bool) or
-      not isinstance(crop_fraction, (int, float)) or
-      not 0 < crop_fraction <= 1):
-    raise ConfigError(
-        f'center_crop: crop_fraction must be in (0, 1], got {crop_fraction!r}')
-  op_args.check_method('center_crop', method)
-  if not isinstance(antialias, bool):
-    raise ConfigError(f'center_crop: antialias must be True or False, got '
-                      f'{antialias!r}')
+  height, width = op_args.check_center_crop(size, crop_fraction, method,
+                                            antialias)
 
   def op(image, seed):
     del seed
@@ -209,24 +179,11 @@ solarize = batched_ops.solarize
 
 # --- Spec strings ------------------------------------------------------------
 
-OPS = {
-    'random_resized_crop': random_resized_crop,
-    'resize': resize,
-    'center_crop': center_crop,
-    'flip_lr': flip_lr,
-    'color_jitter': color_jitter,
-    'grayscale': grayscale,
-    'gaussian_blur': gaussian_blur,
-    'solarize': solarize,
-}
+# The host functions of data/op_table.py's ops, by name.
+OPS = {name: spec.host_factory() for name, spec in op_table.OPS.items()}
 
 
-def _known_ops():
-  return view_spec.known_ops()
-
-
-# Specs are parsed without TensorFlow (the config checks use them too);
-# view_spec.OP_NAMES lists OPS (tests/test_bad_input.py checks it).
+# Specs are parsed without TensorFlow (the config checks use them too).
 parse_spec = view_spec.parse
 
 
@@ -280,10 +237,7 @@ def build_view(spec, field='view_augment'):
   """
   ops = []
   for name, args, kwargs in parse_spec(spec, field):
-    factory = OPS.get(name)
-    if factory is None:
-      raise ConfigError(
-          f'{field}: unknown op {name!r} in {spec!r}; {_known_ops()}')
-    ops.append(op_args.build_op(factory, name, args, kwargs, spec=spec,
+    op = op_table.spec_of(name, spec, field)
+    ops.append(op_args.build_op(OPS[op.name], name, args, kwargs, spec=spec,
                                 field=field))
   return View(ops)

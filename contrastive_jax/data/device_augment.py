@@ -10,19 +10,13 @@ to float rounding; method_steps.build runs it first in the train step when
 `config.augment_on_device`. Imports no TensorFlow.
 """
 
-from contrastive_jax.data import device_ops
 from contrastive_jax.data import op_args
+from contrastive_jax.data import op_table
 from contrastive_jax.data import view_spec
-from contrastive_jax.errors import ConfigError
 
-# The size-keeping ops, by the names augment.OPS gives their host twins.
-OPS = {
-    'flip_lr': device_ops.flip_lr,
-    'color_jitter': device_ops.color_jitter,
-    'grayscale': device_ops.grayscale,
-    'gaussian_blur': device_ops.gaussian_blur,
-    'solarize': device_ops.solarize,
-}
+# The device functions of data/op_table.py's size-keeping ops, by name.
+OPS = {name: spec.device_factory() for name, spec in op_table.OPS.items()
+       if spec.device is not None}
 
 
 def _tail_start(parsed):
@@ -67,9 +61,7 @@ def device_view(spec, field='view_augment'):
   ConfigErrors, naming `field`)."""
   parsed = view_spec.parse(spec, field)
   for name, _, _ in parsed:
-    if name not in view_spec.OP_NAMES:
-      raise ConfigError(
-          f'{field}: unknown op {name!r} in {spec!r}; {view_spec.known_ops()}')
+    op_table.spec_of(name, spec, field)
   ops = []
   for name, args, kwargs in parsed[_tail_start(parsed):]:
     ops.append(op_args.build_op(OPS[name], name, args, kwargs, spec=spec,

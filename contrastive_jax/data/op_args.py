@@ -139,3 +139,93 @@ def jitter_ops(impls, *, strength, p, impl, brightness, contrast,
       lows.append(-value if is_delta else max(0.0, 1.0 - value))
       highs.append(value if is_delta else 1.0 + value)
   return adjusts, lows, highs
+
+
+# --- Each op's check, with the op's own signature (data/op_table.py) -------
+
+CROP_IMPLS = ('tf', 'torchvision')
+
+
+def _check_bool(op, name, value):
+  if not isinstance(value, bool):
+    raise ConfigError(f'{op}: {name} must be True or False, got {value!r}')
+
+
+def check_random_resized_crop(size, area=(0.08, 1.0), aspect=(3 / 4, 4 / 3),
+                              method='bicubic', impl='tf',
+                              min_object_covered=0.0, max_attempts=10,
+                              antialias=False):
+  """random_resized_crop's arguments; returns (height, width, area,
+  aspect)."""
+  name = 'random_resized_crop'
+  height, width = check_size(name, size)
+  area = check_range(name, 'area', area, 0.0, 1.0)
+  aspect = check_range(name, 'aspect', aspect, 0.0, float('inf'))
+  if area[1] <= 0 or aspect[0] <= 0:
+    raise ConfigError(f'{name}: area and aspect must be positive')
+  check_method(name, method)
+  if impl not in CROP_IMPLS:
+    raise ConfigError(f'{name}: impl must be one of {", ".join(CROP_IMPLS)}, '
+                      f'got {impl!r}')
+  if (isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or
+      max_attempts < 1):
+    raise ConfigError(
+        f'{name}: max_attempts must be an int >= 1, got {max_attempts!r}')
+  if (isinstance(min_object_covered, bool) or
+      not isinstance(min_object_covered, (int, float)) or
+      not 0 <= min_object_covered <= 1):
+    raise ConfigError(f'{name}: min_object_covered must be in [0, 1], got '
+                      f'{min_object_covered!r}')
+  if impl == 'torchvision' and min_object_covered:
+    raise ConfigError(f"{name}: min_object_covered is impl='tf' only")
+  _check_bool(name, 'antialias', antialias)
+  return height, width, area, aspect
+
+
+def check_resize(size, method='bicubic'):
+  """resize's arguments; returns (height, width)."""
+  height, width = check_size('resize', size)
+  check_method('resize', method)
+  return height, width
+
+
+def check_center_crop(size, crop_fraction=0.875, method='bicubic',
+                      antialias=False):
+  """center_crop's arguments; returns (height, width)."""
+  height, width = check_size('center_crop', size)
+  if (isinstance(crop_fraction, bool) or
+      not isinstance(crop_fraction, (int, float)) or
+      not 0 < crop_fraction <= 1):
+    raise ConfigError(
+        f'center_crop: crop_fraction must be in (0, 1], got {crop_fraction!r}')
+  check_method('center_crop', method)
+  _check_bool('center_crop', 'antialias', antialias)
+  return height, width
+
+
+def check_flip_lr(p=0.5):
+  check_probability('flip_lr', p)
+
+
+def check_grayscale(p=0.2):
+  check_probability('grayscale', p)
+
+
+def check_solarize_op(p=0.0, threshold=0.5):
+  check_solarize(p, threshold)
+
+
+def check_gaussian_blur(p=0.5, sigma=(0.1, 2.0), kernel_fraction=0.1,
+                        kernel_size=None, padding='reflect'):
+  return check_blur(p, sigma, kernel_fraction, kernel_size, padding)
+
+
+def check_color_jitter(strength=1.0, p=0.8, brightness=None, contrast=None,
+                       saturation=None, hue=None, random_order=True,
+                       impl='torchvision'):
+  """color_jitter's arguments (`jitter_ops` without the adjust functions;
+  `random_order` is read as a truth value, as the op reads it)."""
+  del random_order
+  jitter_ops({name: (None,) * 4 for name in JITTER_IMPLS}, strength=strength,
+             p=p, impl=impl, brightness=brightness, contrast=contrast,
+             saturation=saturation, hue=hue)

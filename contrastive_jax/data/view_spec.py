@@ -9,18 +9,13 @@ the ops themselves and checks their arguments.
 import ast
 
 from contrastive_jax.data import op_args
+from contrastive_jax.data import op_table
 from contrastive_jax.errors import ConfigError
 
-# Every op `augment.build_view` knows (augment.OPS; checked to agree).
-OP_NAMES = ('center_crop', 'color_jitter', 'flip_lr', 'gaussian_blur',
-            'grayscale', 'random_resized_crop', 'resize', 'solarize')
-# The ops that set the image size, from their first argument `size`; every
-# other op keeps it.
-SIZE_OPS = ('center_crop', 'random_resized_crop', 'resize')
-
-
-def known_ops() -> str:
-  return 'known ops: ' + ', '.join(OP_NAMES)
+# The ops and which of them set the size: data/op_table.py's records.
+OP_NAMES = op_table.OP_NAMES
+SIZE_OPS = op_table.SIZE_OPS
+known_ops = op_table.known_ops
 
 
 def parse(spec, field='view_augment'):
@@ -64,10 +59,8 @@ def output_size(spec, field='view_augment') -> tuple[int, int] | None:
   an unknown op or a bad size."""
   size = None
   for name, args, kwargs in parse(spec, field):
-    if name not in OP_NAMES:
-      raise ConfigError(
-          f'{field}: unknown op {name!r} in {spec!r}; {known_ops()}')
-    if name in SIZE_OPS and (args or 'size' in kwargs):
+    op = op_table.spec_of(name, spec, field)
+    if op.sets_size and (args or 'size' in kwargs):
       try:
         size = op_args.check_size(name, args[0] if args else kwargs['size'])
       except ConfigError as e:
@@ -94,6 +87,15 @@ def views_in(batch) -> list:
     views.append(batch[view_key(index)])
     index += 1
   return views
+
+
+def check_spec(spec, field='view_augment'):
+  """Every op of `spec` known and its arguments valid (each op's check in
+  data/op_table.py), without building anything: one ConfigError naming
+  `field`."""
+  for name, args, kwargs in parse(spec, field):
+    op_table.check_call(op_table.spec_of(name, spec, field), args, kwargs,
+                        spec=spec, field=field)
 
 
 def training_views(config, num_views: int,
