@@ -12,7 +12,8 @@ setup(
     name="contrastive_jax",
     version="0.1.0",
     description=("Self-supervised pretraining (SimCLR, MoCo v1/v2/v3, BYOL, "
-                 "SimSiam) and evaluation of ResNets and ViTs in JAX/Flax"),
+                 "SimSiam, DINO, Barlow Twins, VICReg), evaluation and "
+                 "export of ResNets and ViTs in JAX/Flax"),
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     packages=find_packages(include=["contrastive_jax", "contrastive_jax.*"]),

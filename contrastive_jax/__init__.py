@@ -1,6 +1,6 @@
 """contrastive_jax: self-supervised pretraining (SimCLR, MoCo v1/v2/v3, BYOL,
-SimSiam) of ResNets and ViTs in JAX/Flax, and evaluation of the encoders it
-learns."""
+SimSiam, DINO, Barlow Twins, VICReg) of ResNets and ViTs in JAX/Flax, and
+the evaluation and export of the encoders it learns."""
 
 
 def load_encoder(path: str):
