@@ -20,7 +20,7 @@ import pytest
 
 from contrastive_jax.errors import ConfigError
 from contrastive_jax.models import ENCODERS, ProjectionHead, create_encoder
-from contrastive_jax.models import resnet
+from contrastive_jax.models import input_norm, resnet
 
 KEY = jax.random.key(0)
 
@@ -378,7 +378,7 @@ def test_zero_init_residual_flag(zero_init):
 
 def test_input_norm_is_the_first_thing_the_encoder_does():
   x = jax.random.uniform(KEY, (2, 16, 16, 3))
-  mean, std = resnet.INPUT_NORMS['imagenet']
+  mean, std = input_norm.INPUT_NORMS['imagenet']
   plain = create_encoder('tiny_resnet')
   normed = create_encoder('tiny_resnet', input_norm='imagenet')
   variables = plain.init(KEY, x, train=False)
@@ -386,7 +386,7 @@ def test_input_norm_is_the_first_thing_the_encoder_does():
   want = plain.apply(variables, (x - np.array(mean)) / np.array(std),
                      train=False)
   np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
-  assert resnet.INPUT_NORMS['cifar10'] == ((0.4914, 0.4822, 0.4465),
+  assert input_norm.INPUT_NORMS['cifar10'] == ((0.4914, 0.4822, 0.4465),
                                            (0.2023, 0.1994, 0.2010))
   assert mean == (0.485, 0.456, 0.406) and std == (0.229, 0.224, 0.225)
   with pytest.raises(ConfigError, match='input_norm'):

@@ -14,7 +14,7 @@ import pytest
 
 from contrastive_jax import optim
 from contrastive_jax.config import checks as config_checks
-from contrastive_jax.models import resnet
+from contrastive_jax.models import input_norm, resnet
 from tests.test_configs import load
 from tests.test_solo_lars import _solo_learn_lars
 
@@ -51,11 +51,11 @@ def test_solo_learn_cifar10_recipes(name):
 
 
 def test_solo_learn_cifar10_statistics():
-  mean, std = resnet.INPUT_NORMS["cifar10_solo"]
+  mean, std = input_norm.INPUT_NORMS["cifar10_solo"]
   assert mean == (0.4914, 0.4822, 0.4465)
   assert std == (0.2470, 0.2435, 0.2616)
   # MoCo's CIFAR-10 demo keeps its own.
-  assert resnet.INPUT_NORMS["cifar10"][1] == (0.2023, 0.1994, 0.2010)
+  assert input_norm.INPUT_NORMS["cifar10"][1] == (0.2023, 0.1994, 0.2010)
 
 
 # ------------------------------------------------ SimSiam linear protocol

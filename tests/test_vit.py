@@ -27,7 +27,7 @@ from scipy import special
 from contrastive_jax import weight_decay
 from contrastive_jax.errors import ConfigError
 from contrastive_jax.models import VIT_ENCODERS, create_encoder
-from contrastive_jax.models import encoder_from_config, resnet, vit
+from contrastive_jax.models import encoder_from_config, input_norm, resnet, vit
 
 KEY = jax.random.key(0)
 
@@ -251,7 +251,7 @@ def test_h_depends_on_every_patch(tiny):
 
 def test_input_norm_is_resnets(tiny):
   model, params, x = tiny
-  mean, std = resnet.INPUT_NORMS['imagenet']
+  mean, std = input_norm.INPUT_NORMS['imagenet']
   normed = _apply(vit.TinyViT(input_norm='imagenet'), params, x)
   manual = _apply(model, params, (x - jnp.array(mean)) / jnp.array(std))
   np.testing.assert_allclose(normed, manual, rtol=1e-5, atol=1e-6)

@@ -6,6 +6,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from contrastive_jax.errors import ConfigError
+from contrastive_jax.models.input_norm import INPUT_NORMS
 from contrastive_jax.models import norm
 from contrastive_jax.models import pixels
 from contrastive_jax.models import resnet
@@ -78,7 +79,7 @@ def create_encoder(
         f'width_multiplier must be one of '
         f'{", ".join(map(str, WIDTH_MULTIPLIERS))}; got {width_multiplier!r}')
   _check_choice('conv_init', conv_init, resnet.CONV_INITS)
-  _check_choice('input_norm', input_norm, resnet.INPUT_NORMS)
+  _check_choice('input_norm', input_norm, INPUT_NORMS)
   _check_choice('patch_size', patch_size, vit.PATCH_SIZES)
   _check_choice('bn_impl', bn_impl, norm.BN_IMPLS)
   if (isinstance(drop_path_rate, bool)

@@ -16,6 +16,7 @@ from typing import Any, ClassVar, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from contrastive_jax.models import input_norm
 from contrastive_jax.models.norm import batch_norm
 
 ModuleDef = Any
@@ -32,23 +33,6 @@ CONV_INITS = {
     'simclr': nn.initializers.variance_scaling(
         1.0, 'fan_in', 'truncated_normal'),
     'torchvision': nn.initializers.variance_scaling(2.0, 'fan_out', 'normal'),
-}
-
-# Per-channel RGB (mean, std) the encoder subtracts / divides by first, for
-# images in [0, 1]. Inside the encoder so that every user of it (linear eval,
-# load_encoder, export) feeds what the pretraining pipeline fed.
-#  'none': SimCLR feeds [0, 1] as is (simclr data_util.py ends in a clip).
-#  'imagenet': MoCo main_moco.py:221-222 @90e244a (torchvision's ImageNet
-#    statistics).
-#  'cifar10': MoCo's CIFAR-10 demo (colab/moco_cifar10_demo.ipynb, the
-#    `transforms.Normalize` of its data cell).
-#  'cifar10_solo': solo-learn's CIFAR-10 statistics, the same mean with the
-#    per-pixel std (solo/data/pretrain_dataloader.py:207 @9187ea3).
-INPUT_NORMS = {
-    'none': None,
-    'imagenet': ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
-    'cifar10': ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)),
-    'cifar10_solo': ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
 }
 
 # Explicit, symmetric padding for every 3x3 conv, as torchvision's
@@ -151,7 +135,7 @@ class ResNet(nn.Module):
     conv_init: a key of `CONV_INITS`: whose convolution init to follow.
     zero_init_residual: zero gamma in the last BN of each residual block
       (SimCLR) or one (torchvision/MoCo).
-    input_norm: a key of `INPUT_NORMS`: the mean/std normalisation applied
+    input_norm: a key of `input_norm.INPUT_NORMS`: the mean/std normalisation applied
       to the [0, 1] input images first.
   """
   stage_sizes: Sequence[int]
@@ -180,10 +164,7 @@ class ResNet(nn.Module):
     conv = functools.partial(
         nn.Conv, use_bias=False, dtype=self.dtype,
         kernel_init=CONV_INITS[self.conv_init])
-    mean_std = INPUT_NORMS[self.input_norm]
-    if mean_std is not None:
-      mean, std = (jnp.asarray(v, jnp.float32) for v in mean_std)
-      x = (x - mean) / std
+    x = input_norm.normalize(x, self.input_norm)
     norm = batch_norm(
         train=train, groups=self.bn_groups, axis_name=self.bn_axis_name,
         momentum=self.bn_momentum, epsilon=self.bn_epsilon, dtype=self.dtype,

@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from contrastive_jax.models import resnet
+from contrastive_jax.models import input_norm
 
 PATCH_SIZES = (8, 16)
 LAYER_NORM_EPSILON = 1e-6  # vits.py:118, :125
@@ -103,16 +103,6 @@ dense = functools.partial(
 # variance as torch, not flax's E[x^2] - E[x]^2.
 layer_norm = functools.partial(
     nn.LayerNorm, epsilon=LAYER_NORM_EPSILON, use_fast_variance=False)
-
-
-def normalize_input(x, input_norm: str):
-  """The mean/std normalisation `resnet.INPUT_NORMS[input_norm]` names, as
-  `resnet.ResNet.__call__` applies it to [0, 1] images."""
-  mean_std = resnet.INPUT_NORMS[input_norm]
-  if mean_std is None:
-    return x
-  mean, std = (jnp.asarray(v, jnp.float32) for v in mean_std)
-  return (x - mean) / std
 
 
 class Attention(nn.Module):
@@ -221,7 +211,8 @@ class ViT(nn.Module):
     dtype: computation dtype; parameters stay float32, attention logits and
       softmax are float32, and the final LayerNorm - on the cls token only,
       all that is read of it - runs in float32, so h is float32.
-    input_norm: a key of `resnet.INPUT_NORMS`, applied to the images first.
+    input_norm: a key of `input_norm.INPUT_NORMS`, applied to the images
+      first.
     drop_path_rate: stochastic depth in training (DINO's `--drop_path_rate`,
       main_dino.py:105): block i of `depth` (0-based) drops its branches
       with rate i / (depth - 1) of it, timm's linear rule
@@ -252,7 +243,7 @@ class ViT(nn.Module):
     if height % p or width_px % p:
       raise ValueError(f'image sides {height}x{width_px} must be multiples '
                        f'of patch_size {p}')
-    x = normalize_input(x, self.input_norm)
+    x = input_norm.normalize(x, self.input_norm)
     bound = patch_embed_bound(p, self.width)
     x = nn.Conv(self.width, (p, p), strides=(p, p), padding='VALID',
                 kernel_init=_uniform(bound), bias_init=nn.initializers.zeros,
