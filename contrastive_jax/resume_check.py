@@ -70,7 +70,8 @@ def default_values(method: str) -> dict[str, Any]:
   configs = [config_defaults.base_config()]
   if method in ("linear_eval", "finetune"):
     configs.append(config_classifier.classifier_config(method, "cifar10"))
-  else:
+  elif method == "moco":
+    # MoCo's own fields (queue, shuffle-BN groups) and their defaults.
     configs.append(config_defaults.moco_base_config())
   values = {}
   for config in reversed(configs):  # The base wins where both have a field.

@@ -12,6 +12,7 @@ from absl import logging
 from contrastive_jax import (checkpointing, guards, hooks, method_steps,
                              methods, metric_logging, parallel)
 from contrastive_jax.config import checks as config_checks
+from contrastive_jax.config import defaults as config_defaults
 from contrastive_jax.evaluation import evaluators as evaluators_lib
 from contrastive_jax import preemption as preemption_lib
 from contrastive_jax.data import (label_subset, order, pipeline, sources,
@@ -116,7 +117,8 @@ def _train_loop(state, batches, *, train_step, mesh, start_step, total_steps,
   """Steps start_step+1..total_steps. Returns (state, whether it stopped
   early for a preemption, after saving that step)."""
   nonfinite = guards.ConsecutiveNonFinite(
-      config.get("max_consecutive_nonfinite", 10))
+      config.get("max_consecutive_nonfinite",
+                 config_defaults.field_default("max_consecutive_nonfinite")))
   window = []
   try:
     for step in range(start_step + 1, total_steps + 1):

@@ -16,6 +16,7 @@ import numbers
 import ml_collections
 
 from contrastive_jax import ema, methods, models, optim
+from contrastive_jax.config import defaults as config_defaults
 from contrastive_jax.data import view_spec
 from contrastive_jax.errors import ConfigError
 
@@ -55,8 +56,8 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int,
   for field in ("batch_size", "image_size", "log_every_steps",
                 "checkpoint_every_steps", "keep_checkpoints"):
     _positive_int(config, field)
-  for field in ("learning_rate", "temperature"):
-    _positive_number(config, field)
+  # (`temperature`: by the methods that read it, Method.validate_config.)
+  _positive_number(config, "learning_rate")
   if config.num_train_steps == -1:
     _positive_number(config, "num_epochs")
   else:
@@ -64,7 +65,8 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int,
              and config.num_train_steps > 0, "num_train_steps",
              config.num_train_steps,
              "must be -1 (derive from num_epochs) or an integer > 0")
-  limit = config.get("max_consecutive_nonfinite", 0)
+  limit = config.get("max_consecutive_nonfinite",
+                     config_defaults.field_default("max_consecutive_nonfinite"))
   _require(isinstance(limit, int) and not isinstance(limit, bool)
            and limit >= 0, "max_consecutive_nonfinite", limit,
            "must be an integer >= 0")

@@ -5,6 +5,8 @@ from the command line (`--config.batch_size=256`). Method configs import this
 module, call `base_config()` and change what their recipe changes.
 """
 
+import functools
+
 import ml_collections
 
 
@@ -327,6 +329,17 @@ def base_config() -> ml_collections.ConfigDict:
   # Rows of the augmentation preview written to TensorBoard at step 0 (0: off).
   c.preview_images = 4
   return c
+
+
+@functools.cache
+def _base_values() -> dict:
+  return base_config().to_dict()
+
+
+def field_default(name: str):
+  """The one default of a top-level field, `base_config()`'s: what code
+  reading a config that may predate the field falls back to."""
+  return _base_values()[name]
 
 
 def moco_base_config() -> ml_collections.ConfigDict:

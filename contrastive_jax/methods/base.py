@@ -8,6 +8,7 @@ config, and its tests: no edit to the loop.
 """
 
 import dataclasses
+import math
 from typing import Any, Callable
 
 import jax
@@ -203,6 +204,16 @@ def initial_state(rng: jax.Array, *, network, tx: optax.GradientTransformation,
   return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                     batch_stats=batch_stats, opt_state=tx.init(params),
                     rng=state_rng, extra=extra)
+
+
+def check_temperature(config, field: str = "temperature"):
+  """`config.<field>`, a softmax temperature, a finite number > 0: checked
+  by the methods that read it (SimCLR, the MoCos), not for every method."""
+  t = config.get(field)
+  if (isinstance(t, bool) or not isinstance(t, (int, float))
+      or not math.isfinite(t) or not t > 0):
+    raise ConfigError(f"config.{field}={t!r} is invalid: must be a finite "
+                      "number > 0")
 
 
 def check_predictor(config, *, method: str, config_file: str,

@@ -64,6 +64,7 @@ def keys_per_step(config: ml_collections.ConfigDict) -> int:
 
 def validate_config(config: ml_collections.ConfigDict, *, num_devices: int):
   """MoCo's own fields; called by `config_checks.validate`."""
+  base.check_temperature(config)
   _require(isinstance(config.symmetric_loss, bool), "symmetric_loss",
            config.symmetric_loss, "must be True or False")
   k, per_step = config.queue_size, keys_per_step(config)

@@ -92,11 +92,7 @@ def create_model(config: ml_collections.ConfigDict, *,
 def validate_config(config: ml_collections.ConfigDict, *, num_devices: int):
   """MoCo v3's own fields; called by `config_checks.validate`."""
   del num_devices
-  t = config.get("temperature")
-  if (isinstance(t, bool) or not isinstance(t, (int, float))
-      or not t > 0):
-    raise ConfigError(f"config.temperature={t!r} is invalid: must be a "
-                      "number > 0")
+  base.check_temperature(config)
   base.check_predictor(
       config, method="MoCo v3", config_file="configs/moco_v3.py",
       compared_with="contrasted with the momentum encoder's projection")

@@ -88,6 +88,7 @@ def validate_config(config: ml_collections.ConfigDict, *, num_devices: int):
   """SimCLR's negatives are the other images of the global batch: with one
   image there are none, the loss is 0 and nothing is learned."""
   del num_devices
+  base.check_temperature(config)
   if config.batch_size < 2:
     raise ConfigError(
         f"config.batch_size={config.batch_size!r} is invalid: SimCLR "
