@@ -47,7 +47,7 @@ def get_config(arg: str | None = None):
   # LARS, eta 1e-3, momentum 0.9 (ref main.py:225), biases and BN (every
   # 1-D parameter) excluded from decay and adaptation (:99-101, :233-234);
   # lr * B/256 (:158), 10 warmup epochs from 0 (:157, :159-160), then a
-  # cosine (:161-166; its floor of 0.001x is not ours: README).
+  # cosine (:161-166; its floor of 0.001x is not ours: docs/recipes.md).
   c.optimizer, c.momentum = "lars", 0.9
   c.lr_scaling, c.lr_schedule = "linear", "cosine"
   c.warmup_epochs = 10.0

@@ -1,6 +1,6 @@
 """BYOL (Grill et al. 2020) pretraining.
 
-"ref" is google-deepmind/deepmind-research byol/ @4822a45 (the README table
+"ref" is google-deepmind/deepmind-research byol/ @4822a45 (docs/recipes.md
 cites each number's line); the ImageNet variants are its presets.
 
 Variants (`--config=configs/byol.py:VARIANT`):

@@ -1,6 +1,6 @@
 """MoCo v3 (Chen, Xie & He 2021) pretraining, ResNet or ViT backbone.
 
-"ref" is facebookresearch/moco-v3 @c349e6e (the README table cites each
+"ref" is facebookresearch/moco-v3 @c349e6e (docs/recipes.md cites each
 number's line); the ResNet-50 and ViT variants are its CONFIG.md commands.
 
 Variants (`--config=configs/moco_v3.py:VARIANT`):
@@ -157,7 +157,7 @@ def get_config(arg: str | None = None):
     c.view_augment, c.view_augment_2 = moco_v3_views(
         moco_crop(16, (0.25, 1.0)))
     # A 150-step run: a higher lr, a sharper softmax and a faster momentum
-    # encoder than ImageNet's (README "MoCo v3: per config").
+    # encoder than ImageNet's (docs/recipes.md "MoCo v3: per config").
     c.num_epochs = 30
     c.learning_rate, c.weight_decay = 4.0, 1e-6
     c.temperature, c.ema_momentum = 0.2, 0.96

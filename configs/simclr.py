@@ -2,7 +2,7 @@
 
 Variants (`--config=configs/simclr.py:VARIANT`). "first commit" is
 google-research/simclr at be133b3 (the v1 code), "HEAD" its current code
-(v2, also in tf2/); the README table cites the lines. v1 recipes use v1's
+(v2, also in tf2/); docs/recipes.md cites the lines. v1 recipes use v1's
 head and colour jitter, v2 recipes v2's.
   cifar10       (default) the current official CIFAR-10 command (README at
                 HEAD): ResNet-18, CIFAR stem, B=512, tau=0.5, jitter 0.5, no

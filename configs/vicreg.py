@@ -1,6 +1,6 @@
 """VICReg (Bardes, Ponce & LeCun 2022) pretraining.
 
-"ref" is facebookresearch/vicreg @4e12602 (the README table cites each
+"ref" is facebookresearch/vicreg @4e12602 (docs/recipes.md cites each
 number's line), "solo" vturrisi/solo-learn @9187ea3.
 
 Variants (`--config=configs/vicreg.py:VARIANT`):
@@ -47,7 +47,7 @@ def get_config(arg: str | None = None):
   # BN (every 1-D parameter) excluded from decay and adaptation (:109-115,
   # :235-236); lr * B/256 (:170), 10 warmup epochs from 0 (:169,
   # :171-172), then a cosine (:173-178; its floor of 0.001x is not ours:
-  # README).
+  # docs/recipes.md).
   c.optimizer, c.momentum = "lars", 0.9
   c.lr_scaling, c.lr_schedule = "linear", "cosine"
   c.warmup_epochs = 10.0

@@ -424,7 +424,7 @@ class Checkpointer:
               f"cannot resume {self.directory} (step {step}) with a changed "
               f"config: {resume_check.describe(changes)}; rerun with the "
               "stored values, or use a new --workdir for another experiment "
-              "(the fields that may change are listed in the README, "
+              "(the fields that may change are listed in docs/pretraining.md, "
               "Resuming)")
         state = self.restore(abstract_state, step)
       except DamagedCheckpoint as e:

@@ -80,7 +80,7 @@ def _linear_protocol(c, name: str, protocol: str, vit: bool = False):
     # 80 epochs (configs/eval.py:29); batch 4096 (main_loop.py:37, the one
     # --batch_size). Its classifier is hk.Linear's default init
     # (eval_experiment.py:151: truncated normal, std 1/sqrt(fan_in)); ours
-    # starts at zero (README "BYOL: deviations").
+    # starts at zero (docs/recipes.md "BYOL: deviations").
     c.optimizer, c.learning_rate, c.lr_scaling = "sgd", 0.2, "linear"
     c.nesterov = True
     c.num_epochs, c.lr_schedule, c.batch_size = 80, "cosine", 4096

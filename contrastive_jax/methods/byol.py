@@ -3,8 +3,8 @@ predictor) trained to predict, from one view, the projection of the other
 view computed by a target network, an EMA of the online encoder and
 projector. No negatives.
 
-Reference: google-deepmind/deepmind-research byol/ @4822a45 (the README
-table cites each number's line).
+Reference: google-deepmind/deepmind-research byol/ @4822a45 (docs/recipes.md
+cites each number's line).
 
 Where each part of the method lives:
 - `state.params`: the online network, {'encoder', 'head' (the projector),
@@ -165,5 +165,5 @@ METHOD = base.Method(
     # The target: an EMA of the online encoder and projector only.
     ema=base.select(*TARGET),
     # The online probe, as SimCLR's (the reference's classifier gets LARS
-    # decay and adaptation on its kernel; README deviations).
+    # decay and adaptation on its kernel; docs/recipes.md deviations).
     no_decay=base.mask_of("probe"), probe=base.mask_of("probe"))
