@@ -6,9 +6,9 @@ the evaluation and export of the encoders it learns."""
 def load_encoder(path: str):
   """The encoder of a pretraining run: `load_encoder(workdir)(images) -> h`.
 
-  See `contrastive_jax.evaluation.pretrained`. Imported lazily:
+  See `contrastive_jax.pretrained`. Imported lazily:
   `import contrastive_jax` stays cheap.
   """
   # pylint: disable-next=g-import-not-at-top
-  from contrastive_jax.evaluation import pretrained
+  from contrastive_jax import pretrained
   return pretrained.load_encoder(path)

@@ -33,7 +33,7 @@ from absl import logging  # noqa: E402
 
 from contrastive_jax import cli  # noqa: E402
 from contrastive_jax import atomic_files, parallel  # noqa: E402
-from contrastive_jax.evaluation import pretrained  # noqa: E402
+from contrastive_jax import pretrained  # noqa: E402
 from contrastive_jax.errors import ConfigError, UserError  # noqa: E402
 
 CHUNK_SIZE = 4096

@@ -36,7 +36,7 @@ from contrastive_jax import cli  # noqa: E402
 from contrastive_jax import checkpointing  # noqa: E402
 from contrastive_jax import graph_export  # noqa: E402
 from contrastive_jax import timm_layout  # noqa: E402
-from contrastive_jax.evaluation import pretrained  # noqa: E402
+from contrastive_jax import pretrained  # noqa: E402
 from contrastive_jax.errors import (CheckpointError, ConfigError,  # noqa: E402
                                     UserError)
 from contrastive_jax.methods import encoder_with_head  # noqa: E402

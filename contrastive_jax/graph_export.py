@@ -22,7 +22,7 @@ from jax import lax
 from jax.extend import core as jex_core
 
 from contrastive_jax.errors import UserError
-from contrastive_jax.evaluation import pretrained
+from contrastive_jax import pretrained
 
 # The ONNX opset the model declares (onnxruntime >= 1.14 runs it).
 ONNX_OPSET = 18

@@ -21,7 +21,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from contrastive_jax import checkpointing, export, parallel, resume_check, train
-from contrastive_jax.evaluation import pretrained
+from contrastive_jax import pretrained
 from contrastive_jax.errors import CheckpointError, ConfigError, UserError
 from contrastive_jax.train_state import TrainState
 from tests.test_bad_input import snapshot

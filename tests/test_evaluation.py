@@ -14,7 +14,7 @@ import contrastive_jax
 from contrastive_jax import optim, train
 from contrastive_jax.config import lib as config_lib
 from contrastive_jax.evaluation import knn
-from contrastive_jax.evaluation import pretrained
+from contrastive_jax import pretrained
 from contrastive_jax.data import digits
 from contrastive_jax.errors import CheckpointError, ConfigError
 from contrastive_jax.methods import simclr
@@ -305,7 +305,7 @@ def test_online_probe_gradient_never_reaches_the_encoder():
         {"params": params, "batch_stats": state.batch_stats}, images,
         train=True, mutable=["batch_stats"])
     # pylint: disable-next=g-import-not-at-top
-    from contrastive_jax.evaluation import probe
+    from contrastive_jax.methods import online_probe as probe
     return probe.loss_and_accuracy(logits[:8], labels, axis_name=None)[0]
 
   grads = jax.grad(probe_only_loss)(state.params)

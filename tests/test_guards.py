@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from contrastive_jax import guards, method_steps, metric_logging, parallel
-from contrastive_jax.evaluation import probe as probe_lib
+from contrastive_jax.methods import online_probe as probe_lib
 from contrastive_jax.methods import simclr
 from contrastive_jax.train_state import TrainState
 from tests.test_simclr_step import fixed_batch, tiny_config

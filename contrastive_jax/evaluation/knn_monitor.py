@@ -4,7 +4,8 @@ split, with a bank of train-split features."""
 import flax
 from absl import logging
 
-from contrastive_jax.evaluation import features, knn, pretrained
+from contrastive_jax import pretrained
+from contrastive_jax.evaluation import features, knn
 
 
 class KnnMonitor:

@@ -17,7 +17,7 @@ import ml_collections
 import optax
 
 from contrastive_jax import optim
-from contrastive_jax.evaluation import probe as probe_lib
+from contrastive_jax.methods import online_probe as probe_lib
 from contrastive_jax.errors import ConfigError
 from contrastive_jax.train_state import TrainState
 

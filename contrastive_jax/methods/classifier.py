@@ -24,7 +24,7 @@ import ml_collections
 import optax
 
 from contrastive_jax import models
-from contrastive_jax.evaluation import pretrained as pretrained_lib
+from contrastive_jax import pretrained as pretrained_lib
 from contrastive_jax.errors import ConfigError
 from contrastive_jax.methods import base
 from contrastive_jax.models.norm import batch_norm

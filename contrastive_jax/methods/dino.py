@@ -55,7 +55,7 @@ import optax
 
 from contrastive_jax import ema, losses, models, optim
 from contrastive_jax.errors import ConfigError
-from contrastive_jax.evaluation import probe as probe_lib
+from contrastive_jax.methods import online_probe as probe_lib
 from contrastive_jax.methods import base, encoder_with_head
 from contrastive_jax.models.heads import DINOHead
 from contrastive_jax.step_context import StepContext, dropout_rngs

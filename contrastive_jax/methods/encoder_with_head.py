@@ -6,7 +6,7 @@ import flax.linen as nn
 import ml_collections
 
 from contrastive_jax import models
-from contrastive_jax.evaluation import probe as probe_lib
+from contrastive_jax.methods import online_probe as probe_lib
 
 
 class EncoderWithHead(nn.Module):

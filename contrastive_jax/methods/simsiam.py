@@ -28,7 +28,7 @@ import ml_collections
 import optax
 
 from contrastive_jax import losses, models
-from contrastive_jax.evaluation import probe as probe_lib
+from contrastive_jax.methods import online_probe as probe_lib
 from contrastive_jax.methods import base, encoder_with_head
 from contrastive_jax.methods.encoder_with_head import OnlineNetwork
 from contrastive_jax.step_context import StepContext
