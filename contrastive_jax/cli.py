@@ -49,6 +49,20 @@ def run(tool: Tool, argv: Sequence[str] | None = None) -> int:
   returns its exit status."""
   from absl import flags, logging  # pylint: disable=g-import-not-at-top
   argv = list(sys.argv if argv is None else argv)
+  # A tool sets absl's verbosity and log filters for its own run; in
+  # process (tests, notebooks) the caller's come back afterwards.
+  verbosity = logging.get_verbosity()
+  handler = logging.get_absl_handler()
+  filters = list(handler.filters)
+  try:
+    return _run(tool, argv)
+  finally:
+    logging.set_verbosity(verbosity)
+    handler.filters[:] = filters
+
+
+def _run(tool: Tool, argv: list[str]) -> int:
+  from absl import flags, logging  # pylint: disable=g-import-not-at-top
   flag_values = flags.FlagValues()
   handles = tool.define(flag_values, argv)
   if any(arg in HELP_FLAGS for arg in argv[1:]):

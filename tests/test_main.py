@@ -153,3 +153,19 @@ def test_help_exits_0_and_lists_the_flags():
   assert result.returncode == 0, result.stderr[-2000:]
   assert result.stdout.startswith("usage: python -m contrastive_jax.main")
   assert "--workdir" in result.stdout and "--config" in result.stdout
+
+
+def test_a_tool_run_in_process_leaves_the_callers_logging_as_it_was():
+  """prepare sets absl's verbosity to ERROR and main adds log filters for
+  their own runs: in process, the caller's come back (a test after them
+  still sees warnings)."""
+  from absl import logging  # pylint: disable=g-import-not-at-top
+  from contrastive_jax import prepare  # pylint: disable=g-import-not-at-top
+  before = logging.get_verbosity()
+  filters = list(logging.get_absl_handler().filters)
+  with contextlib.redirect_stdout(io.StringIO()), \
+      contextlib.redirect_stderr(io.StringIO()):
+    assert prepare.run(["prepare", "digits"]) == 0
+  assert run_main("--config=configs/simclr.py:digits").returncode == 2
+  assert logging.get_verbosity() == before
+  assert logging.get_absl_handler().filters == filters
