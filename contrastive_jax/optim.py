@@ -1,5 +1,7 @@
-"""Optimizer factory: learning-rate scaling, schedules, LARS, and the masks a
-method asks for.
+"""Optimizer factory: the optimizers (LARS, solo-learn's LARS, SGD, AdamW)
+and what a method asks of them (`Requests`), built from a config. The
+learning-rate schedules are schedules.py's, our own optax transformations
+transforms.py's.
 
 Everything here is built from optax pieces; the logic of our own is how
 config fields map onto optax arguments (which parameters get weight decay
@@ -7,23 +9,27 @@ by default is weight_decay.py's rule).
 """
 
 import dataclasses
-import math
-from typing import Any, Callable, Mapping, NamedTuple, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import jax
-import jax.numpy as jnp
 import optax
 
 from contrastive_jax import ema as ema_lib
+from contrastive_jax.transforms import (FrozenForStepsState,  # noqa: F401
+                                        clip_per_parameter, cosine_between,
+                                        frozen_for_steps, learning_rate_step,
+                                        scale_by_trust_ratio)
 from contrastive_jax import solo_lars
+from contrastive_jax.schedules import (LR_SCALING_RULES, LR_SCHEDULES,  # noqa: F401
+                                       _check_decay_factor,
+                                       learning_rate_schedule,
+                                       scaled_learning_rate)
 from contrastive_jax.weight_decay import decay_all, decay_mask
 from contrastive_jax.errors import ConfigError
 
 Schedule = Callable[[Any], Any]
 Mask = Callable[[Any], Any]  # params -> bool pytree
 
-LR_SCALING_RULES = ('linear', 'sqrt', 'none')
-LR_SCHEDULES = ('cosine', 'step', 'constant')
 OPTIMIZERS = ('lars', 'lars_solo', 'sgd', 'adamw')
 # Which parameters weight decay (`weight_decay_mask`) and LARS's trust
 # ratio (`lars_adapt_mask`) apply to (see `weight_decay_mask_fn`).
@@ -58,85 +64,6 @@ def check_config(config) -> None:
     _check_decay_factor(config.get('lr_decay_factor', 0.1))
 
 
-def _check_decay_factor(factor):
-  if (isinstance(factor, bool) or not isinstance(factor, (int, float))
-      or not factor >= 0):
-    raise ConfigError(f'lr_decay_factor must be >= 0; got {factor!r}')
-
-
-def scaled_learning_rate(base_lr: float, batch_size: int, rule: str) -> float:
-  """Peak learning rate for a global batch size.
-
-  'linear': base * B / 256 (Goyal et al.; SimCLR 0.3 * B / 256).
-  'sqrt':   base * sqrt(B) (SimCLR's small-batch / long-run rule, 0.075).
-  'none':   base, whatever the batch (MoCo's 0.03 at B=256).
-  """
-  if batch_size <= 0:
-    raise ConfigError(
-        f'batch_size must be a positive integer; got {batch_size}')
-  if rule == 'linear':
-    return base_lr * batch_size / 256
-  if rule == 'sqrt':
-    return base_lr * math.sqrt(batch_size)
-  _check_choice('lr_scaling', rule, LR_SCALING_RULES)
-  return base_lr  # 'none'
-
-
-def learning_rate_schedule(
-    *,
-    peak_lr: float,
-    total_steps: int,
-    warmup_steps: int,
-    schedule: str = 'cosine',
-    decay_boundaries: Sequence[int] = (),
-    decay_factor: float = 0.1,
-) -> Schedule:
-  """Step -> learning rate, with a linear warmup from 0 to `peak_lr`.
-
-  'cosine':   cosine decay to 0 at `total_steps` (SimCLR, MoCo v2).
-  'step':     multiply by `decay_factor` at each of `decay_boundaries`
-              (absolute steps; MoCo v1: x0.1 at epochs 120 and 160).
-  'constant': stay at `peak_lr`.
-  """
-  _check_choice('lr_schedule', schedule, LR_SCHEDULES)
-  if total_steps <= 0:
-    raise ConfigError(
-        f'num_train_steps must come to a positive number of steps; got '
-        f'{total_steps}')
-  if not 0 <= warmup_steps < total_steps:
-    raise ConfigError(
-        f'warmup_epochs must be >= 0 and shorter than the run; got '
-        f'{warmup_steps} warmup steps of {total_steps}')
-
-  if schedule == 'cosine':
-    if warmup_steps == 0:
-      # optax's warmup schedule logs a warning for a zero-length warmup.
-      return optax.cosine_decay_schedule(peak_lr, decay_steps=total_steps)
-    return optax.warmup_cosine_decay_schedule(
-        init_value=0.0, peak_value=peak_lr, warmup_steps=warmup_steps,
-        decay_steps=total_steps, end_value=0.0)
-
-  if schedule == 'constant':
-    after_warmup = optax.constant_schedule(peak_lr)
-  else:
-    boundaries = [int(b) for b in decay_boundaries]
-    if any(b <= warmup_steps for b in boundaries) or any(
-        a >= b for a, b in zip(boundaries, boundaries[1:])):
-      raise ConfigError(
-          f'lr_decay_epochs must be strictly increasing and after the warmup; '
-          f'got steps {boundaries} with {warmup_steps} warmup steps')
-    _check_decay_factor(decay_factor)
-    # join_schedules restarts the count at the warmup boundary, so the decay
-    # boundaries are shifted to stay absolute.
-    after_warmup = optax.piecewise_constant_schedule(
-        peak_lr, {b - warmup_steps: decay_factor for b in boundaries})
-
-  if warmup_steps == 0:
-    return after_warmup
-  warmup = optax.linear_schedule(0.0, peak_lr, transition_steps=warmup_steps)
-  return optax.join_schedules([warmup, after_warmup], [warmup_steps])
-
-
 def weight_decay_mask_fn(name: str) -> Callable[[Any], Any]:
   """The mask function of weight decay named `name`.
 
@@ -159,59 +86,6 @@ def _without(mask_fn: Callable[[Any], Any],
     return mask_fn
   return lambda params: jax.tree.map(lambda keep, out: keep and not out,
                                      mask_fn(params), excluded(params))
-
-
-def scale_by_trust_ratio(
-    trust_coefficient: float = 0.001) -> optax.GradientTransformation:
-  """`optax.scale_by_trust_ratio` (eps=0, no minimum norm), one reduction
-  per norm.
-
-  optax takes each norm with `numerics.safe_norm`, which for a correct
-  gradient *of the norm* reduces the tensor twice and, in between, writes a
-  `where(norm <= 0, 1, x)` copy of it; XLA:CPU materialises that copy, so
-  LARS read and wrote every parameter-sized tensor six extra times per step
-  (~9% of a ResNet-18 step at batch 16). No gradient is ever taken through
-  an optimizer update, and without a minimum norm both give the same values:
-  the plain norm, and a ratio of 1 where either norm is 0. The state is
-  optax's (empty), so checkpoints do not change.
-  """
-
-  def update_fn(updates, state, params):
-    if params is None:
-      raise ValueError('scale_by_trust_ratio needs the params')
-
-    def scale(update, param):
-      param_norm = jnp.linalg.norm(param)
-      update_norm = jnp.linalg.norm(update)
-      ratio = trust_coefficient * param_norm / update_norm
-      zero = jnp.logical_or(param_norm == 0.0, update_norm == 0.0)
-      return update * jnp.where(zero, jnp.ones((), param.dtype), ratio)
-
-    return jax.tree.map(scale, updates, params), state
-
-  return optax.GradientTransformation(optax.init_empty_state, update_fn)
-
-
-def learning_rate_step(
-    learning_rate: float | Schedule,
-    groups: Sequence[tuple[Callable[[Any], Any], float | Schedule]] = (),
-) -> optax.GradientTransformation:
-  """`optax.scale_by_learning_rate(learning_rate)`; each of `groups`, a
-  (mask_fn, learning rate) pair, scales the leaves its mask marks by its own
-  learning rate instead (masks disjoint): SimSiam's predictor at the peak lr
-  (main_simsiam.py:193-197, :359-366 @a7bc177), the online probe at its
-  own. Without groups the state is optax's, as checkpoints hold it."""
-  if not groups:
-    return optax.scale_by_learning_rate(learning_rate)
-
-  def rest(params):
-    marked = [mask_fn(params) for mask_fn, _ in groups]
-    return jax.tree.map(lambda *m: not any(m), *marked)
-
-  return optax.chain(
-      optax.masked(optax.scale_by_learning_rate(learning_rate), rest),
-      *[optax.masked(optax.scale_by_learning_rate(lr), mask_fn)
-        for mask_fn, lr in groups])
 
 
 def lars(learning_rate: float | Schedule, *, weight_decay: float,
@@ -458,60 +332,6 @@ def optimizer_from_config(config, *, steps_per_epoch: int, total_steps: int,
         config.ema_momentum, config.get('ema_momentum_schedule', 'constant'),
         total_steps), select=requests.ema))
   return Optimizer(tx=tx, learning_rate=schedule, schedules=schedules)
-
-
-def cosine_between(start: float, end: float, total_steps: int) -> Schedule:
-  """step -> `start` + (`end` - `start`)(1 - cos(pi t / T)) / 2: `start` at
-  step 0, `end` at step T and after (DINO's cosine_scheduler without
-  warm-up)."""
-
-  def schedule(step):
-    t = jnp.minimum(jnp.asarray(step, jnp.float32), total_steps)
-    return end + (start - end) * (1 + jnp.cos(math.pi * t / total_steps)) / 2
-
-  return schedule
-
-
-def clip_per_parameter(max_norm: float) -> optax.GradientTransformation:
-  """Each leaf's gradient scaled to norm `max_norm` when it is longer, on
-  its own (DINO's utils.clip_gradients: coefficient max_norm / (norm +
-  1e-6), applied when below 1). Stateless."""
-
-  def update_fn(updates, state, params=None):
-    del params
-
-    def clip(g):
-      coefficient = max_norm / (jnp.linalg.norm(g) + 1e-6)
-      return g * jnp.minimum(coefficient, 1.0).astype(g.dtype)
-
-    return jax.tree.map(clip, updates), state
-
-  return optax.GradientTransformation(optax.init_empty_state, update_fn)
-
-
-class FrozenForStepsState(NamedTuple):
-  count: jax.Array  # int32: updates seen so far
-
-
-def frozen_for_steps(mask: Mask, steps: int) -> optax.GradientTransformation:
-  """The leaves `mask` marks set to zero for the first `steps` updates
-  (this transformation's count), passed through after."""
-
-  def init_fn(params):
-    del params
-    return FrozenForStepsState(count=jnp.zeros((), jnp.int32))
-
-  def update_fn(updates, state, params=None):
-    del params
-    frozen = state.count < steps
-    marked = mask(updates)
-    updates = jax.tree.map(
-        lambda u, m: jnp.where(frozen, jnp.zeros_like(u), u) if m else u,
-        updates, marked)
-    return updates, FrozenForStepsState(
-        count=optax.safe_increment(state.count))
-
-  return optax.GradientTransformation(init_fn, update_fn)
 
 
 def _lr_groups(config, schedule, peak_lr, *, constant_lr, probe):
