@@ -518,3 +518,26 @@ def test_registry_and_masks():
   assert method.extra_views and method.pretrains_encoder
   params = {"encoder": {"c": 1}, "head": {"d": 2}, "probe": {"e": 3}}
   assert method.ema(params) == {"encoder": {"c": 1}, "head": {"d": 2}}
+
+
+def test_dinos_vit_small_has_dinos_six_heads():
+  """`vit_num_heads` (0: the model's own): DINO's ViT-S has 6 heads (ref
+  vision_transformer.py:243-247), MoCo v3's 12; a head count that does not
+  divide the width, or one given to a ResNet, is one ConfigError."""
+  from contrastive_jax import models  # pylint: disable=g-import-not-at-top
+  from contrastive_jax.config import lib as config_lib  # pylint: disable=g-import-not-at-top
+  from contrastive_jax.errors import ConfigError  # pylint: disable=g-import-not-at-top
+  dino = models.encoder_from_config(config_lib.load("dino:vit_small"),
+                                    bn_axis_name=None)
+  assert (dino.width, dino.num_heads) == (384, 6)
+  moco = models.encoder_from_config(config_lib.load("moco_v3:vit_small"),
+                                    bn_axis_name=None)
+  assert moco.num_heads == 12
+  config = config_lib.load("moco_v3:vit_small")
+  config.vit_num_heads = 5
+  with pytest.raises(ConfigError, match="vit_num_heads=5 does not divide"):
+    models.check_config(config)
+  config = config_lib.load("simclr:digits")
+  config.vit_num_heads = 4
+  with pytest.raises(ConfigError, match="vit_num_heads applies to ViTs"):
+    models.check_config(config)

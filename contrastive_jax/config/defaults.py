@@ -200,6 +200,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.width_multiplier = 1
   c.cifar_stem = False          # 3x3 stride-1 stem, no max-pool (small images)
   c.patch_size = 16             # ViTs (model='vit_*'): 16 or 8
+  c.vit_num_heads = 0           # ViTs: 0 = the model's own (vit_small: 12)
   c.head = ml_collections.ConfigDict(dict(
       num_layers=2,             # SimCLR v1: 2; v2: 3 (with use_bn=True)
       hidden_dim=-1,            # -1: the encoder's feature width

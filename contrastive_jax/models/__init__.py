@@ -56,6 +56,7 @@ def create_encoder(
     patch_size: int = 16,
     bn_impl: str = 'flax',
     drop_path_rate: float = 0.0,
+    num_heads: int = 0,
 ) -> nn.Module:
   """Builds the encoder called `name`; its `feature_dim` is the size of h.
 
@@ -68,6 +69,9 @@ def create_encoder(
   picks the ResNet's BatchNorm code, 'flax' or 'fused' (same variables and
   numbers; fewer memory passes); a ViT ignores it. `drop_path_rate` (in
   [0, 1)) is a ViT's stochastic depth (`vit.ViT`); a ResNet needs 0.
+  `num_heads` > 0 replaces a ViT's own head count (DINO's ViT-S has 6,
+  MoCo v3's and ours 12: the same parameters, another function); 0 keeps
+  it, and a ResNet needs 0.
   """
   if name not in ENCODERS and name not in VIT_ENCODERS:
     raise ConfigError(f'model must be one of '
@@ -87,11 +91,19 @@ def create_encoder(
       or not 0 <= drop_path_rate < 1):
     raise ConfigError(f'drop_path_rate must be a number in [0, 1); got '
                       f'{drop_path_rate!r}')
+  if (isinstance(num_heads, bool) or not isinstance(num_heads, int)
+      or num_heads < 0):
+    raise ConfigError(f'vit_num_heads must be an integer >= 0 (0: the '
+                      f"model's own); got {num_heads!r}")
   if name in VIT_ENCODERS:
     return _create_vit(name, width_multiplier=width_multiplier,
                        cifar_stem=cifar_stem, dtype=dtype,
                        input_norm=input_norm, patch_size=int(patch_size),
-                       drop_path_rate=float(drop_path_rate))
+                       drop_path_rate=float(drop_path_rate),
+                       num_heads=num_heads)
+  if num_heads:
+    raise ConfigError(f'vit_num_heads applies to ViTs only; model {name!r} '
+                      f'needs 0, got {num_heads!r}')
   if drop_path_rate:
     raise ConfigError(f'drop_path_rate applies to ViTs only; model {name!r} '
                       f'needs 0, got {drop_path_rate!r}')
@@ -107,7 +119,7 @@ def create_encoder(
 
 def _create_vit(name: str, *, width_multiplier: int, cifar_stem: bool,
                 dtype: Any, input_norm: str, patch_size: int,
-                drop_path_rate: float) -> nn.Module:
+                drop_path_rate: float, num_heads: int) -> nn.Module:
   """`VIT_ENCODERS[name]`, after the checks of ResNet-only fields."""
   if width_multiplier != 1:
     raise ConfigError(f'width_multiplier must be 1 for ViT model {name!r}; '
@@ -115,9 +127,14 @@ def _create_vit(name: str, *, width_multiplier: int, cifar_stem: bool,
   if cifar_stem:
     raise ConfigError(f'cifar_stem applies to ResNets only; set it False '
                       f'for ViT model {name!r} (patch_size sets its stem)')
-  return VIT_ENCODERS[name](patch_size=patch_size, dtype=dtype,
-                            input_norm=input_norm,
-                            drop_path_rate=drop_path_rate)
+  heads = {} if not num_heads else {'num_heads': num_heads}
+  encoder = VIT_ENCODERS[name](patch_size=patch_size, dtype=dtype,
+                               input_norm=input_norm,
+                               drop_path_rate=drop_path_rate, **heads)
+  if encoder.width % encoder.num_heads:
+    raise ConfigError(f'vit_num_heads={encoder.num_heads} does not divide '
+                      f'the width {encoder.width} of ViT model {name!r}')
+  return encoder
 
 
 def encoder_options(config) -> dict:
@@ -126,14 +143,16 @@ def encoder_options(config) -> dict:
   Checkpoints written before these fields existed get the values they
   were trained with (SimCLR-style init, no input normalisation); only
   `input_norm` matters once trained, and it was always 'none'. `patch_size`
-  (ViTs only) defaults to 16, `bn_impl` to 'flax' (the implementation
+  (ViTs only) defaults to 16, `vit_num_heads` to 0 (the model's own
+  heads), `bn_impl` to 'flax' (the implementation
   does not change the variables, so any checkpoint loads under either).
   """
   return dict(conv_init=config.get('conv_init', 'simclr'),
               zero_init_residual=config.get('zero_init_residual', True),
               input_norm=config.get('input_norm', 'none'),
               patch_size=config.get('patch_size', 16),
-              bn_impl=config.get('bn_impl', 'flax'))
+              bn_impl=config.get('bn_impl', 'flax'),
+              num_heads=config.get('vit_num_heads', 0))
 
 
 def check_config(config) -> None:
