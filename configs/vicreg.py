@@ -17,9 +17,8 @@ Variants (`--config=configs/vicreg.py:VARIANT`):
            1e-4, projector 2048-2048-2048 with biases, coefficients 25 /
            50 / 1 in the reference's convention (solo's variance term sums
            the views), symmetric views (crop 0.2-1, no blur, solarize
-           0.1); on OUR LARS (eta 1e-3, no lr clipping): solo-learn's eta
-           0.02 with `clip_lr` is not expressible here, so its 92.07% is
-           not claimed.
+           0.1), its CIFAR-10 std; solo-learn's LARS (`lars_solo`: eta
+           0.02, lr clipping). Its 92.07% is not reproduced here.
   small    your own folder (configs/simclr.py:small's data, model, views and
            step budget), projector 256-256-256: 93.7% linear top-1 on real
            MNIST-5k against the pixels' 88.4% (BENCHMARKS.md "Small data").
@@ -98,8 +97,14 @@ def _solo_learn_cifar10(c):
   c.learning_rate = 0.3                    # yaml:61, x B/256 (solo/args/
   c.weight_decay = 1e-4                    # yaml:63   pretrain.py:153-154)
   c.warmup_epochs = 10.0                   # solo/methods/base.py:293
-  c.input_norm = "cifar10"                 # solo/data/pretrain_
-                                           #   dataloader.py:207
+  c.input_norm = "cifar10_solo"            # solo/data/pretrain_
+                                           #   dataloader.py:207 (its std)
+  # solo-learn's LARS (solo/utils/lars.py; optim.lars_solo): eta 0.02, the
+  # trust ratio clipped at the lr, BN and biases (ndim 1) get plain g.
+  c.optimizer = "lars_solo"                # yaml:59
+  c.lars_clip_lr = True                    # yaml:65
+  c.lars_eta = 0.02                        # yaml:66
+  c.lars_adapt_mask = "exclude_bn_bias"    # yaml:67 exclude_bias_n_norm
   # yaml:20-22; solo's variance term is the SUM of the two views' hinges
   # (solo/losses/vicreg.py:55), the reference's their mean: its 25 is 50
   # here.

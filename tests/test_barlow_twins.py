@@ -190,17 +190,19 @@ RECIPES = {
     "imagenet": dict(model="resnet50", cifar_stem=False, image_size=224,
                      batch_size=2048, num_epochs=1000, learning_rate=0.2,
                      bias_learning_rate=0.0048, weight_decay=1e-6,
-                     loss_scale=1 / 16, input_norm="imagenet",
+                     loss_scale=1 / 16, input_norm="imagenet", optimizer="lars",
                      zero_init_residual=True),
     "cifar10": dict(model="resnet18", cifar_stem=True, image_size=32,
                     batch_size=256, num_epochs=1000, learning_rate=0.3,
                     bias_learning_rate=0.3, weight_decay=1e-4,
-                    loss_scale=0.1, input_norm="cifar10",
+                    loss_scale=0.1, input_norm="cifar10_solo",  # solo's std
+                    # solo-learn's LARS (scripts/pretrain/cifar/*.yaml):
+                    optimizer="lars_solo", lars_eta=0.02, lars_clip_lr=True,
                     zero_init_residual=False),
     "digits": dict(model="tiny_resnet", image_size=16, batch_size=256,
-                   num_epochs=30),
+                   num_epochs=30, optimizer="lars"),
 }
-COMMON = dict(method="barlow_twins", optimizer="lars", momentum=0.9,
+COMMON = dict(method="barlow_twins", momentum=0.9,
               lr_scaling="linear", lr_schedule="cosine",
               weight_decay_mask="exclude_bn_bias", conv_init="torchvision",
               off_diagonal_weight=0.0051)

@@ -142,16 +142,18 @@ def test_the_step_loss_is_the_formula_on_its_own_outputs(initial_state,
 RECIPES = {
     "imagenet": dict(model="resnet50", cifar_stem=False, image_size=224,
                      batch_size=2048, num_epochs=1000, learning_rate=0.2,
-                     weight_decay=1e-6, input_norm="imagenet",
+                     weight_decay=1e-6, input_norm="imagenet", optimizer="lars",
                      zero_init_residual=True, variance_weight=25.0),
     "cifar10": dict(model="resnet18", cifar_stem=True, image_size=32,
                     batch_size=256, num_epochs=1000, learning_rate=0.3,
-                    weight_decay=1e-4, input_norm="cifar10",
+                    weight_decay=1e-4, input_norm="cifar10_solo",  # solo's std
+                    # solo-learn's LARS (scripts/pretrain/cifar/*.yaml):
+                    optimizer="lars_solo", lars_eta=0.02, lars_clip_lr=True,
                     zero_init_residual=False, variance_weight=50.0),
     "digits": dict(model="tiny_resnet", image_size=16, batch_size=256,
-                   num_epochs=30),
+                   num_epochs=30, optimizer="lars"),
 }
-COMMON = dict(method="vicreg", optimizer="lars", momentum=0.9,
+COMMON = dict(method="vicreg", momentum=0.9,
               lr_scaling="linear", lr_schedule="cosine",
               weight_decay_mask="exclude_bn_bias", conv_init="torchvision",
               invariance_weight=25.0, covariance_weight=1.0)
