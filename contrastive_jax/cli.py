@@ -6,8 +6,9 @@ An entry point is a `Tool`: its flags (defined on a `FlagValues` of its
 own, so that several tools run in one process, as the tests run them) and
 its body, which raises `UserError` for bad input. Its module then has
 
-    def run(argv=None) -> int: return cli.run(TOOL, argv)
-    def main(): sys.exit(run())            # console_scripts, python -m
+    run, main = cli.entry_points(TOOL)
+    # run(argv) -> int in process (tests); main() for console_scripts and
+    # `python -m` (exits with run's status).
 
 Exit status: 0 done (and `--help`), 2 bad input (one `error:` line on
 stderr, no traceback). Anything else is a bug and keeps its traceback.
@@ -59,6 +60,22 @@ def run(tool: Tool, argv: Sequence[str] | None = None) -> int:
   finally:
     logging.set_verbosity(verbosity)
     handler.filters[:] = filters
+
+
+def entry_points(tool: Tool) -> tuple[Callable[..., int], Callable[[], None]]:
+  """(run, main) of a tool's module: `run(argv=None) -> int` runs `tool`
+  in process (argv[0] is the program; default sys.argv) and returns its
+  exit status; `main()` (console_scripts, `python -m`) exits with it."""
+
+  def run_tool(argv: Sequence[str] | None = None) -> int:
+    return run(tool, argv)
+
+  def main():
+    sys.exit(run_tool())
+
+  run_tool.__doc__ = f"`{tool.usage}` in process: its exit status."
+  main.__doc__ = f"`{tool.usage}` (and its console_scripts command)."
+  return run_tool, main
 
 
 def _run(tool: Tool, argv: list[str]) -> int:
