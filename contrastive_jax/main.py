@@ -9,7 +9,6 @@ input ends with one line on stderr and exit status 2.
 import dataclasses
 import logging as logging_std
 import os
-import sys
 from typing import Any
 
 # Before TensorFlow or JAX load: keep their C++ start-up chatter out of the log.
@@ -144,15 +143,7 @@ TOOL = cli.Tool(
     define=_define, body=_body, log_info=True)
 
 
-def run(argv=None) -> int:
-  """Pretraining (or evaluation) as the command line runs it, in process:
-  its exit status."""
-  return cli.run(TOOL, argv)
-
-
-def main():
-  """The `contrastive-jax-main` command (console_scripts)."""
-  sys.exit(run())
+run, main = cli.entry_points(TOOL)
 
 
 if __name__ == "__main__":
