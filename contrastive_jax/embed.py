@@ -22,7 +22,6 @@ over every local device.
 import json
 import os
 import re
-import sys
 
 # Before TensorFlow loads: keep its C++ start-up chatter out of the output.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -353,14 +352,7 @@ TOOL = cli.Tool(
     define=_define, body=_body)
 
 
-def run(argv=None) -> int:
-  """The embed command in process: its exit status."""
-  return cli.run(TOOL, argv)
-
-
-def main():
-  """`python -m contrastive_jax.embed` (and `contrastive-jax-embed`)."""
-  sys.exit(run())
+run, main = cli.entry_points(TOOL)
 
 
 if __name__ == "__main__":

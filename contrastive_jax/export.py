@@ -21,7 +21,6 @@ query) projection head under `head.` ('head/' in npz).
 import json
 import os
 import re
-import sys
 
 # Before TensorFlow loads: keep its C++ start-up chatter out of the output.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -349,14 +348,7 @@ TOOL = cli.Tool(
     define=_define, body=_body)
 
 
-def run(argv=None) -> int:
-  """The export command in process: its exit status."""
-  return cli.run(TOOL, argv)
-
-
-def main():
-  """`python -m contrastive_jax.export` (and `contrastive-jax-export`)."""
-  sys.exit(run())
+run, main = cli.entry_points(TOOL)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ random-access API (`as_data_source`) reads. Bad input or any failure: one
 import contextlib
 import os
 import re
-import sys
 
 # Before TensorFlow loads: keep its C++ start-up chatter out of the output.
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
@@ -249,14 +248,7 @@ TOOL = cli.Tool(
     define=_define, body=_body, positional=True)
 
 
-def run(argv=None) -> int:
-  """The prepare command in process: its exit status."""
-  return cli.run(TOOL, argv)
-
-
-def main():
-  """`python -m contrastive_jax.prepare` (and `contrastive-jax-prepare`)."""
-  sys.exit(run())
+run, main = cli.entry_points(TOOL)
 
 
 if __name__ == '__main__':

@@ -13,7 +13,6 @@ derived from `seed`.
 
 import math
 import os
-import sys
 
 # Before TensorFlow loads: keep its C++ start-up chatter out of the output.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -165,14 +164,7 @@ TOOL = cli.Tool(
     define=_define, body=_body)
 
 
-def run(argv=None) -> int:
-  """The preview command in process: its exit status."""
-  return cli.run(TOOL, argv)
-
-
-def main():
-  """`python -m contrastive_jax.preview` (and `contrastive-jax-preview`)."""
-  sys.exit(run())
+run, main = cli.entry_points(TOOL)
 
 
 if __name__ == "__main__":

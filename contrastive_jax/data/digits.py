@@ -10,6 +10,7 @@ import re
 
 import numpy as np
 
+from contrastive_jax import cli
 from contrastive_jax.errors import ConfigError
 
 SPLITS = ('train', 'test')
@@ -100,20 +101,10 @@ def _write_folder(flags, args):
   print(f'wrote {count} PNGs under {args[0]}')
 
 
-def run(argv=None) -> int:
-  """The digits command in process: its exit status."""
-  from contrastive_jax import cli  # pylint: disable=g-import-not-at-top
-  return cli.run(cli.Tool(
-      usage='python -m contrastive_jax.data.digits DIR',
-      define=lambda fv, argv: None, body=_write_folder, positional=True),
-                 argv)
-
-
-def main():
-  """`python -m contrastive_jax.data.digits DIR` (and the
-  `contrastive-jax-digits` command)."""
-  import sys  # pylint: disable=g-import-not-at-top
-  sys.exit(run())
+TOOL = cli.Tool(usage='python -m contrastive_jax.data.digits DIR',
+                define=lambda fv, argv: None, body=_write_folder,
+                positional=True)
+run, main = cli.entry_points(TOOL)
 
 
 if __name__ == '__main__':

@@ -11,7 +11,6 @@ have it).
 
 import json
 import os
-import sys
 
 from contrastive_jax import cli
 from contrastive_jax.errors import UserError
@@ -122,16 +121,7 @@ TOOL = cli.Tool(
     define=lambda fv, argv: None, body=_body, positional=True)
 
 
-def run(argv=None) -> int:
-  """The report command in process (argv[0] is the program): its exit
-  status."""
-  return cli.run(TOOL, argv)
-
-
-def main():
-  """`python -m contrastive_jax.evaluation.report` (and
-  `contrastive-jax-report`)."""
-  sys.exit(run())
+run, main = cli.entry_points(TOOL)
 
 
 if __name__ == "__main__":
