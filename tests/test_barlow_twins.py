@@ -261,4 +261,4 @@ def test_bad_fields_name_the_field(overrides, message):
   c = config_lib.load("barlow_twins:digits")
   c.update(overrides)
   with pytest.raises(ConfigError, match=message):
-    barlow_twins.validate_config(c, num_devices=1)
+    barlow_twins.METHOD.validate_config(c, num_devices=1)

@@ -202,4 +202,4 @@ def test_bad_fields_name_the_field(overrides, message):
   c = config_lib.load("vicreg:digits")
   c.update(overrides)
   with pytest.raises(ConfigError, match=message):
-    vicreg.validate_config(c, num_devices=1)
+    vicreg.METHOD.validate_config(c, num_devices=1)

@@ -29,7 +29,7 @@ import ml_collections
 import optax
 
 from contrastive_jax import losses, optim
-from contrastive_jax.methods import base, encoder_with_head, joint_embedding
+from contrastive_jax.methods import joint_embedding
 
 
 def objective(z1, z2, *, config, axis_name):
@@ -67,20 +67,7 @@ def optimizer(config: ml_collections.ConfigDict, *, steps_per_epoch: int,
                  "bias_learning_rate": lambda step: schedule(step) * ratio})
 
 
-def validate_config(config: ml_collections.ConfigDict, *, num_devices: int):
-  del num_devices
-  joint_embedding.check_batch(config, method="Barlow Twins")
-  joint_embedding.check_weights(
-      config, positive=("loss_scale", "bias_learning_rate"),
-      non_negative=("off_diagonal_weight",))
-
-
-METHOD = base.Method(
-    name="barlow_twins", create_model=joint_embedding.create_model,
-    init_state=joint_embedding.init_state,
-    train_step=joint_embedding.train_step_of(objective), num_views=2,
-    encoder_variables=encoder_with_head.encoder_variables,
-    projector_variables=encoder_with_head.projector_variables,
-    validate_config=validate_config, optimizer=optimizer,
-    # The online probe (ours; the reference has none), as SimCLR's.
-    no_decay=base.mask_of("probe"), probe=base.mask_of("probe"))
+METHOD = joint_embedding.method(
+    "barlow_twins", objective, title="Barlow Twins",
+    positive=("loss_scale", "bias_learning_rate"),
+    non_negative=("off_diagonal_weight",), optimizer=optimizer)

@@ -11,6 +11,9 @@ Where each part lives:
   BN to SyncBatchNorm, barlowtwins main.py:89 @8e8d284, vicreg
   main_vicreg.py:107 @4e12602), the running statistics updated view 1 then
   view 2, as their `projector(backbone(y1))`, `projector(backbone(y2))`.
+
+A method of this family is `method(name, objective, ...)`: its objective,
+its numeric fields' checks and any extra `Method` fields (an optimizer).
 """
 
 import math
@@ -93,3 +96,27 @@ def check_batch(config: ml_collections.ConfigDict, *, method: str):
         f"config.batch_size={config.batch_size!r} is invalid: {method} "
         "takes each dimension's statistics over the global batch: must be "
         ">= 2")
+
+
+def method(name: str, objective: Objective, *, title: str, positive=(),
+           non_negative=(), **fields) -> base.Method:
+  """The `Method` of a joint-embedding objective: this module's network,
+  state and step around `objective`; its config check is `check_batch`
+  (`title` names the method in the message) and `check_weights` of the
+  fields `positive` (> 0) and `non_negative` (>= 0). `fields` are the
+  method's other `Method` fields (e.g. its `optimizer`)."""
+
+  def validate_config(config: ml_collections.ConfigDict, *,
+                      num_devices: int):
+    del num_devices
+    check_batch(config, method=title)
+    check_weights(config, positive=positive, non_negative=non_negative)
+
+  return base.Method(
+      name=name, create_model=create_model, init_state=init_state,
+      train_step=train_step_of(objective), num_views=2,
+      encoder_variables=encoder_with_head.encoder_variables,
+      projector_variables=encoder_with_head.projector_variables,
+      validate_config=validate_config,
+      # The online probe (ours; neither reference has one), as SimCLR's.
+      no_decay=base.mask_of("probe"), probe=base.mask_of("probe"), **fields)
