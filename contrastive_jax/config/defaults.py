@@ -201,6 +201,11 @@ def base_config() -> ml_collections.ConfigDict:
   c.cifar_stem = False          # 3x3 stride-1 stem, no max-pool (small images)
   c.patch_size = 16             # ViTs (model='vit_*'): 16 or 8
   c.vit_num_heads = 0           # ViTs: 0 = the model's own (vit_small: 12)
+  # ViTs: 'sincos' (MoCo v3's fixed table) | 'learned' (DINO's, for the grid
+  # of image_size, resized bicubically for other sizes); the init
+  # 'moco_v3' | 'dino' (models/vit.py).
+  c.vit_position_embedding = "sincos"
+  c.vit_init = "moco_v3"
   c.head = ml_collections.ConfigDict(dict(
       num_layers=2,             # SimCLR v1: 2; v2: 3 (with use_bn=True)
       hidden_dim=-1,            # -1: the encoder's feature width
