@@ -42,6 +42,7 @@ import ml_collections
 from contrastive_jax.config.defaults import (base_config, moco_crop,
                                              use_pretraining_dataset,
                                              use_small_data, variant_of)
+from contrastive_jax.config.joint_embedding import two_views
 
 VARIANTS = ("r50", "r50_300", "r50_1000", "vit_small", "vit_base", "cifar10",
             "small", "digits")
@@ -77,22 +78,9 @@ def moco_v3_views(crop: str, *, blur=(1.0, 0.1), solarize=(0.0, 0.2)
   """The two asymmetric views (ref main_moco.py:261-285), in the
   reference's order: `crop`, colour jitter 0.4/0.4/0.2/0.1 with p=0.8
   (torchvision's ColorJitter), grayscale 0.2, blur (sigma 0.1-2) with
-  p = blur[v], solarize with p = solarize[v], flip. Ops with p = 0 are left
-  out, as the reference (and solo-learn) leave them out."""
-  views = []
-  for blur_p, solarize_p in zip(blur, solarize):
-    ops = [crop,
-           "color_jitter(1.0, p=0.8, brightness=0.4, contrast=0.4, "
-           "saturation=0.2, hue=0.1, impl='torchvision')",
-           "grayscale(p=0.2)"]
-    if blur_p:
-      ops.append(f"gaussian_blur(p={blur_p}, sigma=(0.1, 2.0), "
-                 "kernel_fraction=0.1)")
-    if solarize_p:
-      ops.append(f"solarize(p={solarize_p}, threshold=0.5)")
-    ops.append("flip_lr(p=0.5)")
-    views.append("|".join(ops))
-  return views[0], views[1]
+  p = blur[v], solarize with p = solarize[v], flip: `two_views` with the
+  flip last (Barlow Twins' and VICReg's have it after the crop)."""
+  return two_views(crop, flip_after_crop=False, blur=blur, solarize=solarize)
 
 
 def get_config(arg: str | None = None):
