@@ -16,7 +16,7 @@ holds the fitted `num_classes`, not -1).
 import os
 from typing import Any, NamedTuple
 
-from contrastive_jax.config import classifier as config_classifier
+from contrastive_jax import methods
 from contrastive_jax.config import defaults as config_defaults
 
 # Dotted names; a parent ("knn") would cover all of its children.
@@ -64,18 +64,15 @@ def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
 
 
 def default_values(method: str) -> dict[str, Any]:
-  """Each field's value in the base config of `method`'s family: what a
-  field that a config lacks (one saved by an older version) is taken to
-  hold."""
-  configs = [config_defaults.base_config()]
-  if method in ("linear_eval", "finetune"):
-    configs.append(config_classifier.classifier_config(method, "cifar10"))
-  elif method == "moco":
-    # MoCo's own fields (queue, shuffle-BN groups) and their defaults.
-    configs.append(config_defaults.moco_base_config())
-  values = {}
-  for config in reversed(configs):  # The base wins where both have a field.
-    values.update(flatten(config.to_dict()))
+  """What a field that a stored config lacks (one saved by an older
+  version) is taken to hold: its one default (`defaults.field_default`:
+  base_config()'s, or OPTIONAL_FIELDS'), and for the fields only `method`'s
+  family of configs has, their value in that family's base config (the
+  registry's `methods.base_config`)."""
+  values = dict(config_defaults.OPTIONAL_FIELDS)
+  values.update(flatten(methods.base_config(method).to_dict()))
+  # base_config() wins where both have a field.
+  values.update(flatten(config_defaults.base_config().to_dict()))
   return values
 
 

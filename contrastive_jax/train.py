@@ -12,7 +12,7 @@ from absl import logging
 from contrastive_jax import (checkpointing, guards, hooks, method_steps,
                              methods, metric_logging, parallel)
 from contrastive_jax.config import checks as config_checks
-from contrastive_jax.config import defaults as config_defaults
+from contrastive_jax.config import lib as config_lib
 from contrastive_jax.evaluation import evaluators as evaluators_lib
 from contrastive_jax import preemption as preemption_lib
 from contrastive_jax.data import (label_subset, order, pipeline, sources,
@@ -117,8 +117,7 @@ def _train_loop(state, batches, *, train_step, mesh, start_step, total_steps,
   """Steps start_step+1..total_steps. Returns (state, whether it stopped
   early for a preemption, after saving that step)."""
   nonfinite = guards.ConsecutiveNonFinite(
-      config.get("max_consecutive_nonfinite",
-                 config_defaults.field_default("max_consecutive_nonfinite")))
+      config_lib.value(config, "max_consecutive_nonfinite"))
   window = []
   try:
     for step in range(start_step + 1, total_steps + 1):
@@ -187,8 +186,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                                             source=train_source)
   eval_source = (sources.open_source(
       label_subset.eval_dataset(config), config.eval_split,
-      data_dir=config.get("data_dir"), workdir=workdir,
-      options=config.get("data"))
+      data_dir=config_lib.value(config, "data_dir"), workdir=workdir,
+      options=config_lib.value(config, "data"))
                  if evaluators_lib.reads_eval_split(evaluator_entries)
                  else None)
   steps_per_epoch, total_steps = steps_for(config, train_source.num_examples)
@@ -207,7 +206,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       view_fields=[field for field, _ in views],
       seed=config.seed,
       process_index=jax.process_index(), process_count=jax.process_count(),
-      augment_on_device=config.get("augment_on_device", False))
+      augment_on_device=config_lib.value(config, "augment_on_device"))
   pipeline.eval_view(config.eval_augment)  # Its op arguments, checked now.
   # A new run's state, warm-started (e.g. from config.pretrained, which may
   # be rejected) before the workdir is touched.

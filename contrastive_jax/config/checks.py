@@ -16,7 +16,7 @@ import numbers
 import ml_collections
 
 from contrastive_jax import ema, methods, models, optim
-from contrastive_jax.config import defaults as config_defaults
+from contrastive_jax.config import lib as config_lib
 from contrastive_jax.data import view_spec
 from contrastive_jax.errors import ConfigError
 
@@ -65,34 +65,33 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int,
              and config.num_train_steps > 0, "num_train_steps",
              config.num_train_steps,
              "must be -1 (derive from num_epochs) or an integer > 0")
-  limit = config.get("max_consecutive_nonfinite",
-                     config_defaults.field_default("max_consecutive_nonfinite"))
+  limit = config_lib.value(config, "max_consecutive_nonfinite")
   _require(isinstance(limit, int) and not isinstance(limit, bool)
            and limit >= 0, "max_consecutive_nonfinite", limit,
            "must be an integer >= 0")
   for field in ("warmup_epochs", "weight_decay"):
     _non_negative_number(config, field)
-  probe_lr = config.get("probe_learning_rate", -1.0)
+  probe_lr = config_lib.value(config, "probe_learning_rate")
   _require(_is_number(probe_lr) and (probe_lr > 0 or probe_lr == -1)
            and math.isfinite(probe_lr), "probe_learning_rate", probe_lr,
            "must be a number > 0, or -1 (the method's learning rate)")
-  weight_decay_end = config.get("weight_decay_end", -1.0)
+  weight_decay_end = config_lib.value(config, "weight_decay_end")
   _require(_is_number(weight_decay_end) and (weight_decay_end >= 0 or
                                              weight_decay_end == -1),
            "weight_decay_end", weight_decay_end,
            "must be a number >= 0 (a cosine from weight_decay to it), or -1 "
            "(constant)")
-  clip_grad = config.get("clip_grad", 0.0)
+  clip_grad = config_lib.value(config, "clip_grad")
   _require(_is_number(clip_grad) and clip_grad >= 0
            and math.isfinite(clip_grad), "clip_grad", clip_grad,
            "must be a number > 0 (each parameter's gradient norm), or 0 (off)")
-  lars_eta = config.get("lars_eta", 1e-3)
+  lars_eta = config_lib.value(config, "lars_eta")
   _require(_is_number(lars_eta) and lars_eta > 0, "lars_eta", lars_eta,
            "must be a finite number > 0 (LARS's trust coefficient)")
-  clip_lr = config.get("lars_clip_lr", False)
+  clip_lr = config_lib.value(config, "lars_clip_lr")
   _require(isinstance(clip_lr, bool), "lars_clip_lr", clip_lr,
            "must be True or False")
-  momentum = config.get("momentum", 0.0)
+  momentum = config_lib.value(config, "momentum")
   _require(_is_number(momentum) and 0 <= momentum < 1, "momentum", momentum,
            "must be a number in [0, 1)")
   _require(config.batch_size % num_devices == 0, "batch_size",
@@ -119,7 +118,7 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int,
   _check_knn(config)
   _check_health(config)
   _check_views(config)
-  on_device = config.get("augment_on_device", False)
+  on_device = config_lib.value(config, "augment_on_device")
   _require(isinstance(on_device, bool), "augment_on_device", on_device,
            "must be True or False")
   models.check_config(config)
@@ -127,7 +126,7 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int,
   method = methods.get_method(config.method)
   if method.ema is not None:  # The method asks for an EMA target.
     ema.check_momentum(config.get("ema_momentum"),
-                       config.get("ema_momentum_schedule", "constant"))
+                       config_lib.value(config, "ema_momentum_schedule"))
   # The method's own fields (MoCo: queue size, BN groups).
   method.validate_config(config, num_devices=num_devices)
 
@@ -151,8 +150,8 @@ def _check_knn(config):
            knn.bank_size, "must be an integer (<= 0: the whole train split)")
 
 
-def _non_negative_int(config, field: str, default: int = 0):
-  value = config.get(field, default)
+def _non_negative_int(config, field: str):
+  value = config_lib.value(config, field)
   _require(isinstance(value, int) and not isinstance(value, bool)
            and value >= 0, field, value, "must be an integer >= 0")
 
@@ -163,8 +162,7 @@ def _check_bookkeeping(config):
   for field in ("seed", "preview_images", "profile_steps",
                 "profile_start_step"):
     _non_negative_int(config, field)
-  data = config.get("data") or {}
-  fraction = data.get("max_bad_fraction", 0.001)
+  fraction = config_lib.value(config, "data.max_bad_fraction")
   _require(_is_number(fraction) and 0 <= fraction <= 1,
            "data.max_bad_fraction", fraction, "must be a number in [0, 1]")
 
@@ -172,18 +170,17 @@ def _check_bookkeeping(config):
 def _check_health(config):
   """The health monitor's fields and stop_on_collapse (absent in configs
   from before the monitor: its defaults)."""
-  health = config.get("health")
-  if health is not None:
-    every = health.get("every_steps", -1)
+  if config.get("health") is not None:
+    every = config_lib.value(config, "health.every_steps")
     _require(isinstance(every, int) and not isinstance(every, bool),
              "health.every_steps", every,
              "must be an integer (-1: knn.every_steps; 0: off)")
-    examples = health.get("num_examples", 512)
+    examples = config_lib.value(config, "health.num_examples")
     _require(isinstance(examples, int) and not isinstance(examples, bool)
              and examples >= 0, "health.num_examples", examples,
              "must be an integer >= 0 (0: off)")
   for field in ("stop_on_collapse", "knn_eval"):
-    value = config.get(field, False)
+    value = config_lib.value(config, field)
     _require(isinstance(value, bool), field, value, "must be True or False")
 
 
@@ -195,7 +192,7 @@ def _check_views(config):
   size."""
   size = config.image_size
   fields = ["view_augment", "eval_augment"]
-  if config.get("view_augment_2"):
+  if config_lib.value(config, "view_augment_2"):
     fields.insert(1, "view_augment_2")
   for field in fields:
     spec = config[field]
@@ -217,7 +214,7 @@ def _check_views(config):
 def _check_extra_views(config):
   """`extra_views`: a tuple of specs, each of a fixed size (multi-crop's
   small views may differ from image_size), for a method that takes them."""
-  extra = config.get("extra_views") or ()
+  extra = config_lib.value(config, "extra_views") or ()
   if isinstance(extra, str) or not isinstance(extra, (tuple, list)):
     raise ConfigError(f"config.extra_views={extra!r} is invalid: must be a "
                       "tuple of view specs")

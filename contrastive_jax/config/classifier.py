@@ -8,8 +8,16 @@ ViT), `imagenet_simsiam`, `imagenet_byol` or `imagenet_1pct` (finetune on
 
 import ml_collections
 
-from contrastive_jax.config.defaults import (DATASETS, base_config,
-                                             moco_crop, simclr_crop)
+from contrastive_jax.config import lib
+from contrastive_jax.config.defaults import DATASETS, base_config
+from contrastive_jax.config.views import moco_crop, simclr_crop
+from contrastive_jax.errors import ConfigError
+
+# `pretrained` values that stand in for a pretraining run: a random encoder
+# of this config's architecture, and the eval view's pixels.
+RANDOM = "random"
+PIXELS = "pixels"
+BASELINES = (RANDOM, PIXELS)
 
 # The digits demo's training view (the others take their protocol's,
 # `_views`).
@@ -245,3 +253,51 @@ def classifier_config(method: str, variant: str) -> ml_collections.ConfigDict:
     c.log_every_steps = 10
     c.checkpoint_every_steps = 50
   return c
+
+
+def linear_eval_base() -> ml_collections.ConfigDict:
+  """The config linear evaluation's family starts from (Method.base_config:
+  its fields' values for a stored config from before they existed)."""
+  return classifier_config("linear_eval", "cifar10")
+
+
+def finetune_base() -> ml_collections.ConfigDict:
+  """The config finetuning's family starts from (Method.base_config)."""
+  return classifier_config("finetune", "cifar10")
+
+
+def check_num_classes(value, *, dataset_allowed: bool = True):
+  """A classifier needs two classes or more; -1 (before the train split
+  fits it) takes the split's."""
+  ok = (isinstance(value, int) and not isinstance(value, bool)
+        and (value >= 2 or (dataset_allowed and value == -1)))
+  if not ok:
+    allowed = ("must be an integer >= 2, or -1 (the train split's)"
+               if dataset_allowed else "must be an integer >= 2")
+    raise ConfigError(f"config.num_classes={value!r} is invalid: {allowed}")
+
+
+def check_config(config: ml_collections.ConfigDict, *, num_devices: int):
+  """The classifiers' own fields (Method.validate_config of linear_eval and
+  finetune), before anything is built. Fields absent from configs of runs
+  from before they existed take their defaults (config_lib.value)."""
+  del num_devices
+  pretrained = config.get("pretrained")
+  if not isinstance(pretrained, str) or not pretrained:
+    raise ConfigError("config.pretrained is empty: give a pretraining "
+                      "workdir or checkpoint path, 'random' or 'pixels'")
+  finetunes = config.method == "finetune"
+  if pretrained == PIXELS and finetunes:
+    raise ConfigError("config.pretrained='pixels' has no parameters to "
+                      "finetune: evaluate the pixels baseline with "
+                      "linear_eval")
+  check_num_classes(config.num_classes)
+  init_stddev = lib.value(config, "classifier_init_stddev")
+  if (isinstance(init_stddev, bool) or
+      not isinstance(init_stddev, (int, float)) or init_stddev < 0):
+    raise ConfigError(f"config.classifier_init_stddev={init_stddev!r} is "
+                      "invalid: must be a number >= 0 (0: zero init)")
+  layer = lib.value(config, "finetune_from_head_layer")
+  if layer != 0 and (layer != 1 or not finetunes):
+    raise ConfigError(f"finetune_from_head_layer must be 0 or 1 (1: finetune "
+                      f"only); got {layer!r} for method {config.method!r}")

@@ -5,9 +5,14 @@ from the command line (`--config.batch_size=256`). Method configs import this
 module, call `base_config()` and change what their recipe changes.
 """
 
+import copy
 import functools
 
 import ml_collections
+
+# The view builders, where the configs have always imported them from.
+from contrastive_jax.config.views import (  # noqa: F401  pylint: disable=unused-import
+    moco_crop, moco_views, simclr_crop, simclr_views, small_views)
 
 
 def variant_of(name: str, arg: str | None, variants, default: str) -> str:
@@ -18,83 +23,6 @@ def variant_of(name: str, arg: str | None, variants, default: str) -> str:
     raise ValueError(f"unknown {name} config variant {variant!r}: use "
                      f"{', '.join(variants[:-1])} or {variants[-1]}")
   return variant
-
-
-def simclr_crop(image_size: int, crop_area=(0.08, 1.0)) -> str:
-  """SimCLR's random crop as an op spec: the reference's TF sampler with its
-  arguments (v1 and v2 data_util.py crop_and_resize: min_object_covered
-  0.1, aspect 3/4-4/3, 100 attempts, bicubic resize). Pretraining and the
-  linear-eval / finetuning training view use the same crop."""
-  return (f"random_resized_crop({image_size}, area={tuple(crop_area)}, "
-          "min_object_covered=0.1, max_attempts=100)")
-
-
-def moco_crop(image_size: int, crop_area=(0.08, 1.0)) -> str:
-  """torchvision's RandomResizedCrop as MoCo runs it, as an op spec: area
-  uniform, log-uniform aspect 3/4-4/3, 10 attempts, then PIL's bilinear
-  resize, which is antialiased. `crop_area` defaults to torchvision's
-  scale=(0.08, 1.0) (MoCo's linear eval); pretraining passes (0.2, 1.0)."""
-  return (f"random_resized_crop({image_size}, area={tuple(crop_area)}, "
-          "impl='torchvision', method='bilinear', antialias=True)")
-
-
-def simclr_views(image_size: int, *, jitter_strength: float, blur: bool,
-                 crop_area=(0.08, 1.0), version: int = 1,
-                 flip: bool = True) -> str:
-  """SimCLR's augmentation (paper appendix A) as an op spec string.
-
-  The crop is `simclr_crop`. The colour jitter is v1's (additive
-  brightness) or v2's (multiplicative), with TF's contrast and saturation
-  either way. `flip=False` leaves out the flip (the digits demo: a digit's
-  orientation is part of what it is).
-  """
-  if version not in (1, 2):
-    raise ValueError(f"SimCLR version must be 1 or 2; got {version!r}")
-  ops = [
-      simclr_crop(image_size, crop_area),
-      *(["flip_lr(p=0.5)"] if flip else []),
-      f"color_jitter({jitter_strength}, p=0.8, impl='simclr_v{version}')",
-      "grayscale(p=0.2)",
-  ]
-  if blur:
-    # A 'SAME' depthwise convolution, zero-padded (simclr HEAD
-    # data_util.py:328, :411-413; be133b3 :298, :382). The reference draws
-    # one sigma per view of each per-core batch (batch_random_blur,
-    # :417-443, calls random_blur on the whole batch, model.py:56), the
-    # coin per image; ours draws sigma per image too.
-    ops.append("gaussian_blur(p=0.5, sigma=(0.1, 2.0), kernel_fraction=0.1, "
-               "padding='zeros')")
-  return "|".join(ops)
-
-
-def moco_views(image_size: int, *, version: int, blur: bool | None = None,
-               crop_area=(0.2, 1.0)) -> str:
-  """MoCo's augmentation as an op spec string, in the reference's order.
-
-  v1 (MoCo paper): crop, grayscale 0.2, colour jitter 0.4/0.4/0.4/0.4 always,
-  flip. v2 (MoCo v2 note, "aug+"): crop, jitter 0.4/0.4/0.4/0.1 with p=0.8,
-  grayscale 0.2, blur sigma 0.1-2 with p=0.5, flip. `blur` defaults to v2's.
-  The crop (`moco_crop`) and the jitter are torchvision's (RandomResizedCrop,
-  ColorJitter).
-  """
-  if version not in (1, 2):
-    raise ValueError(f"MoCo version must be 1 or 2; got {version!r}")
-  if blur is None:
-    blur = version == 2
-  crop = moco_crop(image_size, crop_area)
-  if version == 1:
-    ops = [crop, "grayscale(p=0.2)",
-           "color_jitter(1.0, p=1.0, brightness=0.4, contrast=0.4, "
-           "saturation=0.4, hue=0.4, impl='torchvision')"]
-  else:
-    ops = [crop,
-           "color_jitter(1.0, p=0.8, brightness=0.4, contrast=0.4, "
-           "saturation=0.4, hue=0.1, impl='torchvision')",
-           "grayscale(p=0.2)"]
-  if blur:
-    ops.append("gaussian_blur(p=0.5, sigma=(0.1, 2.0), kernel_fraction=0.1)")
-  ops.append("flip_lr(p=0.5)")
-  return "|".join(ops)
 
 
 # Each dataset as every job on it sees it, pretraining or supervised: the
@@ -155,19 +83,6 @@ _PRETRAINING = {
 # on 2 CPU cores at 32 px; BENCHMARKS.md "Small data"). On a GPU, or for
 # more quality, raise --config.num_train_steps.
 SMALL_STEPS = 450
-
-
-def small_views(image_size: int = 32, crop_area=(0.4, 1.0)) -> str:
-  """The one augmentation every `:small` recipe uses, chosen by measurement
-  (BENCHMARKS.md "Small data"): SimCLR's crop at 40-100% of the area,
-  SimCLR's colour jitter 0.5 with p=0.8 and grayscale 0.2, and no flip and
-  no blur. On grey images only brightness and contrast act; a flip cost the
-  digits 5 points of linear top-1 (orientation is part of what a digit
-  is), and a blur is the identity at this size."""
-  return "|".join([
-      simclr_crop(image_size, crop_area),
-      "color_jitter(0.5, p=0.8, impl='simclr_v1')",
-      "grayscale(p=0.2)"])
 
 
 def use_small_data(c: ml_collections.ConfigDict):
@@ -337,15 +252,56 @@ def base_config() -> ml_collections.ConfigDict:
   return c
 
 
+# The one default of each field that some configs leave out (a method's or
+# the classifiers' optional fields): what code reading a config without it
+# uses (config_lib.value). Every other field's is base_config()'s.
+OPTIONAL_FIELDS = {
+    # The optimizer (optim.py): no Nesterov, constant weight decay, no
+    # gradient clipping, a constant EMA momentum.
+    "nesterov": False,
+    "weight_decay_end": -1.0,
+    "clip_grad": 0.0,
+    "ema_momentum_schedule": "constant",
+    # ViTs (DINO): no stochastic depth.
+    "drop_path_rate": 0.0,
+    # The classifiers (config/classifier.py): no pretrained path yet, a
+    # zero-initialised linear layer on h, every label, the train dataset's
+    # eval split, no kNN scoring (runs from before knn_eval had none).
+    "pretrained": None,
+    "classifier_init_stddev": 0.0,
+    "finetune_from_head_layer": 0,
+    "label_percent": 100,
+    "label_subset_seed": 0,
+    "eval_dataset": "",
+    "knn_eval": False,
+}
+
+
 @functools.cache
 def _base_values() -> dict:
-  return base_config().to_dict()
+  flat = {}
+
+  def add(tree, prefix=""):
+    for key, value in tree.items():
+      flat[prefix + key] = value
+      if isinstance(value, dict):
+        add(value, f"{prefix}{key}.")
+  add(base_config().to_dict())
+  return flat
 
 
 def field_default(name: str):
-  """The one default of a top-level field, `base_config()`'s: what code
-  reading a config that may predate the field falls back to."""
-  return _base_values()[name]
+  """The one default of a field (dotted for a block's: 'health.
+  every_steps'): base_config()'s, or OPTIONAL_FIELDS' for a field the base
+  leaves out. What code reading a config that lacks the field (one that
+  predates it, or a method's that leaves it out) falls back to."""
+  base = _base_values()
+  if name in base:
+    return copy.deepcopy(base[name])
+  if name in OPTIONAL_FIELDS:
+    return OPTIONAL_FIELDS[name]
+  raise KeyError(f"config field {name!r} has no default: add it to "
+                 "base_config() or defaults.OPTIONAL_FIELDS")
 
 
 def moco_base_config() -> ml_collections.ConfigDict:

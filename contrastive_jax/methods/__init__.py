@@ -29,6 +29,17 @@ _REGISTRY = {
 }
 
 
+# config.method -> "module:function" of the config its family of configs
+# starts from, where that is not config.defaults.base_config: a field that a
+# stored config (an older run's) lacks is taken at its value there when the
+# run resumes (resume_check.default_values).
+_BASE_CONFIGS = {
+    "moco": "contrastive_jax.config.defaults:moco_base_config",
+    "linear_eval": "contrastive_jax.config.classifier:linear_eval_base",
+    "finetune": "contrastive_jax.config.classifier:finetune_base",
+}
+
+
 def names() -> list[str]:
   return sorted(_REGISTRY)
 
@@ -44,9 +55,18 @@ def get_method(name: str) -> Method:
   return method
 
 
+def base_config(name: str):
+  """The base config of method `name`'s family (config.defaults.base_config
+  for most, and for a name that is not a method)."""
+  module, attribute = _BASE_CONFIGS.get(
+      name, "contrastive_jax.config.defaults:base_config").split(":")
+  return getattr(importlib.import_module(module), attribute)()
+
+
 def pretraining_methods() -> list[str]:
   """Methods whose checkpoints hold an encoder to evaluate or finetune."""
   return [n for n in names() if get_method(n).pretrains_encoder]
 
 
-__all__ = ["Method", "get_method", "names", "pretraining_methods"]
+__all__ = ["Method", "base_config", "get_method", "names",
+           "pretraining_methods"]

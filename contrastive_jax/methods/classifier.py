@@ -25,15 +25,17 @@ import optax
 
 from contrastive_jax import models
 from contrastive_jax import pretrained as pretrained_lib
+from contrastive_jax.config import classifier as config_classifier
+from contrastive_jax.config import lib as config_lib
 from contrastive_jax.errors import ConfigError
 from contrastive_jax.methods import base
 from contrastive_jax.models.norm import batch_norm
 from contrastive_jax.step_context import StepContext
 from contrastive_jax.train_state import TrainState
 
-RANDOM = "random"
-PIXELS = "pixels"
-BASELINES = (RANDOM, PIXELS)
+RANDOM = config_classifier.RANDOM
+PIXELS = config_classifier.PIXELS
+BASELINES = config_classifier.BASELINES
 
 
 class FirstHeadLayer(nn.Module):
@@ -101,17 +103,11 @@ def _finetunes(config) -> bool:
 
 def architecture_config(config: ml_collections.ConfigDict):
   """The config that names the encoder: the pretraining run's, unless
-  evaluating a random encoder, which uses this config's own fields."""
-  if not isinstance(config.pretrained, str) or not config.pretrained:
-    raise ConfigError("config.pretrained is empty: give a pretraining "
-                      "workdir or checkpoint path, 'random' or 'pixels'")
+  evaluating a random encoder, which uses this config's own fields.
+  (`config.pretrained` is checked by config_classifier.check_config.)"""
   if config.pretrained == RANDOM:
     return config
   if config.pretrained == PIXELS:
-    if _finetunes(config):
-      raise ConfigError("config.pretrained='pixels' has no parameters to "
-                        "finetune: evaluate the pixels baseline with "
-                        "linear_eval")
     arch = copy.deepcopy(config)
     arch.model = models.pixels.NAME
     return arch
@@ -120,36 +116,29 @@ def architecture_config(config: ml_collections.ConfigDict):
 
 def create_model(config: ml_collections.ConfigDict, *,
                  axis_name: str | None) -> EncoderClassifier:
-  if not (isinstance(config.num_classes, int) and config.num_classes >= 2):
-    raise ConfigError(f"config.num_classes={config.num_classes!r} is invalid: "
-                      "must be an integer >= 2")
-  # .get: configs of runs from before the field existed had zero init.
-  init_stddev = config.get("classifier_init_stddev", 0.0)
-  if (isinstance(init_stddev, bool) or
-      not isinstance(init_stddev, (int, float)) or init_stddev < 0):
-    raise ConfigError(f"config.classifier_init_stddev={init_stddev!r} is "
-                      "invalid: must be a number >= 0 (0: zero init)")
+  # The fields were checked before anything was built (check_config); the
+  # class count is the train split's now.
+  config_classifier.check_num_classes(config.num_classes,
+                                      dataset_allowed=False)
   arch = architecture_config(config)
   # The pretraining run's architecture at this config's precision.
   dtype = models.compute_dtype(config)
   encoder = models.encoder_from_config(
       arch, bn_axis_name=axis_name if _finetunes(config) else None,
       dtype=dtype)
-  return EncoderClassifier(encoder=encoder, num_classes=config.num_classes,
-                           bn_axis_name=axis_name,
-                           feature_bn=config.feature_bn,
-                           head=_head_layer(config, arch, dtype, axis_name),
-                           init_stddev=float(init_stddev))
+  return EncoderClassifier(
+      encoder=encoder, num_classes=config.num_classes,
+      bn_axis_name=axis_name, feature_bn=config.feature_bn,
+      head=_head_layer(config, arch, dtype, axis_name),
+      init_stddev=float(config_lib.value(config, "classifier_init_stddev")))
 
 
 def _head_layer(config, arch, dtype, axis_name) -> FirstHeadLayer | None:
-  """The head layer `finetune_from_head_layer` asks for (0: none)."""
-  layer = config.get("finetune_from_head_layer", 0)
-  if layer == 0:
+  """The head layer `finetune_from_head_layer` asks for (0: none). Its
+  value is checked by check_config; whether the pretraining run's head has
+  that layer is known once its config is read."""
+  if config_lib.value(config, "finetune_from_head_layer") == 0:
     return None
-  if layer != 1 or not _finetunes(config):
-    raise ConfigError(f"finetune_from_head_layer must be 0 or 1 (1: finetune "
-                      f"only); got {layer!r} for method {config.method!r}")
   if arch.head.num_layers < 2:
     raise ConfigError(f"finetune_from_head_layer=1 needs a pretraining head "
                       f"with a hidden layer; this one has "
@@ -312,7 +301,7 @@ def prepare_config(config):
   for a workdir, `WORKDIR/`, or `WORKDIR/checkpoints`; WORKDIR/
   checkpoints/N for one step (normalised). One run, one name: in
   eval_results.json, and for resuming."""
-  path = config.get("pretrained")
+  path = config_lib.value(config, "pretrained")
   if not isinstance(path, str) or not path or path in BASELINES:
     return config
   workdir, steps, named = pretrained_lib.candidates(path)
@@ -333,6 +322,7 @@ def _method(name: str, no_decay=None) -> base.Method:
       name=name, create_model=create_model, init_state=init_state,
       train_step=train_step, num_views=1, warm_start=warm_start,
       prepare_config=prepare_config,
+      validate_config=config_classifier.check_config,
       eval_step=eval_step, eval_features=eval_features, needs_labels=True,
       no_decay=no_decay)
 
