@@ -124,8 +124,11 @@ def get_config(arg: str | None = None):
     c.model, c.patch_size = "vit_small", 16   # main_dino.py:45, :50
     # DINO's (timm's) ViT-S: 6 heads (vision_transformer.py:243-247
     # `vit_small`: embed_dim 384, depth 12, num_heads 6); ours has MoCo
-    # v3's 12 by default.
+    # v3's 12 by default. DINO's learned positions for 224 px, resized
+    # bicubically for the 96 px crops (vision_transformer.py:147, :161,
+    # :174-194), and its init (:161-172).
     c.vit_num_heads = 6
+    c.vit_position_embedding, c.vit_init = "learned", "dino"
     c.batch_size = 1024                    # 64 (main_dino.py:90) x 16 GPUs
                                            #   (run_with_submitit.py:29-30)
     c.num_epochs = 300                     # README.md:197

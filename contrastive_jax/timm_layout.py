@@ -7,7 +7,12 @@ Our ViT follows timm's blocks and names one to one (models/vit.py), so the
 map is a renaming plus torch's layouts:
   patch_embed            -> patch_embed.proj.{weight [D, 3, p, p], bias}
   cls_token [1, 1, D]    -> cls_token
-  (the fixed sin-cos table, not a parameter here) -> pos_embed [1, 1+N, D]
+  pos_embed [1, 1+G*G, D] (DINO's learned table, `vit_position_embedding=
+  'learned'`) or the fixed sin-cos table (not a parameter here)
+                         -> pos_embed [1, 1+N, D], the cls position first,
+                            for the N patches of `image_size` (a learned
+                            table made for another size is resized as
+                            the encoder resizes it, models/positions.py)
   block{i}/norm1         -> blocks.{i-1}.norm1.{weight, bias}
   block{i}/attn/qkv      -> blocks.{i-1}.attn.qkv.{weight [3D, D], bias}
                             (the fused output's [3, heads, head_dim] order
@@ -22,7 +27,7 @@ The features are timm's `forward_features` cls token after `norm` (its
 
 import numpy as np
 
-from contrastive_jax.models import vit
+from contrastive_jax.models import positions, vit
 
 # timm's registered ViTs at 224 px and patch 16: name -> (width, depth,
 # heads) (timm vision_transformer.py `vit_tiny_patch16_224`, ...).
@@ -49,9 +54,14 @@ def state_dict(variables, *, image_size: int) -> dict[str, np.ndarray]:
   params = variables["params"]
   width, depth, patch = shape_of(variables)
   grid = image_size // patch
+  if "pos_embed" in params:
+    pos_embed = positions.position_table(np.asarray(params["pos_embed"]),
+                                         grid, grid)
+  else:
+    pos_embed = vit.sincos_position_embedding(grid, grid, width)[None]
   out = {
       "cls_token": np.asarray(params["cls_token"]),
-      "pos_embed": vit.sincos_position_embedding(grid, grid, width)[None],
+      "pos_embed": pos_embed,
       # HWIO -> OIHW.
       "patch_embed.proj.weight": np.transpose(
           params["patch_embed"]["kernel"], (3, 2, 0, 1)),

@@ -117,6 +117,36 @@ def test_timm_state_dict_computes_the_jax_features(vit_checkpoint, tmp_path):
   assert json.loads(meta["cifar_stem"]) is False and meta["format"] == "timm"
 
 
+def test_dinos_learned_positions_are_timms_pos_embed(tmp_path):
+  """DINO's ViT (learned positions, its init): the table is timm's
+  `pos_embed` as it is, and the NumPy forward at the checkpoint's size
+  agrees; at another size (16 px: a 2x2 grid) the JAX encoder agrees
+  with the NumPy forward on the table resized by the test's own
+  transcription of DINO's bicubic (tests/test_vit_dino.py)."""
+  from tests.test_vit_dino import dino_interpolate  # pylint: disable=g-import-not-at-top
+  checkpoint = _checkpoint(
+      tmp_path / "dino", model="tiny_vit", width_multiplier=1,
+      cifar_stem=False, patch_size=8, image_size=32,
+      eval_augment="resize(32)", vit_position_embedding="learned",
+      vit_init="dino", vit_num_heads=2)
+  out = tmp_path / "vit.safetensors"
+  export.export(checkpoint, fmt="timm", out=str(out))
+  sd = load_file(str(out))
+  encoder = contrastive_jax.load_encoder(checkpoint)
+  table = np.asarray(encoder.variables["params"]["pos_embed"])
+  assert table.shape == (1, 1 + 4 * 4, 32)
+  np.testing.assert_array_equal(sd["pos_embed"], table)
+  rng = np.random.default_rng(0)
+  images = rng.uniform(size=(3, 32, 32, 3)).astype(np.float32)
+  np.testing.assert_allclose(timm_vit_features(sd, images, num_heads=2),
+                             encoder(images), rtol=1e-4, atol=1e-4)
+  small = rng.uniform(size=(2, 16, 16, 3)).astype(np.float32)
+  jax_h = encoder.module.apply(encoder.variables, small, train=False)
+  resized = {**sd, "pos_embed": dino_interpolate(table, 2, 2)}
+  np.testing.assert_allclose(timm_vit_features(resized, small, num_heads=2),
+                             jax_h, rtol=1e-4, atol=1e-4)
+
+
 def test_the_create_call_names_timms_model_and_only_what_differs():
   assert timm_layout.create_call(
       width=384, depth=12, num_heads=6, patch_size=16, image_size=224) == (

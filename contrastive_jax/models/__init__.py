@@ -57,6 +57,9 @@ def create_encoder(
     bn_impl: str = 'flax',
     drop_path_rate: float = 0.0,
     num_heads: int = 0,
+    vit_position_embedding: str = 'sincos',
+    vit_init: str = 'moco_v3',
+    image_size: int = 224,
 ) -> nn.Module:
   """Builds the encoder called `name`; its `feature_dim` is the size of h.
 
@@ -71,7 +74,10 @@ def create_encoder(
   [0, 1)) is a ViT's stochastic depth (`vit.ViT`); a ResNet needs 0.
   `num_heads` > 0 replaces a ViT's own head count (DINO's ViT-S has 6,
   MoCo v3's and ours 12: the same parameters, another function); 0 keeps
-  it, and a ResNet needs 0.
+  it, and a ResNet needs 0. `vit_position_embedding` ('sincos' or DINO's
+  'learned', a table for the grid of `image_size`) and `vit_init`
+  ('moco_v3' or 'dino') choose a ViT's positions and init (`vit.ViT`); a
+  ResNet needs the defaults.
   """
   if name not in ENCODERS and name not in VIT_ENCODERS:
     raise ConfigError(f'model must be one of '
@@ -95,12 +101,30 @@ def create_encoder(
       or num_heads < 0):
     raise ConfigError(f'vit_num_heads must be an integer >= 0 (0: the '
                       f"model's own); got {num_heads!r}")
+  _check_choice('vit_position_embedding', vit_position_embedding,
+                vit.POSITION_EMBEDDINGS)
+  _check_choice('vit_init', vit_init, vit.INITS)
   if name in VIT_ENCODERS:
+    if vit_position_embedding == 'learned' and (
+        isinstance(image_size, bool) or not isinstance(image_size, int)
+        or image_size < patch_size or image_size % patch_size):
+      raise ConfigError(
+          f"vit_position_embedding='learned' makes a table for the grid of "
+          f'image_size, which must be a multiple of patch_size {patch_size}; '
+          f'got {image_size!r}')
     return _create_vit(name, width_multiplier=width_multiplier,
                        cifar_stem=cifar_stem, dtype=dtype,
                        input_norm=input_norm, patch_size=int(patch_size),
                        drop_path_rate=float(drop_path_rate),
-                       num_heads=num_heads)
+                       num_heads=num_heads, vit_options=dict(
+                           position_embedding=vit_position_embedding,
+                           weight_init=vit_init, image_size=image_size))
+  for field, value, default in (
+      ('vit_position_embedding', vit_position_embedding, 'sincos'),
+      ('vit_init', vit_init, 'moco_v3')):
+    if value != default:
+      raise ConfigError(f'{field} applies to ViTs only; model {name!r} '
+                        f'needs {default!r}, got {value!r}')
   if num_heads:
     raise ConfigError(f'vit_num_heads applies to ViTs only; model {name!r} '
                       f'needs 0, got {num_heads!r}')
@@ -119,7 +143,8 @@ def create_encoder(
 
 def _create_vit(name: str, *, width_multiplier: int, cifar_stem: bool,
                 dtype: Any, input_norm: str, patch_size: int,
-                drop_path_rate: float, num_heads: int) -> nn.Module:
+                drop_path_rate: float, num_heads: int,
+                vit_options: dict) -> nn.Module:
   """`VIT_ENCODERS[name]`, after the checks of ResNet-only fields."""
   if width_multiplier != 1:
     raise ConfigError(f'width_multiplier must be 1 for ViT model {name!r}; '
@@ -130,7 +155,8 @@ def _create_vit(name: str, *, width_multiplier: int, cifar_stem: bool,
   heads = {} if not num_heads else {'num_heads': num_heads}
   encoder = VIT_ENCODERS[name](patch_size=patch_size, dtype=dtype,
                                input_norm=input_norm,
-                               drop_path_rate=drop_path_rate, **heads)
+                               drop_path_rate=drop_path_rate,
+                               **vit_options, **heads)
   if encoder.width % encoder.num_heads:
     raise ConfigError(f'vit_num_heads={encoder.num_heads} does not divide '
                       f'the width {encoder.width} of ViT model {name!r}')
@@ -145,14 +171,20 @@ def encoder_options(config) -> dict:
   `input_norm` matters once trained, and it was always 'none'. `patch_size`
   (ViTs only) defaults to 16, `vit_num_heads` to 0 (the model's own
   heads), `bn_impl` to 'flax' (the implementation
-  does not change the variables, so any checkpoint loads under either).
+  does not change the variables, so any checkpoint loads under either),
+  `vit_position_embedding` and `vit_init` to MoCo v3's ('sincos',
+  'moco_v3'), as every ViT was before they existed.
   """
   return dict(conv_init=config.get('conv_init', 'simclr'),
               zero_init_residual=config.get('zero_init_residual', True),
               input_norm=config.get('input_norm', 'none'),
               patch_size=config.get('patch_size', 16),
               bn_impl=config.get('bn_impl', 'flax'),
-              num_heads=config.get('vit_num_heads', 0))
+              num_heads=config.get('vit_num_heads', 0),
+              vit_position_embedding=config.get('vit_position_embedding',
+                                                'sincos'),
+              vit_init=config.get('vit_init', 'moco_v3'),
+              image_size=config.get('image_size', 224))
 
 
 def check_config(config) -> None:

@@ -1,4 +1,5 @@
-"""Vision Transformer encoders (MoCo v3's) that return the representation `h`.
+"""Vision Transformer encoders (MoCo v3's and DINO's) that return the
+representation `h`.
 
 Reference: facebookresearch/moco-v3 vits.py @c349e6e, which builds on timm's
 `VisionTransformer` (timm 0.4.9, moco-v3 README.md:90): pre-LN blocks
@@ -22,6 +23,21 @@ path, and it excludes the leaf `cls_token` by name (timm's `no_weight_decay()`; 
 every parameter, main_moco.py:228-230, i.e. `weight_decay_mask='all'`).
 The position table is a constant (vits.py:69 `requires_grad = False`), not
 a parameter: nothing to decay, train or checkpoint.
+
+DINO's ViT (facebookresearch/dino vision_transformer.py @7c446df; "dino"
+below) is timm's too, with two differences, both config data
+(`position_embedding`, `weight_init`; MoCo v3's are the defaults):
+- 'learned' positions: a parameter `pos_embed` [1, 1 + G*G, D], the cls
+  token's row first, for the G x G grid of `image_size` (dino :142-147:
+  img_size 224, 14 x 14 at patch 16); a crop of another size adds the
+  table resized to its grid (`position_table`, dino :174-194).
+- DINO's init (dino :161-172): `cls_token` and `pos_embed` N(0, 0.02^2),
+  every Linear N(0, 0.02^2) with zero bias, LayerNorms 1 and 0; the patch
+  projection keeps torch's Conv2d default (`self.apply(_init_weights)`
+  touches Linears and LayerNorms only): U(+-1/sqrt(fan_in)) for weight and
+  bias. DINO's `trunc_normal_(std=.02)` truncates at +-2 in absolute value
+  (dino utils.py:548), 100 std: a plain normal in effect (as
+  models/heads.py's DINOHead).
 """
 
 import functools
@@ -34,9 +50,16 @@ import jax.numpy as jnp
 import numpy as np
 
 from contrastive_jax.models import input_norm
+from contrastive_jax.models.positions import position_table
 
 PATCH_SIZES = (8, 16)
 LAYER_NORM_EPSILON = 1e-6  # vits.py:118, :125
+# `ViT.position_embedding`: MoCo v3's fixed 2-D sin-cos table, or DINO's
+# learned one. `ViT.weight_init`: MoCo v3's init (vits.py:34-45), or DINO's.
+POSITION_EMBEDDINGS = ('sincos', 'learned')
+INITS = ('moco_v3', 'dino')
+# DINO's `trunc_normal_(std=.02)` (see the module docstring).
+_DINO_NORMAL = nn.initializers.normal(0.02)
 
 
 def sincos_position_embedding(grid_h: int, grid_w: int, dim: int,
@@ -99,6 +122,26 @@ def qkv_kernel_init(key, shape, dtype=jnp.float32):
 dense = functools.partial(
     nn.Dense, kernel_init=nn.initializers.xavier_uniform(),
     bias_init=nn.initializers.zeros)
+
+
+def linear_kernel_init(init: str, *, fused_qkv: bool = False):
+  """A Linear's kernel init: MoCo v3's (xavier-uniform; `qkv_kernel_init`
+  for the fused qkv) or DINO's N(0, 0.02^2) (dino :165-169)."""
+  if init == 'dino':
+    return _DINO_NORMAL
+  return qkv_kernel_init if fused_qkv else nn.initializers.xavier_uniform()
+
+
+def torch_conv_init(key, shape, dtype=jnp.float32):
+  """torch's Conv2d default for a flax kernel [kh, kw, in, out] (or its
+  bias [out], given the kernel's fan-in by `torch_conv_bias_init`):
+  kaiming_uniform(a=sqrt(5)), i.e. U(+-1/sqrt(fan_in))."""
+  fan_in = shape[0] * shape[1] * shape[2]
+  return _uniform(1. / math.sqrt(fan_in))(key, shape, dtype)
+
+
+def torch_conv_bias_init(fan_in: int):
+  return _uniform(1. / math.sqrt(fan_in))
 # timm's LayerNorm: weight 1, bias 0 (flax's defaults); the two-pass
 # variance as torch, not flax's E[x^2] - E[x]^2.
 layer_norm = functools.partial(
@@ -111,18 +154,21 @@ class Attention(nn.Module):
   softmax are float32 whatever `dtype` (`jax.nn.dot_product_attention`)."""
   num_heads: int
   dtype: Any = jnp.float32
+  weight_init: str = 'moco_v3'
 
   @nn.compact
   def __call__(self, x):
     batch, tokens, width = x.shape
     head_dim = width // self.num_heads
-    qkv = dense(3 * width, kernel_init=qkv_kernel_init, dtype=self.dtype,
-                name='qkv')(x)
+    qkv = dense(3 * width,
+                kernel_init=linear_kernel_init(self.weight_init, fused_qkv=True),
+                dtype=self.dtype, name='qkv')(x)
     # timm's layout of the fused output: [3, heads, head_dim].
     qkv = qkv.reshape(batch, tokens, 3, self.num_heads, head_dim)
     q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
     y = jax.nn.dot_product_attention(q, k, v).reshape(batch, tokens, width)
-    return dense(width, dtype=self.dtype, name='proj')(y)
+    return dense(width, kernel_init=linear_kernel_init(self.weight_init),
+                 dtype=self.dtype, name='proj')(y)
 
 
 @jax.custom_jvp
@@ -151,12 +197,16 @@ class Mlp(nn.Module):
   `nn.GELU()` (`gelu`), `fc2` back."""
   hidden: int
   dtype: Any = jnp.float32
+  weight_init: str = 'moco_v3'
 
   @nn.compact
   def __call__(self, x):
-    y = dense(self.hidden, dtype=self.dtype, name='fc1')(x)
+    kernel_init = linear_kernel_init(self.weight_init)
+    y = dense(self.hidden, kernel_init=kernel_init, dtype=self.dtype,
+              name='fc1')(x)
     y = gelu(y)
-    return dense(x.shape[-1], dtype=self.dtype, name='fc2')(y)
+    return dense(x.shape[-1], kernel_init=kernel_init, dtype=self.dtype,
+                 name='fc2')(y)
 
 
 def drop_path(x, rate: float, rng: jax.Array):
@@ -178,6 +228,7 @@ class Block(nn.Module):
   mlp_ratio: int = 4
   dtype: Any = jnp.float32
   drop_path: float = 0.0
+  weight_init: str = 'moco_v3'
 
   @nn.compact
   def __call__(self, x, train: bool = False):
@@ -187,15 +238,16 @@ class Block(nn.Module):
       return drop_path(y, self.drop_path, self.make_rng('drop_path'))
 
     y = layer_norm(dtype=self.dtype, name='norm1')(x)
-    x = x + branch(Attention(self.num_heads, dtype=self.dtype, name='attn')(y))
+    x = x + branch(Attention(self.num_heads, dtype=self.dtype,
+                             weight_init=self.weight_init, name='attn')(y))
     y = layer_norm(dtype=self.dtype, name='norm2')(x)
     return x + branch(Mlp(self.mlp_ratio * x.shape[-1], dtype=self.dtype,
-                          name='mlp')(y))
+                          weight_init=self.weight_init, name='mlp')(y))
 
 
 class ViT(nn.Module):
-  """ViT trunk: patch projection, cls token + fixed sin-cos positions,
-  `depth` pre-LN blocks, the final LayerNorm of the cls token.
+  """ViT trunk: patch projection, cls token + positions (fixed sin-cos or
+  learned), `depth` pre-LN blocks, the final LayerNorm of the cls token.
 
   Called as the ResNets are (`models.create_encoder`): `(images, train)`,
   images NHWC in [0, 1] whose sides are multiples of `patch_size`; returns
@@ -218,6 +270,12 @@ class ViT(nn.Module):
       with rate i / (depth - 1) of it, timm's linear rule
       (vision_transformer.py:150); needs a 'drop_path' rng in `apply`. 0
       (the default, MoCo v3's): no rng, the same function as before.
+    position_embedding: 'sincos' (MoCo v3's fixed table, computed for each
+      input's grid) or 'learned' (DINO's `pos_embed` parameter for the grid
+      of `image_size`, resized to other grids by `position_table`).
+    weight_init: 'moco_v3' or 'dino' (see the module docstring).
+    image_size: the side of the images the learned table is for (DINO's
+      img_size 224, dino :136, :142-147); unused with 'sincos'.
   """
   width: int
   depth: int
@@ -227,6 +285,9 @@ class ViT(nn.Module):
   dtype: Any = jnp.float32
   input_norm: str = 'none'
   drop_path_rate: float = 0.0
+  position_embedding: str = 'sincos'
+  weight_init: str = 'moco_v3'
+  image_size: int = 224
 
   @property
   def feature_dim(self) -> int:
@@ -243,26 +304,47 @@ class ViT(nn.Module):
     if height % p or width_px % p:
       raise ValueError(f'image sides {height}x{width_px} must be multiples '
                        f'of patch_size {p}')
+    if self.position_embedding not in POSITION_EMBEDDINGS:
+      raise ValueError(f'position_embedding must be one of '
+                       f'{POSITION_EMBEDDINGS}; got '
+                       f'{self.position_embedding!r}')
+    if self.weight_init not in INITS:
+      raise ValueError(f'weight_init must be one of {INITS}; got '
+                       f'{self.weight_init!r}')
+    dino = self.weight_init == 'dino'
     x = input_norm.normalize(x, self.input_norm)
-    bound = patch_embed_bound(p, self.width)
+    if dino:
+      fan_in = p * p * x.shape[-1]
+      kernel_init, bias_init = torch_conv_init, torch_conv_bias_init(fan_in)
+    else:
+      kernel_init = _uniform(patch_embed_bound(p, self.width))
+      bias_init = nn.initializers.zeros
     x = nn.Conv(self.width, (p, p), strides=(p, p), padding='VALID',
-                kernel_init=_uniform(bound), bias_init=nn.initializers.zeros,
+                kernel_init=kernel_init, bias_init=bias_init,
                 dtype=self.dtype, name='patch_embed')(x)
     batch, grid_h, grid_w, _ = x.shape
     x = x.reshape(batch, grid_h * grid_w, self.width)
 
-    cls_token = self.param('cls_token', nn.initializers.normal(1e-6),
-                           (1, 1, self.width))  # vits.py:41
+    cls_token = self.param(
+        'cls_token', _DINO_NORMAL if dino else nn.initializers.normal(1e-6),
+        (1, 1, self.width))  # dino :162; vits.py:41
     cls_token = jnp.broadcast_to(cls_token.astype(x.dtype),
                                  (batch, 1, self.width))
     x = jnp.concatenate([cls_token, x], axis=1)
-    pos_embed = sincos_position_embedding(grid_h, grid_w, self.width)
+    if self.position_embedding == 'learned':
+      g = self.image_size // p
+      table = self.param('pos_embed', _DINO_NORMAL,
+                         (1, 1 + g * g, self.width))  # dino :147, :161
+      pos_embed = position_table(table, grid_h, grid_w)
+    else:
+      pos_embed = sincos_position_embedding(grid_h, grid_w, self.width)
     x = x + jnp.asarray(pos_embed, x.dtype)
 
     for i in range(self.depth):
       rate = self.drop_path_rate * i / max(self.depth - 1, 1)
       x = Block(self.num_heads, self.mlp_ratio, dtype=self.dtype,
-                drop_path=rate, name=f'block{i + 1}')(x, train=train)
+                drop_path=rate, weight_init=self.weight_init,
+                name=f'block{i + 1}')(x, train=train)
     return layer_norm(dtype=jnp.float32, name='norm')(x[:, 0])
 
 
