@@ -231,7 +231,7 @@ def test_key_encoder_gets_zero_gradient():
     (dict(queue_size=1000), 8, "queue_size", "multiple of the 256 keys"),
     (dict(symmetric_loss=True, queue_size=256), 8, "queue_size",
      "multiple of the 512 keys"),
-    (dict(key_bn="ghost"), 8, "key_bn", "shuffle, sync"),
+    (dict(key_bn="ghost"), 8, "key_bn", "shuffle, shuffle_derange, sync"),
     (dict(bn_groups_per_device=3), 8, "bn_groups_per_device",
      "dividing the 32 examples"),
     (dict(bn_groups_per_device=1), 1, "bn_groups_per_device",

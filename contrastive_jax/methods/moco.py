@@ -12,8 +12,10 @@ Where each part of the method lives:
 
 BatchNorm is per group, as the reference's per-GPU BN: each device's batch is
 split into `bn_groups_per_device` groups (models/norm.py). The key encoder
-either sees the batch shuffled across all groups (`key_bn='shuffle'`,
-shuffle_bn.py) or uses global BN (`key_bn='sync'`).
+either sees the batch shuffled across all groups (`key_bn='shuffle'`, the
+reference's uniform permutation, or 'shuffle_derange', which moves every key
+out of its query's group; shuffle_bn.py) or uses global BN
+(`key_bn='sync'`).
 
 The reference moves the key encoder at the start of each step, towards the
 query encoder as the previous step left it; the EMA here moves it at the end
@@ -39,7 +41,7 @@ from contrastive_jax.methods.encoder_with_head import EncoderWithHead
 from contrastive_jax.step_context import StepContext
 from contrastive_jax.train_state import TrainState
 
-KEY_BN_MODES = ("shuffle", "sync")
+KEY_BN_MODES = (*shuffle_bn.PERMUTATIONS, "sync")
 
 
 class MoCoModel(NamedTuple):
@@ -78,9 +80,9 @@ def validate_config(config: ml_collections.ConfigDict, *, num_devices: int):
   _require(_is_int(groups) and groups > 0 and local % groups == 0,
            "bn_groups_per_device", groups,
            f"must be an integer > 0 dividing the {local} examples per device")
-  _require(config.key_bn != "shuffle" or num_devices * groups >= 2,
+  _require(config.key_bn == "sync" or num_devices * groups >= 2,
            "bn_groups_per_device", groups,
-           f"key_bn='shuffle' needs at least 2 BN groups in all; on "
+           f"key_bn={config.key_bn!r} needs at least 2 BN groups in all; on "
            f"{num_devices} device(s) use bn_groups_per_device >= 2, or "
            f"key_bn='sync'")
 
@@ -97,7 +99,7 @@ def create_model(config: ml_collections.ConfigDict, *,
                       f"one of {', '.join(KEY_BN_MODES)}")
   query = encoder_with_head.create(
       config, bn_groups=config.bn_groups_per_device, bn_axis_name=axis_name)
-  key = query if config.key_bn == "shuffle" else encoder_with_head.create(
+  key = query if config.key_bn != "sync" else encoder_with_head.create(
       config, bn_groups=None, bn_axis_name=axis_name)
   return MoCoModel(query=query, key=key)
 
@@ -152,8 +154,10 @@ def _keys(key_model, variables, images, rng, *, config, axis_name):
     return k, shuffle_bn.gather(k, axis_name), batch_stats
   groups = config.bn_groups_per_device
   num_devices = 1 if axis_name is None else jax.lax.axis_size(axis_name)
-  perm = shuffle_bn.group_derangement(rng, num_devices * groups,
-                                      images.shape[0] // groups)
+  # A pure function of (the state's rng, step, view): a resumed run draws
+  # the same permutations.
+  perm = shuffle_bn.PERMUTATIONS[config.key_bn](
+      rng, num_devices * groups, images.shape[0] // groups)
   return shuffle_bn.shuffled_apply(encode, images, perm, axis_name=axis_name)
 
 
