@@ -136,7 +136,7 @@ SIMCLR_RECIPES = {
     "imagenet1000": (1, -1, dict(_IMAGENET, num_epochs=1000,
                                  learning_rate=0.075, lr_scaling="sqrt",
                                  weight_decay=1e-6)),
-    "imagenet_v2": (2, -1, dict(_IMAGENET, num_epochs=800,
+    "imagenet_v2": (2, -1, dict(_IMAGENET, num_epochs=100,
                                 learning_rate=0.075, lr_scaling="sqrt",
                                 weight_decay=1e-4)),
     "digits": (1, 64, dict(

@@ -173,3 +173,40 @@ def test_byol_multicrop_small_views_are_solo_learns():
       "method='bicubic', antialias=True)|color_jitter(1.0, p=0.8, "
       "brightness=0.4, contrast=0.4, saturation=0.2, hue=0.1, "
       "impl='torchvision')|grayscale(p=0.2)|flip_lr(p=0.5)",) * 6
+
+
+# ------------------------------------------------------- SimCLR v2 ImageNet
+
+
+def test_simclr_imagenet_v2_is_the_codes_imagenet_command():
+  """One source, the code (google-research/simclr @383d414): the README's
+  ImageNet pretraining command, README.md:101-106 (tf2/README.md:83-88),
+  "which reflects the default hyperparameters in our paper" (:98), and
+  run.py's defaults for the flags it leaves out. Not the v2 paper's 800
+  epochs (paper v2 section 4), which no command in the code runs."""
+  c = load("simclr", "imagenet_v2")
+  # --train_batch_size=4096 --train_epochs=100 --temperature=0.1
+  assert (c.batch_size, c.num_epochs, c.temperature) == (4096, 100, 0.1)
+  # --learning_rate=0.075 --learning_rate_scaling=sqrt --weight_decay=1e-4:
+  # a peak of 0.075 * sqrt(4096) = 4.8, as 0.3 * 4096/256 (README.md:109).
+  assert (c.learning_rate, c.lr_scaling, c.weight_decay) == (0.075, "sqrt",
+                                                             1e-4)
+  assert c.learning_rate * c.batch_size ** 0.5 == pytest.approx(4.8)
+  # Defaults: warmup_epochs 10 (run.py:50-52), then cosine (model_util.py:
+  # 58-82); optimizer lars, momentum 0.9 (run.py:170-176); num_proj_layers
+  # 3 (run.py:206-208); proj_out_dim 128 (run.py:202-204);
+  # color_jitter_strength 1.0, use_blur True (run.py:239-245). global_bn
+  # True (run.py:215-217) is SimCLR's only BN here (methods/simclr.py).
+  assert (c.warmup_epochs, c.lr_schedule, c.optimizer, c.momentum) == (
+      10.0, "cosine", "lars", 0.9)
+  assert (c.head.num_layers, c.head.output_dim, c.head.use_bn) == (3, 128,
+                                                                   True)
+  assert "impl='simclr_v2'" in c.view_augment
+  assert c.view_augment.startswith("random_resized_crop(224")
+  assert "color_jitter(1.0, " in c.view_augment
+  assert "gaussian_blur(p=0.5, sigma=(0.1, 2.0)" in c.view_augment
+  # The same network and data as v1's ImageNet recipe otherwise.
+  v1 = load("simclr", "imagenet")
+  for field in ("model", "dataset", "image_size", "zero_init_residual",
+                "conv_init", "input_norm", "weight_decay_mask"):
+    assert c[field] == v1[field], field
