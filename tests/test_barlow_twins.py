@@ -9,27 +9,22 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from contrastive_jax import losses, methods, optim
+from contrastive_jax import losses, methods
 from contrastive_jax.config import checks as config_checks
 from contrastive_jax.config import lib as config_lib
 from contrastive_jax.errors import ConfigError
 from contrastive_jax.methods import barlow_twins, joint_embedding
+from tests import joint_embedding_checks as checks
 from tests import method_checks
 from tests.test_simclr_step import fixed_batch
 
-BATCH, SIZE = 32, 8
+BATCH, SIZE = checks.BATCH, checks.SIZE
 
 
 def tiny_config(**overrides):
   """The digits demo at 8 px with a 16-wide projector, constant lr, no
   warmup: one step moves every parameter visibly."""
-  c = config_lib.load("barlow_twins:digits")
-  c.image_size = SIZE
-  for field in ("view_augment", "view_augment_2"):
-    c[field] = c[field].replace("random_resized_crop(16,",
-                                f"random_resized_crop({SIZE},")
-  c.eval_augment = f"resize({SIZE})"
-  c.batch_size = BATCH
+  c = checks.tiny_digits_config("barlow_twins")
   c.head.hidden_dim = c.head.output_dim = 16
   c.learning_rate, c.bias_learning_rate, c.lr_scaling = 0.1, 0.01, "none"
   c.warmup_epochs = 0.0
@@ -51,24 +46,6 @@ def reference_loss(z1, z2, lambd):
   return on + lambd * off
 
 
-def numeric_gradient(loss, args, h=1e-6):
-  """Central differences of a float64 function of several arrays."""
-  args = [np.array(a, np.float64) for a in args]
-  grads = []
-  for a in args:
-    g = np.zeros_like(a)
-    for index in np.ndindex(a.shape):
-      old = a[index]
-      a[index] = old + h
-      up = loss(*args)
-      a[index] = old - h
-      down = loss(*args)
-      a[index] = old
-      g[index] = (up - down) / (2 * h)
-    grads.append(g)
-  return grads
-
-
 @pytest.mark.parametrize("num_devices", [1, 8])
 def test_loss_and_gradient_match_the_float64_reference(num_devices):
   rng = np.random.default_rng(0)
@@ -77,18 +54,10 @@ def test_loss_and_gradient_match_the_float64_reference(num_devices):
   z2 = (0.7 * z1 + 0.5 * rng.normal(size=(16, 6))) * rng.uniform(0.5, 2, 6)
   z1, z2 = z1.astype(np.float32), z2.astype(np.float32)
   lambd = 0.3
-  want = reference_loss(z1, z2, lambd)
-  want_g1, want_g2 = numeric_gradient(
-      functools.partial(reference_loss, lambd=lambd), (z1, z2))
-
-  loss, (g1, g2) = method_checks.sharded_value_and_grads(
+  checks.assert_loss_and_gradient_match(
       lambda a, b: losses.barlow_twins_loss(a, b, lambd=lambd,
                                             axis_name="data").loss,
-      (z1, z2), num_devices)
-  np.testing.assert_allclose(loss, want, rtol=1e-5)
-  scale = np.max(np.abs(want_g1))
-  np.testing.assert_allclose(g1, want_g1, rtol=1e-4, atol=1e-5 * scale)
-  np.testing.assert_allclose(g2, want_g2, rtol=1e-4, atol=1e-5 * scale)
+      functools.partial(reference_loss, lambd=lambd), z1, z2, num_devices)
   # The parts, and 0 for identical standardised views with no redundancy.
   terms = losses.barlow_twins_loss(z1, z2, lambd=lambd)
   np.testing.assert_allclose(terms.loss,
@@ -104,16 +73,10 @@ initial_state, one_device = method_checks.step_fixtures(tiny_config)
 
 
 def test_eight_devices_match_one_device(one_device):
-  # Global BN per view + a loss over the global batch.
-  method_checks.assert_matches_one_device(
+  checks.assert_eight_devices_match_one_device(
       one_device, tiny_config(),
       ("loss", "grad_norm", "probe_loss", "barlow_twins_loss",
-       "bias_learning_rate"), ema_target=False)
-  states1, _ = one_device
-  first, last = states1[0].params, states1[-1].params
-  assert set(last) == {"encoder", "head", "probe"}
-  method_checks.assert_every_part_moved(first, last, ("encoder", "head",
-                                                      "probe"))
+       "bias_learning_rate"))
 
 
 def test_the_step_loss_is_the_formula_on_its_own_outputs(initial_state,
@@ -125,17 +88,8 @@ def test_the_step_loss_is_the_formula_on_its_own_outputs(initial_state,
   config = tiny_config()
   model = joint_embedding.create_model(config, axis_name=None)
   state = initial_state
-  batch = fixed_batch(BATCH, SIZE, seed=1)
-
-  @jax.jit
-  def project(images):
-    (_, z, _), _ = model.apply(
-        {"params": state.params, "batch_stats": state.batch_stats}, images,
-        train=True, mutable=["batch_stats"])
-    return z
-
-  z1 = project(jnp.asarray(batch["view1"]))
-  z2 = project(jnp.asarray(batch["view2"]))
+  z1, z2 = checks.projections(model, state,
+                              fixed_batch(BATCH, SIZE, seed=1))
   metrics = one_device[1][0]
   want = reference_loss(z1, z2, config.off_diagonal_weight)
   np.testing.assert_allclose(metrics["barlow_twins_loss"], want, rtol=1e-4)

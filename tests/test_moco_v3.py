@@ -13,22 +13,17 @@ from contrastive_jax.config import checks as config_checks
 from contrastive_jax.config import lib as config_lib
 from contrastive_jax.errors import ConfigError
 from contrastive_jax.methods import moco_v3
+from tests import joint_embedding_checks as checks
 from tests import method_checks
 from tests.test_simclr_step import fixed_batch
 
-BATCH, SIZE = 32, 8
+BATCH, SIZE = checks.BATCH, checks.SIZE
 
 
 def tiny_config(**overrides):
   """The digits demo at 8 px, with plain momentum SGD and a constant lr and
   momentum so that one step moves every parameter visibly."""
-  c = config_lib.load("moco_v3:digits")
-  c.image_size = SIZE
-  for field in ("view_augment", "view_augment_2"):
-    c[field] = c[field].replace("random_resized_crop(16,",
-                                f"random_resized_crop({SIZE},")
-  c.eval_augment = f"resize({SIZE})"
-  c.batch_size = BATCH
+  c = checks.tiny_digits_config("moco_v3")
   c.optimizer = "sgd"
   c.learning_rate, c.lr_scaling, c.lr_schedule = 0.1, "none", "constant"
   c.warmup_epochs = 0.0

@@ -3,8 +3,6 @@ and 8 devices, the step on 1 and 8 devices, and the recipes."""
 
 import functools
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -13,23 +11,17 @@ from contrastive_jax.config import checks as config_checks
 from contrastive_jax.config import lib as config_lib
 from contrastive_jax.errors import ConfigError
 from contrastive_jax.methods import joint_embedding, vicreg
+from tests import joint_embedding_checks as checks
 from tests import method_checks
-from tests.test_barlow_twins import numeric_gradient
 from tests.test_simclr_step import fixed_batch
 
-BATCH, SIZE = 32, 8
+BATCH, SIZE = checks.BATCH, checks.SIZE
 
 
 def tiny_config(**overrides):
   """The digits demo at 8 px with a 16-wide projector, constant lr, no
   warmup: one step moves every parameter visibly."""
-  c = config_lib.load("vicreg:digits")
-  c.image_size = SIZE
-  for field in ("view_augment", "view_augment_2"):
-    c[field] = c[field].replace("random_resized_crop(16,",
-                                f"random_resized_crop({SIZE},")
-  c.eval_augment = f"resize({SIZE})"
-  c.batch_size = BATCH
+  c = checks.tiny_digits_config("vicreg")
   c.head.hidden_dim = c.head.output_dim = 16
   c.learning_rate, c.lr_scaling = 0.1, "none"
   c.warmup_epochs = 0.0
@@ -71,21 +63,15 @@ def test_loss_and_gradient_match_the_float64_reference(num_devices):
   z2 = z1 + 0.3 * rng.normal(size=(16, 6))
   z1, z2 = z1.astype(np.float32), z2.astype(np.float32)
   weights = (25.0, 25.0, 1.0)
-  want = reference_loss(z1, z2, weights)
-  want_g1, want_g2 = numeric_gradient(
-      functools.partial(reference_loss, weights=weights), (z1, z2))
 
   def loss_fn(a, b):
     return losses.vicreg_loss(a, b, invariance_weight=25.0,
                               variance_weight=25.0, covariance_weight=1.0,
                               axis_name="data").loss
 
-  loss, (g1, g2) = method_checks.sharded_value_and_grads(
-      loss_fn, (z1, z2), num_devices)
-  np.testing.assert_allclose(loss, want, rtol=1e-5)
-  scale = np.max(np.abs(want_g1))
-  np.testing.assert_allclose(g1, want_g1, rtol=1e-4, atol=1e-5 * scale)
-  np.testing.assert_allclose(g2, want_g2, rtol=1e-4, atol=1e-5 * scale)
+  checks.assert_loss_and_gradient_match(
+      loss_fn, functools.partial(reference_loss, weights=weights), z1, z2,
+      num_devices)
   terms = losses.vicreg_loss(z1, z2, invariance_weight=1.0,
                              variance_weight=1.0, covariance_weight=1.0)
   np.testing.assert_allclose(
@@ -99,16 +85,10 @@ initial_state, one_device = method_checks.step_fixtures(tiny_config)
 
 
 def test_eight_devices_match_one_device(one_device):
-  # Global BN per view + a loss over the global batch.
-  method_checks.assert_matches_one_device(
+  checks.assert_eight_devices_match_one_device(
       one_device, tiny_config(),
       ("loss", "grad_norm", "probe_loss", "invariance", "variance",
-       "covariance"), ema_target=False)
-  states1, _ = one_device
-  first, last = states1[0].params, states1[-1].params
-  assert set(last) == {"encoder", "head", "probe"}
-  method_checks.assert_every_part_moved(first, last, ("encoder", "head",
-                                                      "probe"))
+       "covariance"))
 
 
 def test_the_step_loss_is_the_formula_on_its_own_outputs(initial_state,
@@ -118,17 +98,8 @@ def test_the_step_loss_is_the_formula_on_its_own_outputs(initial_state,
   layers have a bias and its last none (main_vicreg.py:223-232)."""
   model = joint_embedding.create_model(tiny_config(), axis_name=None)
   state = initial_state
-  batch = fixed_batch(BATCH, SIZE, seed=1)
-
-  @jax.jit
-  def project(images):
-    (_, z, _), _ = model.apply(
-        {"params": state.params, "batch_stats": state.batch_stats}, images,
-        train=True, mutable=["batch_stats"])
-    return z
-
-  z1 = project(jnp.asarray(batch["view1"]))
-  z2 = project(jnp.asarray(batch["view2"]))
+  z1, z2 = checks.projections(model, state,
+                              fixed_batch(BATCH, SIZE, seed=1))
   np.testing.assert_allclose(one_device[1][0]["loss"],
                              reference_loss(z1, z2), rtol=1e-4)
   head = state.params["head"]
