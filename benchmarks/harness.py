@@ -40,14 +40,10 @@ def load_config(spec: str, **overrides) -> ml_collections.ConfigDict:
   or 'configs/simclr.py:cifar10'. Dotted overrides: head__output_dim=64."""
   name, _, variant = spec.partition(":")
   name = os.path.splitext(os.path.basename(name))[0]
-  config = config_lib.load(f"{name}:{variant}" if variant else name,
-                           CONFIG_DIR)
-  for key, value in overrides.items():
-    *parents, leaf = key.split("__")
-    node = config
-    for p in parents:
-      node = node[p]
-    node[leaf] = value
+  config = config_lib.load(
+      f"{name}:{variant}" if variant else name,
+      {key.replace("__", "."): value for key, value in overrides.items()},
+      CONFIG_DIR)
   if "image_size" in overrides:
     # Synthetic batches of that size: views of it keep the config valid
     # (config_checks holds image_size to the views' output size).

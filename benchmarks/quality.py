@@ -22,7 +22,6 @@ These are benchmarks, not timed tests: the numbers go to BENCHMARKS.md.
 """
 
 import argparse
-import ast
 import hashlib
 import json
 import os
@@ -46,24 +45,6 @@ HEALTH = ("health/rankme_h", "health/rankme_z", "health/z_std_ratio",
 # baseline is built from them.
 _ARCHITECTURE = ("model", "width_multiplier", "cifar_stem", "conv_init",
                  "zero_init_residual", "input_norm", "patch_size")
-
-
-def _value(text: str):
-  try:
-    return ast.literal_eval(text)
-  except (ValueError, SyntaxError):
-    return text
-
-
-def apply_overrides(config, pairs):
-  for pair in pairs:
-    key, _, text = pair.partition("=")
-    *parents, leaf = key.split(".")
-    node = config
-    for p in parents:
-      node = node[p]
-    node[leaf] = _value(text)
-  return config
 
 
 def linear_config(pretrain, dataset: str, pretrained: str):
@@ -124,7 +105,7 @@ def main(argv=None) -> int:
   config.dataset = dataset
   if args.steps:
     config.num_train_steps = args.steps
-  apply_overrides(config, args.set)
+  config_lib.apply_overrides(config, args.set)
   key = hashlib.sha1(json.dumps(
       [args.config, args.data, args.steps, args.set]).encode()).hexdigest()
   workdir = os.path.join(args.root, "runs", f"{args.tag or 'run'}_{key[:8]}")

@@ -18,6 +18,7 @@ from absl import logging
 from etils import epath
 
 from contrastive_jax import checkpointing, methods, models
+from contrastive_jax.config import lib as config_lib
 from contrastive_jax.errors import CheckpointError, ConfigError
 
 
@@ -93,7 +94,7 @@ def read_config(path: str) -> ml_collections.ConfigDict:
                                     read_only=True)
 
   def read(step):
-    config = ml_collections.ConfigDict(ckpt.restore_config(step))
+    config = config_lib.upgrade(ckpt.restore_config(step))
     check_architecture(ckpt, step, config, ckpt.state_metadata(step))
     return config
 
@@ -172,7 +173,7 @@ def load(path: str, sharding=None) -> Pretrained:
 
 def _load_step(ckpt: checkpointing.Checkpointer, step: int, *,
                sharding) -> Pretrained:
-  config = ml_collections.ConfigDict(ckpt.restore_config(step))
+  config = config_lib.upgrade(ckpt.restore_config(step))
   method = _method_of(ckpt, step, config)
   if not method.pretrains_encoder:
     raise CheckpointError(

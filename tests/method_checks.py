@@ -10,6 +10,7 @@ import pytest
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from contrastive_jax import ema, method_steps, parallel
+from contrastive_jax.config import lib as config_lib
 from tests.test_simclr_step import fixed_batch
 
 STEPS = 2
@@ -36,13 +37,8 @@ def sharded_value_and_grads(loss, args, num_devices):
 
 def set_fields(config, overrides):
   """config[field] = value for each of `overrides`, a field 'block.name'
-  being config[block][name]."""
-  for field, value in overrides.items():
-    if "." in field:
-      block, name = field.split(".")
-      config[block][name] = value
-    else:
-      config[field] = value
+  being config[block][name] (config_lib.apply_overrides: the one way)."""
+  config_lib.apply_overrides(config, overrides)
 
 
 def build(config, num_devices):

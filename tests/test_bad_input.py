@@ -3,7 +3,6 @@ values, impossible augmentations, corrupt checkpoints, unusable workdirs.
 Each ends in one `error:` line naming the field or path, exit status 2, no
 traceback, and the workdir exactly as it was."""
 
-import ast
 import hashlib
 import inspect
 import os
@@ -47,27 +46,15 @@ def corrupt_checkpoint(workdir):
 
 def _in_process_config(extra):
   """The config main.py builds from TINY + extra (file, variant, dotted
-  overrides), without a subprocess."""
-  from tests.test_evaluation import load_config  # pylint: disable=g-import-not-at-top
+  overrides), without a subprocess: config_lib.load reads each override
+  as --config.FIELD=VALUE does."""
+  from contrastive_jax.config import lib as config_lib  # pylint: disable=g-import-not-at-top
   args = [*TINY, *extra]
-  files = [a for a in args if a.startswith("--config=")]
-  name, _, variant = files[-1][len("--config=configs/"):].partition(":")
-  config = load_config(name[:-3], variant)
-  for arg in args:
-    if arg.startswith("--config."):
-      key, _, text = arg[len("--config."):].partition("=")
-      *parents, leaf = key.split(".")
-      node = config
-      for parent in parents:
-        node = node[parent]
-      try:
-        value = ast.literal_eval(text)
-      except (ValueError, SyntaxError):
-        value = text
-      if isinstance(node[leaf], float) and isinstance(value, (int, str)):
-        value = float(value)  # As the flag parser reads 'inf', 'nan', 2.
-      node[leaf] = value
-  return config
+  spec = [a for a in args if a.startswith("--config=")][-1]
+  return config_lib.load(
+      os.path.join(os.path.dirname(config_lib.CONFIG_DIR),
+                   spec[len("--config="):]),
+      [a[len("--config."):] for a in args if a.startswith("--config.")])
 
 
 # In process: the message each bad value ends in (main.py prints it after
