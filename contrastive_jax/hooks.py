@@ -13,6 +13,7 @@ from absl import logging
 from clu import metric_writers, periodic_actions
 
 from contrastive_jax import preview
+from contrastive_jax.config import lib as config_lib
 
 
 def create_hooks(config: ml_collections.ConfigDict, *, workdir: str,
@@ -44,12 +45,12 @@ def _profiler(config, *, workdir, total_steps):
   profile plugin reads it there). Process 0 only: local processes of one
   host would write the same file name.
   """
-  num_steps = config.get("profile_steps", 0)
+  num_steps = config_lib.value(config, "profile_steps")
   if num_steps <= 0 or jax.process_index() != 0:
     return None
   # Hooks run after their step, so the window starts after step `start`;
   # starting after step 1 keeps compilation out of the trace.
-  start = max(1, config.get("profile_start_step", 0))
+  start = max(1, config_lib.value(config, "profile_start_step"))
   if start >= total_steps:
     logging.warning("Not profiling: profile_start_step=%d is not before the "
                     "last step %d", start, total_steps)

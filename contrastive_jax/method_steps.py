@@ -11,6 +11,7 @@ import ml_collections
 import optax
 
 from contrastive_jax import guards, methods, parallel, step_context
+from contrastive_jax.config import lib as config_lib
 from contrastive_jax.data import device_augment, view_spec
 
 
@@ -63,7 +64,7 @@ def build(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, *,
       method.train_step, model=model, tx=tx, config=config,
       context=context, axis_name=parallel.DATA_AXIS)
   augment = None
-  if config.get("augment_on_device", False):
+  if config_lib.value(config, "augment_on_device"):
     views = view_spec.training_views(config, method.num_views,
                                      method.extra_views)
     augment = device_augment.batch_augmenter(

@@ -10,6 +10,7 @@ subset is identical on every run and every process.
 import numpy as np
 import tensorflow as tf
 
+from contrastive_jax.config import lib as config_lib
 from contrastive_jax.data import pipeline
 from contrastive_jax.data.sources.base import READ_GROUP, Source
 
@@ -78,11 +79,11 @@ def source_labels(source: Source) -> np.ndarray:
 def apply_label_subset(source: Source, config) -> Source:
   """The hook for the train split: `source` itself at label_percent=100,
   else its class-balanced `config.label_percent`% (see `balanced_indices`)."""
-  percent = config.get("label_percent", 100)
+  percent = config_lib.value(config, "label_percent")
   if percent == 100:
     return source
   indices = balanced_indices(source_labels(source), percent,
-                             seed=config.get("label_subset_seed", 0))
+                             seed=config_lib.value(config, "label_subset_seed"))
   return SubsetSource(source, indices,
                       description=f"class-balanced {percent}%")
 
@@ -90,4 +91,4 @@ def apply_label_subset(source: Source, config) -> Source:
 def eval_dataset(config) -> str:
   """The dataset `eval_split` is read from: `eval_dataset` when set (an
   ImageNet label subset is evaluated on imagenet2012), else `dataset`."""
-  return config.get("eval_dataset") or config.dataset
+  return config_lib.value(config, "eval_dataset") or config.dataset

@@ -8,6 +8,7 @@ the ops themselves and checks their arguments.
 
 import ast
 
+from contrastive_jax.config import lib as config_lib
 from contrastive_jax.data import op_args
 from contrastive_jax.data import op_table
 from contrastive_jax.errors import ConfigError
@@ -107,9 +108,9 @@ def training_views(config, num_views: int,
   views, any fixed size)."""
   first = config.view_augment
   views = [('view_augment', first),
-           ('view_augment_2', config.get('view_augment_2') or first)]
+           ('view_augment_2', config_lib.value(config, 'view_augment_2') or first)]
   views = views[:num_views]
   if extra_views:
     views += [(f'extra_views[{i}]', spec)
-              for i, spec in enumerate(config.get('extra_views') or ())]
+              for i, spec in enumerate(config_lib.value(config, 'extra_views') or ())]
   return views

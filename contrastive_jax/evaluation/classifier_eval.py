@@ -14,6 +14,7 @@ from absl import logging
 from jax.sharding import PartitionSpec as P
 
 from contrastive_jax import parallel
+from contrastive_jax.config import lib as config_lib
 from contrastive_jax.data import label_subset
 from contrastive_jax.evaluation import features, knn_monitor
 from contrastive_jax.evaluation.report import RESULTS_FILE
@@ -49,13 +50,13 @@ class ClassifierEvaluation:
         eval_step=functools.partial(method.eval_step, model=self._model,
                                     config=config,
                                     axis_name=parallel.DATA_AXIS))
-    if method.eval_features is not None and config.get("knn_eval", False):
+    if method.eval_features is not None and config_lib.value(config, "knn_eval"):
       results["knn_top1"] = self._knn(state)
     scalars = {f"eval/{k}": v for k, v in results.items()}
     results.update(
         step=step, split=config.eval_split,
         dataset=label_subset.eval_dataset(config),
-        pretrained=config.get("pretrained"),
+        pretrained=config_lib.value(config, "pretrained"),
         checkpoint_step=int(jax.device_get(state.extra["pretrained_step"])))
     write_results(self._workdir, results)
     logging.info("%s on %s: top-1 %.4f, top-5 %.4f (%d examples)%s",

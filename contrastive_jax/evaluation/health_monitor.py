@@ -21,6 +21,7 @@ from absl import logging
 from jax.experimental import multihost_utils
 
 from contrastive_jax import models, parallel
+from contrastive_jax.config import lib as config_lib
 from contrastive_jax.data import pipeline, view_spec
 from contrastive_jax.errors import UserError
 from contrastive_jax.evaluation import features, health
@@ -28,7 +29,6 @@ from contrastive_jax.methods import encoder_with_head
 
 # The slice's stream seed: fixed, so the slice never depends on the run's.
 _SLICE_SEED = 1234
-DEFAULT_EXAMPLES = 512
 
 
 class CollapseError(UserError):
@@ -39,11 +39,10 @@ def settings(config) -> tuple[int, int]:
   """(every_steps, num_examples): `config.health`, -1 every_steps meaning
   the kNN monitor's `knn.every_steps`. Configs of runs from before the
   monitor existed take these defaults."""
-  block = config.get("health") or {}
-  every = block.get("every_steps", -1)
+  every = config_lib.value(config, "health.every_steps")
   if every == -1:
     every = config.knn.every_steps
-  return int(every), int(block.get("num_examples", DEFAULT_EXAMPLES))
+  return int(every), int(config_lib.value(config, "health.num_examples"))
 
 
 def wanted(config, *, method, source) -> bool:
@@ -128,7 +127,7 @@ class HealthMonitor:
         f"{values['health/rankme_z']:.2f} (collapse < "
         f"{health.COLLAPSE_RANK}); lower the learning rate, raise the "
         "temperature or the batch, or check the augmentations")
-    if self._config.get("stop_on_collapse", False):
+    if config_lib.value(self._config, "stop_on_collapse"):
       raise CollapseError(message + " (stop_on_collapse: the run stops; "
                           "its checkpoints are kept)")
     if not self._warned:

@@ -13,6 +13,7 @@ nothing downstream branches on the dataset's name or kind.
 import importlib
 from typing import Any, Mapping
 
+from contrastive_jax.config import lib as config_lib
 from contrastive_jax.data.sources.base import (READ_GROUP, Source,
                                                pending_error)
 from contrastive_jax.errors import ConfigError
@@ -56,8 +57,8 @@ def open_source(dataset: str, split: str, *, data_dir: str | None = None,
 
 def from_config(config, split: str, *, workdir: str | None = None) -> Source:
   """`open_source` with the dataset, data dir and options of a config."""
-  return open_source(config.dataset, split, data_dir=config.get('data_dir'),
-                     workdir=workdir, options=config.get('data'))
+  return open_source(config.dataset, split, data_dir=config_lib.value(config, 'data_dir'),
+                     workdir=workdir, options=config_lib.value(config, 'data'))
 
 
 __all__ = ['READ_GROUP', 'Source', 'from_config', 'kind_of', 'open_source',

@@ -24,12 +24,14 @@ from typing import Callable, Sequence
 from absl import logging
 import tensorflow as tf
 
+from contrastive_jax.config import defaults as config_defaults
 from contrastive_jax.data.sources import image_bytes
 from contrastive_jax.errors import ConfigError, DataError
 
 # Records per Python call of a source's reader.
 READ_GROUP = 64
-DEFAULT_MAX_BAD_FRACTION = 0.001
+DEFAULT_MAX_BAD_FRACTION = config_defaults.field_default(
+    'data.max_bad_fraction')
 # Bad images named in the DataError.
 _NAMED = 3
 # What a split whose every image is bad reads: one black pixel (unless

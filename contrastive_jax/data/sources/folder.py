@@ -26,6 +26,7 @@ import threading
 import numpy as np
 import tensorflow as tf
 
+from contrastive_jax.config import defaults as config_defaults
 from contrastive_jax.data.sources import folder_index
 from contrastive_jax.data.sources import folder_listing
 from contrastive_jax.data.sources import base
@@ -150,7 +151,8 @@ def _read_bytes(path):
 
 def _options(options):
   max_bad = base.max_bad_fraction(options)
-  allow = options.get('allow_changed_files', False)
+  allow = options.get('allow_changed_files', config_defaults.field_default(
+      'data.allow_changed_files'))
   if not isinstance(allow, bool):
     raise ConfigError(f'config.data.allow_changed_files={allow!r} is '
                       'invalid: must be True or False')
