@@ -33,7 +33,40 @@ def torch_linear_init(fan_in: int):
   return init
 
 
-class ProjectionHead(nn.Module):
+class _MLPHead(nn.Module):
+  """What ProjectionHead and DINOHead share: `num_layers` Dense layers
+  (checked >= 1), an optional BatchNorm after each hidden one, and its
+  fields.
+
+  Attributes:
+    num_layers: total number of Dense layers, >= 1.
+    use_bn: BatchNorm after the Dense layers (each head says which).
+    bn_axis_name: mapped axis to average BN statistics over (global BN).
+    bn_momentum: flax convention (decay of the running average; torch's
+      BatchNorm1d momentum 0.1 is flax's 0.9).
+    bn_epsilon: BatchNorm epsilon.
+    dtype: computation dtype; params and the head's output are float32.
+  """
+  num_layers: int = 2
+  use_bn: bool = False
+  bn_axis_name: str | None = None
+  bn_momentum: float = 0.9
+  bn_epsilon: float = 1e-5
+  dtype: Any = jnp.float32
+
+  def _check_num_layers(self):
+    if self.num_layers < 1:
+      raise ConfigError(
+          f'head.num_layers must be an integer >= 1; got {self.num_layers}')
+
+  def _batch_norm(self, train: bool, groups: int | None = None):
+    """The heads' BatchNorm constructor (call it with `name=`)."""
+    return batch_norm(
+        train=train, groups=groups, axis_name=self.bn_axis_name,
+        momentum=self.bn_momentum, epsilon=self.bn_epsilon, dtype=self.dtype)
+
+
+class ProjectionHead(_MLPHead):
   """MLP projection head covering the SimCLR v1/v2 and MoCo v1/v2 variants.
 
   Layers `dense1 .. dense{num_layers-1}` are hidden: Dense -> (BN) -> ReLU.
@@ -50,8 +83,8 @@ class ProjectionHead(nn.Module):
     scale only (`linear_layer(..., use_bias=False, use_bn=True)` there is
     `batch_norm_relu(relu=False, center=False)`).
 
-  Attributes:
-    num_layers: total number of Dense layers, >= 1.
+  Attributes (and `_MLPHead`'s: num_layers, use_bn, bn_axis_name,
+  bn_momentum, bn_epsilon, dtype):
     hidden_dim: width of the hidden layers; None means the input width.
     output_dim: size of z.
     use_bn: BatchNorm after every Dense (the SimCLR reference head).
@@ -76,33 +109,21 @@ class ProjectionHead(nn.Module):
       (`torch_linear_init`; the MoCo references' torchvision heads).
     kernel_init_stddev: with dense_init='flax': None: LeCun normal; else
       Dense kernels drawn from N(0, stddev^2) (the SimCLR reference: 0.01).
-    bn_axis_name: mapped axis to average BN statistics over (global BN).
     bn_groups: None, or per-group BN as in `ResNet.bn_groups`.
-    bn_momentum: flax convention (decay of the running average).
-    bn_epsilon: BatchNorm epsilon.
-    dtype: computation dtype; params and the returned z are float32.
   """
-  num_layers: int = 2
   hidden_dim: int | None = None
   output_dim: int = 128
-  use_bn: bool = False
   output_bias: bool = False
   hidden_bias: bool | None = None
   output_bn: bool = True
   output_bn_scale: bool = True
   dense_init: str = 'flax'
   kernel_init_stddev: float | None = None
-  bn_axis_name: str | None = None
   bn_groups: int | None = None
-  bn_momentum: float = 0.9
-  bn_epsilon: float = 1e-5
-  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, h, train: bool):
-    if self.num_layers < 1:
-      raise ConfigError(
-          f'head.num_layers must be an integer >= 1; got {self.num_layers}')
+    self._check_num_layers()
     if self.output_bias and self.use_bn and self.output_bn:
       raise ConfigError(
           'head.output_bias must be False with head.use_bn: the output '
@@ -124,9 +145,7 @@ class ProjectionHead(nn.Module):
         return dict(kernel_init=nn.initializers.normal(
             self.kernel_init_stddev))
       return {}
-    norm = batch_norm(
-        train=train, groups=self.bn_groups, axis_name=self.bn_axis_name,
-        momentum=self.bn_momentum, epsilon=self.bn_epsilon, dtype=self.dtype)
+    norm = self._batch_norm(train, self.bn_groups)
 
     hidden_bias = (not self.use_bn if self.hidden_bias is None
                    else self.hidden_bias)
@@ -168,7 +187,7 @@ class WeightNormDense(nn.Module):
     return x @ w
 
 
-class DINOHead(nn.Module):
+class DINOHead(_MLPHead):
   """DINO's projection head (facebookresearch/dino vision_transformer.py:
   257-291 @7c446df): an MLP `dense1 .. dense{num_layers}` (hidden layers
   Dense -> (BN) -> exact GELU, the last to `bottleneck_dim`), its output
@@ -192,19 +211,11 @@ class DINOHead(nn.Module):
   num_layers: int = 3
   hidden_dim: int = 2048
   bottleneck_dim: int = 256
-  use_bn: bool = False
   norm_last_layer: bool = True
-  bn_axis_name: str | None = None
-  # torch's BatchNorm1d: momentum 0.1 (flax's 0.9), eps 1e-5.
-  bn_momentum: float = 0.9
-  bn_epsilon: float = 1e-5
-  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, h, train: bool):
-    if self.num_layers < 1:
-      raise ConfigError(
-          f'head.num_layers must be an integer >= 1; got {self.num_layers}')
+    self._check_num_layers()
     dense = functools.partial(
         nn.Dense, kernel_init=nn.initializers.normal(0.02),
         bias_init=nn.initializers.zeros, dtype=self.dtype)
@@ -212,9 +223,7 @@ class DINOHead(nn.Module):
     for i in range(1, self.num_layers):
       x = dense(self.hidden_dim, name=f'dense{i}')(x)
       if self.use_bn:
-        x = batch_norm(train=train, groups=None, axis_name=self.bn_axis_name,
-                       momentum=self.bn_momentum, epsilon=self.bn_epsilon,
-                       dtype=self.dtype)(name=f'bn{i}')(x)
+        x = self._batch_norm(train)(name=f'bn{i}')(x)
       x = vit.gelu(x)
     x = dense(self.bottleneck_dim, name=f'dense{self.num_layers}')(x)
     x = x.astype(jnp.float32)
