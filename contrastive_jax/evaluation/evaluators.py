@@ -49,25 +49,35 @@ class Context:
 
 @dataclasses.dataclass(frozen=True)
 class Entry:
-  """One kind of evaluator: whether the run wants it, whether it reads the
-  eval split, whether it runs at the end, and how to make it."""
-  name: str
+  """One kind of evaluator: its class (whose `name` and `at_end` are the
+  entry's, said once), whether the run wants it, whether it reads the eval
+  split, and how to make it."""
+  kind: type
   wanted: Callable[..., bool]      # (config, *, method, source) -> bool
   reads_eval_split: bool
-  at_end: bool
   create: Callable[[Context], Evaluator]
+
+  @property
+  def name(self) -> str:
+    return self.kind.name
+
+  @property
+  def at_end(self) -> bool:
+    """Known before the evaluator is made: a finished run started again
+    asks it to decide whether there is anything left to do."""
+    return self.kind.at_end
 
 
 ENTRIES = (
-    Entry("knn", knn_monitor.wanted, True, False,
+    Entry(knn_monitor.KnnMonitor, knn_monitor.wanted, True,
           lambda c: knn_monitor.KnnMonitor(
               c.config, method=c.method, mesh=c.mesh,
               bank_source=c.train_source, query_source=c.eval_source)),
-    Entry("health", health_monitor.wanted, False, False,
+    Entry(health_monitor.HealthMonitor, health_monitor.wanted, False,
           lambda c: health_monitor.HealthMonitor(
               c.config, method=c.method, mesh=c.mesh,
               source=c.train_source)),
-    Entry("classifier", classifier_eval.wanted, True, True,
+    Entry(classifier_eval.ClassifierEvaluation, classifier_eval.wanted, True,
           lambda c: classifier_eval.ClassifierEvaluation(
               c.config, method=c.method, model=c.model, mesh=c.mesh,
               workdir=c.workdir, train_source=c.train_source,
