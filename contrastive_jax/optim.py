@@ -15,10 +15,10 @@ import jax
 import optax
 
 from contrastive_jax import ema as ema_lib
-from contrastive_jax.transforms import (FrozenForStepsState,  # noqa: F401
+from contrastive_jax.transforms import (TrainedAfterState,  # noqa: F401
                                         clip_per_parameter, cosine_between,
-                                        frozen_for_steps, learning_rate_step,
-                                        scale_by_trust_ratio)
+                                        learning_rate_step,
+                                        scale_by_trust_ratio, trained_after)
 from contrastive_jax import solo_lars
 from contrastive_jax.schedules import (LR_SCALING_RULES, LR_SCHEDULES,  # noqa: F401
                                        _check_decay_factor,
@@ -214,9 +214,11 @@ class Requests:
     method's learning rate.
   frozen: leaves whose updates are zeroed after everything else (weight
     decay included, also AdamW's decoupled decay), so they never change.
-  frozen_for_epochs: (mask, epochs) pairs: the leaves of each mask get
-    neither a gradient nor an update for the first `epochs` epochs (DINO's
-    last layer, main_dino.py `cancel_gradients_last_layer`).
+  frozen_for_epochs: (mask, epochs) pairs, masks disjoint: the leaves of
+    each mask get neither a gradient nor an update for the first `epochs`
+    epochs (DINO's last layer, main_dino.py `cancel_gradients_last_layer`),
+    and their optimizer state (Adam's moments and step count) starts when
+    they do, as torch's (`transforms.trained_after`).
   ema: the parameters an EMA follows; `ema.ema_params` is then chained
     last, so the optimizer state also carries the EMA target (read it with
     `ema.target_params`), with momentum `ema_momentum` and
@@ -301,30 +303,31 @@ def optimizer_from_config(config, *, steps_per_epoch: int, total_steps: int,
   if weight_decay_end >= 0:
     weight_decay = schedules['weight_decay'] = cosine_between(
         config.weight_decay, weight_decay_end, total_steps)
-  tx = create_optimizer(
-      name=config.optimizer,
-      learning_rate=schedule,
-      weight_decay=weight_decay,
-      momentum=config.momentum,
-      nesterov=config.get('nesterov', False),
-      trust_coefficient=config.get('lars_eta', 1e-3),
-      clip_lr=config.get('lars_clip_lr', False),
-      weight_decay_mask=config.get('weight_decay_mask', 'exclude_bn_bias'),
-      adapt_mask=config.get('lars_adapt_mask', 'exclude_bn_bias'),
-      no_decay=requests.no_decay,
-      lr_groups=_lr_groups(config, schedule, peak_lr,
-                           constant_lr=requests.constant_lr,
-                           probe=requests.probe))
-  front, back = [], []
+
+  def build(shift: int) -> optax.GradientTransformation:
+    """The optimizer on the schedules' steps `shift` later (a group that
+    starts training at step `shift` counts from 0 there)."""
+    lr, wd = _shifted(schedule, shift), _shifted(weight_decay, shift)
+    return create_optimizer(
+        name=config.optimizer,
+        learning_rate=lr,
+        weight_decay=wd,
+        momentum=config.momentum,
+        nesterov=config.get('nesterov', False),
+        trust_coefficient=config.get('lars_eta', 1e-3),
+        clip_lr=config.get('lars_clip_lr', False),
+        weight_decay_mask=config.get('weight_decay_mask', 'exclude_bn_bias'),
+        adapt_mask=config.get('lars_adapt_mask', 'exclude_bn_bias'),
+        no_decay=requests.no_decay,
+        lr_groups=_lr_groups(config, lr, peak_lr,
+                             constant_lr=requests.constant_lr,
+                             probe=requests.probe))
+
+  tx = _with_frozen_groups(build, [
+      (mask, to_steps(epochs))
+      for mask, epochs in requests.frozen_for_epochs])
   if config.get('clip_grad', 0.0) > 0:
-    front.append(clip_per_parameter(config.clip_grad))
-  for mask, epochs in requests.frozen_for_epochs:
-    # Zeroed in front (no moments, no trust ratio of it) and behind (no
-    # decay): the reference's gradient of None does neither.
-    front.append(frozen_for_steps(mask, to_steps(epochs)))
-    back.append(frozen_for_steps(mask, to_steps(epochs)))
-  if front or back:
-    tx = optax.chain(*front, tx, *back)
+    tx = optax.chain(clip_per_parameter(config.clip_grad), tx)
   if requests.frozen is not None:
     tx = optax.chain(tx, optax.masked(optax.set_to_zero(), requests.frozen))
   if requests.ema is not None:
@@ -332,6 +335,30 @@ def optimizer_from_config(config, *, steps_per_epoch: int, total_steps: int,
         config.ema_momentum, config.get('ema_momentum_schedule', 'constant'),
         total_steps), select=requests.ema))
   return Optimizer(tx=tx, learning_rate=schedule, schedules=schedules)
+
+
+def _shifted(value, shift: int):
+  """A schedule read `shift` steps later; a number as it is."""
+  if not shift or not callable(value):
+    return value
+  return lambda step: value(step + shift)
+
+
+def _with_frozen_groups(build, groups) -> optax.GradientTransformation:
+  """`build(0)` for every leaf outside `groups`, (mask, steps) pairs; the
+  leaves of each group trained by their own `build(steps)` from step
+  `steps` on (`trained_after`). Groups of 0 steps are not frozen."""
+  groups = [(mask, steps) for mask, steps in groups if steps > 0]
+  if not groups:
+    return build(0)
+
+  def rest(params):
+    marked = [mask(params) for mask, _ in groups]
+    return jax.tree.map(lambda *m: not any(m), *marked)
+
+  return optax.chain(optax.masked(build(0), rest),
+                     *[trained_after(build(steps), mask, steps)
+                       for mask, steps in groups])
 
 
 def _lr_groups(config, schedule, peak_lr, *, constant_lr, probe):

@@ -1,7 +1,8 @@
 """The optax transformations of our own that the optimizer factory
 (optim.py) chains: LARS's trust ratio in one reduction per norm, per-group
-learning rates, per-parameter clipping, a group frozen for its first steps,
-and a cosine between two values (DINO's weight decay).
+learning rates, per-parameter clipping, a group frozen for its first steps
+(with its own optimizer state, `trained_after`), and a cosine between two
+values (DINO's weight decay).
 """
 
 import math
@@ -97,26 +98,43 @@ def clip_per_parameter(max_norm: float) -> optax.GradientTransformation:
   return optax.GradientTransformation(optax.init_empty_state, update_fn)
 
 
-class FrozenForStepsState(NamedTuple):
-  count: jax.Array  # int32: updates seen so far
+class TrainedAfterState(NamedTuple):
+  count: jax.Array  # int32: updates seen so far, frozen ones included
+  inner: Any        # the group's own optimizer state
 
 
-def frozen_for_steps(mask: Mask, steps: int) -> optax.GradientTransformation:
-  """The leaves `mask` marks set to zero for the first `steps` updates
-  (this transformation's count), passed through after."""
+def trained_after(inner: optax.GradientTransformation, mask: Mask,
+                  steps: int) -> optax.GradientTransformation:
+  """The leaves `mask` marks, updated by `inner` (with a state of their own)
+  from update `steps` on; before, their updates are zero and `inner`'s
+  state does not move. The other leaves pass through unchanged.
+
+  torch's optimizers skip a parameter whose gradient is None, as DINO's
+  frozen last layer's is for its first epoch (utils.py:144-149): its AdamW
+  `step` counts only the steps it trained, so its first update has the
+  bias correction of step 1. A count shared with the rest would give that
+  update the correction of step `steps` + 1 (about 2.7x the step after a
+  1,251-step epoch, with betas 0.9 / 0.999). `inner` counts from 0 at
+  update `steps`: the factory builds it on its schedules shifted by `steps`
+  (`optim.optimizer_from_config`), so the learning rate and weight decay
+  are the global step's, as torch's per-iteration `param_group` values.
+  """
+  masked = optax.masked(inner, mask)
 
   def init_fn(params):
-    del params
-    return FrozenForStepsState(count=jnp.zeros((), jnp.int32))
+    return TrainedAfterState(count=jnp.zeros((), jnp.int32),
+                             inner=masked.init(params))
 
   def update_fn(updates, state, params=None):
-    del params
     frozen = state.count < steps
+    new_updates, new_inner = masked.update(updates, state.inner, params)
     marked = mask(updates)
-    updates = jax.tree.map(
+    new_updates = jax.tree.map(
         lambda u, m: jnp.where(frozen, jnp.zeros_like(u), u) if m else u,
-        updates, marked)
-    return updates, FrozenForStepsState(
-        count=optax.safe_increment(state.count))
+        new_updates, marked)
+    new_inner = jax.tree.map(lambda old, new: jnp.where(frozen, old, new),
+                             state.inner, new_inner)
+    return new_updates, TrainedAfterState(
+        count=optax.safe_increment(state.count), inner=new_inner)
 
   return optax.GradientTransformation(init_fn, update_fn)

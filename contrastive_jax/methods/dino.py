@@ -254,35 +254,35 @@ def optimizer(config, *, steps_per_epoch: int, total_steps: int,
   if config.get("weight_decay_end", -1.0) >= 0:
     weight_decay = schedules["weight_decay"] = optim.cosine_between(
         config.weight_decay, config.weight_decay_end, total_steps)
-  groups = []
-  probe_lr = config.get("probe_learning_rate", -1.0)
-  if requests.probe is not None and probe_lr > 0:
-    # `optim._lr_groups`' rule: the probe on the same schedule, scaled.
-    peak = optim.scaled_learning_rate(config.learning_rate,
-                                      config.batch_size, config.lr_scaling)
-    ratio = optim.scaled_learning_rate(probe_lr, config.batch_size,
-                                       config.lr_scaling) / peak
-    groups.append((requests.probe, lambda step: schedule(step) * ratio))
-  tx = optim.create_optimizer(
-      name=config.optimizer, learning_rate=schedule,
-      weight_decay=weight_decay, momentum=config.momentum,
-      nesterov=config.get("nesterov", False),
-      trust_coefficient=config.get("lars_eta", 1e-3),
-      clip_lr=config.get("lars_clip_lr", False),
-      weight_decay_mask=config.get("weight_decay_mask", "exclude_bn_bias"),
-      adapt_mask=config.get("lars_adapt_mask", "exclude_bn_bias"),
-      no_decay=requests.no_decay, lr_groups=groups)
-  front, back = [], []
-  if config.get("clip_grad", 0.0) > 0:
-    front.append(optim.clip_per_parameter(config.clip_grad))
+  def build(shift):
+    lr = optim._shifted(schedule, shift)  # pylint: disable=protected-access
+    groups = []
+    probe_lr = config.get("probe_learning_rate", -1.0)
+    if requests.probe is not None and probe_lr > 0:
+      # `optim._lr_groups`' rule: the probe on the same schedule, scaled.
+      peak = optim.scaled_learning_rate(config.learning_rate,
+                                        config.batch_size, config.lr_scaling)
+      ratio = optim.scaled_learning_rate(probe_lr, config.batch_size,
+                                         config.lr_scaling) / peak
+      groups.append((requests.probe, lambda step: lr(step) * ratio))
+    return optim.create_optimizer(
+        name=config.optimizer, learning_rate=lr,
+        weight_decay=optim._shifted(weight_decay, shift),  # pylint: disable=protected-access
+        momentum=config.momentum,
+        nesterov=config.get("nesterov", False),
+        trust_coefficient=config.get("lars_eta", 1e-3),
+        clip_lr=config.get("lars_clip_lr", False),
+        weight_decay_mask=config.get("weight_decay_mask", "exclude_bn_bias"),
+        adapt_mask=config.get("lars_adapt_mask", "exclude_bn_bias"),
+        no_decay=requests.no_decay, lr_groups=groups)
+
   frozen = tuple(requests.frozen_for_epochs)
   if config.freeze_last_layer > 0:
     frozen += ((last_layer, config.freeze_last_layer),)
-  for mask, epochs in frozen:
-    front.append(optim.frozen_for_steps(mask, to_steps(epochs)))
-    back.append(optim.frozen_for_steps(mask, to_steps(epochs)))
-  if front or back:
-    tx = optax.chain(*front, tx, *back)
+  tx = optim._with_frozen_groups(  # pylint: disable=protected-access
+      build, [(mask, to_steps(epochs)) for mask, epochs in frozen])
+  if config.get("clip_grad", 0.0) > 0:
+    tx = optax.chain(optim.clip_per_parameter(config.clip_grad), tx)
   if requests.ema is not None:
     tx = optax.chain(tx, ema.ema_params(ema.momentum_schedule(
         config.ema_momentum, config.get("ema_momentum_schedule", "constant"),
