@@ -219,6 +219,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.lr_schedule = "cosine"      # cosine | step | constant
   c.lr_decay_epochs = ()        # for 'step'
   c.lr_decay_factor = 0.1
+  c.min_learning_rate = 0.0     # 'cosine' only: its floor (DINO: 1e-6)
   c.warmup_epochs = 10.0
   c.weight_decay = 1e-6
   # 'exclude_bn_bias' (SimCLR's LARS) | 'all' (torch SGD over every
