@@ -22,6 +22,7 @@ from contrastive_jax.transforms import (TrainedAfterState,  # noqa: F401
 from contrastive_jax import solo_lars
 from contrastive_jax.schedules import (LR_SCALING_RULES, LR_SCHEDULES,  # noqa: F401
                                        _check_decay_factor,
+                                       check_min_learning_rate,
                                        learning_rate_schedule,
                                        scaled_learning_rate)
 from contrastive_jax.weight_decay import decay_all, decay_mask
@@ -62,6 +63,8 @@ def check_config(config) -> None:
         f"optimizer='lars_solo'; got optimizer={config.optimizer!r}")
   if config.lr_schedule == 'step':
     _check_decay_factor(config.get('lr_decay_factor', 0.1))
+  check_min_learning_rate(config.get('min_learning_rate', 0.0),
+                          config.lr_schedule)
 
 
 def weight_decay_mask_fn(name: str) -> Callable[[Any], Any]:
@@ -264,6 +267,7 @@ def optimizer_from_config(config, *, steps_per_epoch: int, total_steps: int,
 
   Reads `optimizer`, `learning_rate` (base, before `lr_scaling` by
   `batch_size`), `weight_decay`, `momentum`, `warmup_epochs`, `lr_schedule`,
+  for 'cosine' `min_learning_rate` (its floor, default 0),
   and, for 'step', `lr_decay_epochs` and `lr_decay_factor`; for the LARS
   optimizers `lars_eta` and `lars_adapt_mask`, for 'lars_solo'
   `lars_clip_lr`. Epochs may be
@@ -296,7 +300,8 @@ def optimizer_from_config(config, *, steps_per_epoch: int, total_steps: int,
       schedule=config.lr_schedule,
       decay_boundaries=[
           to_steps(e) for e in config.get('lr_decay_epochs') or ()],
-      decay_factor=config.get('lr_decay_factor', 0.1))
+      decay_factor=config.get('lr_decay_factor', 0.1),
+      min_learning_rate=config.get('min_learning_rate', 0.0))
   schedules = {}
   weight_decay = config.weight_decay
   weight_decay_end = config.get('weight_decay_end', -1.0)

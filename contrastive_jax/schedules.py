@@ -26,6 +26,18 @@ def _check_decay_factor(factor):
     raise ConfigError(f'lr_decay_factor must be >= 0; got {factor!r}')
 
 
+def check_min_learning_rate(value, schedule: str):
+  """`min_learning_rate`, the cosine's floor: a number >= 0, and 0 unless
+  the schedule is 'cosine'."""
+  if (isinstance(value, bool) or not isinstance(value, (int, float))
+      or not value >= 0):
+    raise ConfigError(f'config.min_learning_rate={value!r} is invalid: must '
+                      'be a number >= 0')
+  if value and schedule != 'cosine':
+    raise ConfigError(f'config.min_learning_rate={value!r} is the cosine '
+                      f"schedule's floor; lr_schedule={schedule!r} needs 0")
+
+
 def scaled_learning_rate(base_lr: float, batch_size: int, rule: str) -> float:
   """Peak learning rate for a global batch size.
 
@@ -52,10 +64,12 @@ def learning_rate_schedule(
     schedule: str = 'cosine',
     decay_boundaries: Sequence[int] = (),
     decay_factor: float = 0.1,
+    min_learning_rate: float = 0.0,
 ) -> Schedule:
   """Step -> learning rate, with a linear warmup from 0 to `peak_lr`.
 
-  'cosine':   cosine decay to 0 at `total_steps` (SimCLR, MoCo v2).
+  'cosine':   cosine decay to `min_learning_rate` at `total_steps` (SimCLR,
+              MoCo v2: 0; DINO: 1e-6, main_dino.py:101, utils.py:187-198).
   'step':     multiply by `decay_factor` at each of `decay_boundaries`
               (absolute steps; MoCo v1: x0.1 at epochs 120 and 160).
   'constant': stay at `peak_lr`.
@@ -70,13 +84,17 @@ def learning_rate_schedule(
         f'warmup_epochs must be >= 0 and shorter than the run; got '
         f'{warmup_steps} warmup steps of {total_steps}')
 
+  check_min_learning_rate(min_learning_rate, schedule)
   if schedule == 'cosine':
     if warmup_steps == 0:
       # optax's warmup schedule logs a warning for a zero-length warmup.
-      return optax.cosine_decay_schedule(peak_lr, decay_steps=total_steps)
+      if not min_learning_rate:
+        return optax.cosine_decay_schedule(peak_lr, decay_steps=total_steps)
+      return optax.cosine_decay_schedule(
+          peak_lr, decay_steps=total_steps, alpha=min_learning_rate / peak_lr)
     return optax.warmup_cosine_decay_schedule(
         init_value=0.0, peak_value=peak_lr, warmup_steps=warmup_steps,
-        decay_steps=total_steps, end_value=0.0)
+        decay_steps=total_steps, end_value=float(min_learning_rate))
 
   if schedule == 'constant':
     after_warmup = optax.constant_schedule(peak_lr)

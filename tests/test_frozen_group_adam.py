@@ -132,3 +132,35 @@ def test_a_shared_count_would_make_the_first_update_2_7_times_torchs():
   (p, _), _ = jax.lax.scan(body, (p0, built.tx.init(p0)), None,
                            length=steps + 1)
   np.testing.assert_allclose(p["last"], torch_first, rtol=1e-5)
+
+
+def test_the_cosine_floor_is_dinos_cosine_scheduler():
+  """`min_learning_rate`: utils.cosine_scheduler(peak, 1e-6, epochs, niter,
+  warmup_epochs) (facebookresearch/dino utils.py:187-198) after the
+  warm-up, with and without one; 0 (the default) is the old schedule, and
+  a floor under another schedule or below 0 is one ConfigError."""
+  from contrastive_jax import schedules  # pylint: disable=g-import-not-at-top
+  from contrastive_jax.errors import ConfigError  # pylint: disable=g-import-not-at-top
+  total, peak, floor = 40, 0.5, 1e-3
+  for warmup in (0, 8):
+    schedule = schedules.learning_rate_schedule(
+        peak_lr=peak, total_steps=total, warmup_steps=warmup,
+        min_learning_rate=floor)
+    iters = np.arange(total - warmup)
+    want = floor + 0.5 * (peak - floor) * (1 + np.cos(np.pi * iters
+                                                      / len(iters)))
+    got = [float(schedule(warmup + i)) for i in iters]
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+    assert float(schedule(total)) == pytest.approx(floor)
+    plain = schedules.learning_rate_schedule(
+        peak_lr=peak, total_steps=total, warmup_steps=warmup)
+    zero = schedules.learning_rate_schedule(
+        peak_lr=peak, total_steps=total, warmup_steps=warmup,
+        min_learning_rate=0.0)
+    assert [float(plain(i)) for i in range(total + 1)] == [
+        float(zero(i)) for i in range(total + 1)]
+  for value, schedule, match in ((-1e-6, "cosine", "must be a number >= 0"),
+                                 (1e-6, "constant", "needs 0")):
+    with pytest.raises(ConfigError, match=match):
+      optim.check_config(_config(lr_schedule=schedule,
+                                 min_learning_rate=value))

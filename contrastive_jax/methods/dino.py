@@ -37,14 +37,16 @@ The student's drop-path (`config.drop_path_rate`, main_dino.py:105, :159-
 (`teacher_temperature`); the EMA, chained last, moves the teacher after the
 student's update with m of this step, as main_dino.py:331-335.
 
-The optimizer (`optimizer`): the config's (AdamW for ViTs), its learning
-rate warmed up and then on a cosine to `min_learning_rate` (utils.py:187-
-198), weight decay on a cosine (`weight_decay_end`), gradients clipped per
-parameter (`clip_grad`), the head's last layer frozen for the first
-`freeze_last_layer` epochs (utils.py:144-149), no decay on biases and 1-D
-parameters (`no_decay`, utils.py:632-643).
+The optimizer (`optimizer`): the config's (AdamW for ViTs), built by
+`optim.optimizer_from_config`: its learning rate warmed up and then on a
+cosine to `min_learning_rate` (utils.py:187-198), weight decay on a cosine
+(`weight_decay_end`), gradients clipped per parameter (`clip_grad`), the
+head's last layer frozen for the first `freeze_last_layer` epochs
+(utils.py:144-149), no decay on biases and 1-D parameters (`no_decay`,
+utils.py:632-643).
 """
 
+import dataclasses
 from typing import Any, NamedTuple
 
 import flax.linen as nn
@@ -149,10 +151,6 @@ def validate_config(config: ml_collections.ConfigDict, *, num_devices: int):
   if isinstance(f, bool) or not isinstance(f, (int, float)) or f < 0:
     raise ConfigError(f"config.freeze_last_layer={f!r} is invalid: must be "
                       "a number of epochs >= 0")
-  lr = config.get("min_learning_rate")
-  if isinstance(lr, bool) or not isinstance(lr, (int, float)) or lr < 0:
-    raise ConfigError(f"config.min_learning_rate={lr!r} is invalid: must "
-                      "be a number >= 0")
   for field in ("num_layers", "hidden_dim", "bottleneck_dim", "output_dim"):
     _whole(config.head.get(field), f"head.{field}", minimum=1)
   if not isinstance(config.head.get("norm_last_layer"), bool):
@@ -207,87 +205,18 @@ def no_decay(params) -> Any:
   return jax.tree_util.tree_map_with_path(mark, params)
 
 
-def learning_rate_schedule(config, *, steps_per_epoch: int,
-                           total_steps: int):
-  """DINO's lr (utils.cosine_scheduler, utils.py:187-198, with main_dino.py:
-  239-244): linear warm-up from 0 to lr * B / 256 over `warmup_epochs`,
-  then a cosine to `min_learning_rate` at the last step. (The reference's
-  warm-up is np.linspace(0, peak, W), which reaches the peak at step W - 1;
-  optax's at step W.)"""
-  peak = optim.scaled_learning_rate(config.learning_rate, config.batch_size,
-                                    config.lr_scaling)
-  warmup = int(round(config.warmup_epochs * steps_per_epoch))
-  floor = float(config.min_learning_rate)
-  if config.lr_schedule != "cosine" or floor == 0:
-    return optim.learning_rate_schedule(
-        peak_lr=peak, total_steps=total_steps, warmup_steps=warmup,
-        schedule=config.lr_schedule,
-        decay_boundaries=[int(round(e * steps_per_epoch))
-                          for e in config.get("lr_decay_epochs") or ()],
-        decay_factor=config.get("lr_decay_factor", 0.1))
-  if not 0 <= warmup < total_steps:
-    raise ConfigError(
-        f"warmup_epochs must be >= 0 and shorter than the run; got "
-        f"{warmup} warmup steps of {total_steps}")
-  if warmup == 0:
-    return optax.cosine_decay_schedule(peak, decay_steps=total_steps,
-                                       alpha=floor / peak)
-  return optax.warmup_cosine_decay_schedule(
-      init_value=0.0, peak_value=peak, warmup_steps=warmup,
-      decay_steps=total_steps, end_value=floor)
-
-
 def optimizer(config, *, steps_per_epoch: int, total_steps: int,
               requests: optim.Requests) -> optim.Optimizer:
-  """`Method.optimizer`: `optim.optimizer_from_config`'s chain, built from
-  its pieces because DINO's learning rate ends at `min_learning_rate`
-  (`learning_rate_schedule`), with the last layer frozen for the first
-  `freeze_last_layer` epochs. With min_learning_rate 0 it is
-  `optimizer_from_config`'s (tested)."""
-  if requests.frozen is not None or requests.constant_lr is not None:
-    raise ValueError("DINO's optimizer takes no frozen or constant_lr mask")
-  to_steps = lambda epochs: int(round(epochs * steps_per_epoch))
-  schedule = learning_rate_schedule(config, steps_per_epoch=steps_per_epoch,
-                                    total_steps=total_steps)
-  schedules = {}
-  weight_decay = config.weight_decay
-  if config.get("weight_decay_end", -1.0) >= 0:
-    weight_decay = schedules["weight_decay"] = optim.cosine_between(
-        config.weight_decay, config.weight_decay_end, total_steps)
-  def build(shift):
-    lr = optim._shifted(schedule, shift)  # pylint: disable=protected-access
-    groups = []
-    probe_lr = config.get("probe_learning_rate", -1.0)
-    if requests.probe is not None and probe_lr > 0:
-      # `optim._lr_groups`' rule: the probe on the same schedule, scaled.
-      peak = optim.scaled_learning_rate(config.learning_rate,
-                                        config.batch_size, config.lr_scaling)
-      ratio = optim.scaled_learning_rate(probe_lr, config.batch_size,
-                                         config.lr_scaling) / peak
-      groups.append((requests.probe, lambda step: lr(step) * ratio))
-    return optim.create_optimizer(
-        name=config.optimizer, learning_rate=lr,
-        weight_decay=optim._shifted(weight_decay, shift),  # pylint: disable=protected-access
-        momentum=config.momentum,
-        nesterov=config.get("nesterov", False),
-        trust_coefficient=config.get("lars_eta", 1e-3),
-        clip_lr=config.get("lars_clip_lr", False),
-        weight_decay_mask=config.get("weight_decay_mask", "exclude_bn_bias"),
-        adapt_mask=config.get("lars_adapt_mask", "exclude_bn_bias"),
-        no_decay=requests.no_decay, lr_groups=groups)
-
+  """`Method.optimizer`: `optim.optimizer_from_config` (its cosine ends at
+  `min_learning_rate`, utils.py:187-198) with the head's last layer frozen
+  for the first `freeze_last_layer` epochs, its AdamW state starting when
+  it does (utils.py:144-149; `optim.Requests.frozen_for_epochs`)."""
   frozen = tuple(requests.frozen_for_epochs)
   if config.freeze_last_layer > 0:
     frozen += ((last_layer, config.freeze_last_layer),)
-  tx = optim._with_frozen_groups(  # pylint: disable=protected-access
-      build, [(mask, to_steps(epochs)) for mask, epochs in frozen])
-  if config.get("clip_grad", 0.0) > 0:
-    tx = optax.chain(optim.clip_per_parameter(config.clip_grad), tx)
-  if requests.ema is not None:
-    tx = optax.chain(tx, ema.ema_params(ema.momentum_schedule(
-        config.ema_momentum, config.get("ema_momentum_schedule", "constant"),
-        total_steps), select=requests.ema))
-  return optim.Optimizer(tx=tx, learning_rate=schedule, schedules=schedules)
+  return optim.optimizer_from_config(
+      config, steps_per_epoch=steps_per_epoch, total_steps=total_steps,
+      requests=dataclasses.replace(requests, frozen_for_epochs=frozen))
 
 
 def views_of(batch) -> list:
