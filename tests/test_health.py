@@ -146,3 +146,53 @@ def test_the_monitors_run_on_an_unlabelled_folder(tmp_path):
     assert 1.0 <= r["health/rankme_z"] <= 32  # at most the 48 examples'
     assert 0 < r["health/z_std_ratio"] < 2 and r["health/alignment"] >= 0
     assert -4.0 <= r["health/uniformity"] <= 0
+
+
+def test_dinos_monitor_measures_the_teachers_h_and_z():
+  """DINO's `Method.projection`: h of the teacher's encoder and z its
+  head's l2-normalised bottleneck (vision_transformer.py:287-291), checked
+  against the head's MLP in NumPy (Dense, exact GELU, Dense, GELU, Dense,
+  F.normalize); the monitor reports every number, z's included, and they
+  are health.metrics of that h and z. No method name is asked for: the
+  monitor calls the method's fields."""
+  from flax import serialization  # pylint: disable=g-import-not-at-top
+  from scipy import special  # pylint: disable=g-import-not-at-top
+  from contrastive_jax.methods import dino  # pylint: disable=g-import-not-at-top
+  from tests.test_dino import tiny_config as dino_config  # pylint: disable=g-import-not-at-top
+  config = dino_config()
+  config.health.num_examples, config.eval_batch_size = 32, 16
+  config.num_classes, config.online_probe = 0, False
+  mesh = parallel.make_data_mesh(jax.devices()[:2])
+  built = method_steps.build(config, mesh, steps_per_epoch=10,
+                             total_steps=10)
+  with jax.set_mesh(mesh):
+    state = built.init(jax.random.PRNGKey(0))
+  variables = dino.METHOD.projector_variables(
+      serialization.to_state_dict(jax.device_get(state)))
+  images = np.random.default_rng(0).uniform(size=(4, 8, 8, 3)).astype(
+      np.float32)
+  h, z = dino.METHOD.projection(config)(variables, images)
+  x = np.asarray(h, np.float64)
+  head = variables["params"]["head"]
+  for i in (1, 2, 3):
+    x = x @ head[f"dense{i}"]["kernel"] + head[f"dense{i}"]["bias"]
+    if i < 3:
+      x = 0.5 * x * (1 + special.erf(x / np.sqrt(2)))
+  want = x / np.linalg.norm(x, axis=-1, keepdims=True)
+  assert z.shape == (4, config.head.bottleneck_dim)
+  np.testing.assert_allclose(z, want, rtol=1e-4, atol=1e-6)
+  monitor = health_monitor.HealthMonitor(
+      config, method=dino.METHOD, mesh=mesh,
+      source=sources.from_config(config, "train"))
+  values = monitor.run(state, 1)
+  assert set(values) == {f"health/{k}" for k in (
+      "rankme_h", "rankme_z", "z_std", "z_std_ratio", "alignment",
+      "uniformity")}
+  views = monitor._slice  # pylint: disable=protected-access
+  apply = dino.METHOD.projection(config)
+  h1, z1 = apply(variables, views["view1"].astype(np.float32))
+  _, z2 = apply(variables, views["view2"].astype(np.float32))
+  want = health.metrics(np.asarray(h1), np.asarray(z1), np.asarray(z2))
+  for k, v in want.items():
+    assert values[k] == pytest.approx(v, rel=1e-3, abs=1e-5), k
+  assert 1.0 < values["health/rankme_z"] <= config.head.bottleneck_dim

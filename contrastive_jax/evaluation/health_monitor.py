@@ -6,8 +6,9 @@ The slice is the first global batch of the train split's stream under a
 seed of its own, with the run's first two training views: the same images
 and the same two augmentations every time, whatever the step, the resume or
 the device count. Its encoder features h and projections z come from the
-method's network in inference mode (`Method.projector_variables`); a method
-without a projection head reports RankMe of h only.
+method's network in inference mode (`Method.projection` applied to
+`Method.projector_variables`); a method without a projection head reports
+RankMe of h only.
 
 When the numbers say collapse (health.collapsed), the monitor logs one
 warning line; with `config.stop_on_collapse` it ends the run with
@@ -25,7 +26,6 @@ from contrastive_jax.config import lib as config_lib
 from contrastive_jax.data import pipeline, view_spec
 from contrastive_jax.errors import UserError
 from contrastive_jax.evaluation import features, health
-from contrastive_jax.methods import encoder_with_head
 
 # The slice's stream seed: fixed, so the slice never depends on the run's.
 _SLICE_SEED = 1234
@@ -63,15 +63,10 @@ class HealthMonitor:
     n = min(wanted_examples, source.num_examples)
     self._n = max(n - n % mesh.size, 0)
     self._source, self._slice = source, None  # Made when first due.
-    encoder = models.encoder_from_config(config, bn_axis_name=None)
     if method.projector_variables is not None:
-      network = encoder_with_head.EncoderWithHead(
-          encoder=encoder,
-          head=encoder_with_head.mlp_from_config(
-              config.head, bn_axis_name=None,
-              dtype=models.compute_dtype(config)))
-      apply = lambda v, images: network.apply(v, images, train=False)[:2]
+      apply = method.projection(config)
     else:
+      encoder = models.encoder_from_config(config, bn_axis_name=None)
       apply = lambda v, images: (encoder.apply(v, images, train=False),) * 2
     self._apply = features.sharded_feature_fn(apply, mesh)
 

@@ -17,6 +17,7 @@ import ml_collections
 import optax
 
 from contrastive_jax import optim
+from contrastive_jax.methods import encoder_with_head
 from contrastive_jax.methods import online_probe as probe_lib
 from contrastive_jax.errors import ConfigError
 from contrastive_jax.train_state import TrainState
@@ -58,8 +59,13 @@ class Method:
       params/encoder) or the EMA target, a teacher
       (`encoder_with_head.target_encoder_variables`: ema.TARGET_PATH).
     projector_variables(state_dict) -> {'params', 'batch_stats'} of
-      {'encoder', 'head'}: the encoder and projection head (`config.head`)
-      of a checkpointed state, for the health monitor's z.
+      {'encoder', 'head'}: the encoder and projection head of a
+      checkpointed state, for the health monitor's z.
+    projection(config) -> apply(variables, images) -> (h, z): the network
+      the health monitor measures on `projector_variables`' variables, in
+      inference mode. By default the encoder and `config.head`'s MLP
+      (`encoder_with_head.projection`); a method with another head gives
+      its own (DINO: its head's bottleneck).
     eval_features(state, images, *, model, config) -> [B, d]: the
       features a classifier classifies (its encoder's h); its final
       evaluation then also scores them by kNN (`config.knn_eval`).
@@ -107,6 +113,8 @@ class Method:
   extra_views: bool = False
   encoder_variables: Callable[[dict], dict] | None = None
   projector_variables: Callable[[dict], dict] | None = None
+  projection: Callable[[Any], Callable[..., Any]] = (
+      encoder_with_head.projection)
   eval_features: Callable[..., Any] | None = None
   warm_start: Callable[..., Any] | None = None
   prepare_config: Callable[[Any], Any] | None = None

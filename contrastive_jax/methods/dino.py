@@ -219,6 +219,41 @@ def optimizer(config, *, steps_per_epoch: int, total_steps: int,
       requests=dataclasses.replace(requests, frozen_for_epochs=frozen))
 
 
+def projector_variables(state: dict) -> dict:
+  """The teacher's encoder and head ({'encoder', 'head'}) out of a
+  checkpointed state: the EMA target (`ema.TARGET_PATH`) and its own BN
+  statistics, the network DINO evaluates."""
+  stats = state.get("extra", {}).get("target_batch_stats", {})
+  params = ema.state_dict_target(state)
+  return {"params": {k: params[k] for k in TEACHER},
+          "batch_stats": {k: stats[k] for k in TEACHER if k in stats}}
+
+
+def projection(config):
+  """`Method.projection`: (h, z) of the teacher in inference mode, z the
+  head's l2-normalised bottleneck (256-d in the reference), the embedding
+  its last layer scores against 65,536 prototypes (vision_transformer.py:
+  287-291): what the health monitor measures (RankMe, the collapse std,
+  alignment, uniformity), as a projection head's output elsewhere."""
+  encoder = models.encoder_from_config(config, bn_axis_name=None)
+  head = head_from_config(config, axis_name=None)
+  bottleneck = f"dense{config.head.num_layers}"
+
+  def apply(variables, images):
+    def part(name):
+      return {kind: tree[name] for kind, tree in variables.items()
+              if name in tree}
+    h = encoder.apply(part("encoder"), images, train=False)
+    _, captured = head.apply(
+        part("head"), h, train=False,
+        capture_intermediates=lambda m, _: m.name == bottleneck)
+    z = captured["intermediates"][bottleneck]["__call__"][0]
+    z = z.astype(jnp.float32)
+    return h, z * jax.lax.rsqrt(jnp.maximum(jnp.sum(z * z, -1,
+                                                    keepdims=True), 1e-24))
+  return apply
+
+
 def views_of(batch) -> list:
   """[view1, view2 (the global crops), view3, ... (the local ones)]."""
   views, v = [batch["view1"], batch["view2"]], 3
@@ -302,9 +337,8 @@ METHOD = base.Method(
     extra_views=True,
     # The teacher: the network DINO evaluates (README.md:257).
     encoder_variables=encoder_with_head.target_encoder_variables,
-    # None: the health monitor builds its projector from config.head as a
-    # ProjectionHead; DINO's head is another module. It monitors h alone.
-    projector_variables=None,
+    # The health monitor measures the teacher: h and its head's bottleneck.
+    projector_variables=projector_variables, projection=projection,
     validate_config=validate_config,
     # The teacher: an EMA of the student's encoder and head.
     ema=base.select(*TEACHER),

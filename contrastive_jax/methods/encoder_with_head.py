@@ -2,6 +2,8 @@
 h, the part evaluated downstream), projection head g (z, what the loss
 sees) and, optionally, an online linear probe on stop-gradient(h)."""
 
+from typing import Callable
+
 import flax.linen as nn
 import ml_collections
 
@@ -139,6 +141,18 @@ def target_encoder_variables(state: dict) -> dict:
   stats = state.get("extra", {}).get("target_batch_stats", {})
   return {"params": ema.state_dict_target(state)["encoder"],
           "batch_stats": stats.get("encoder", {})}
+
+
+def projection(config) -> Callable:
+  """`Method.projection`'s default: (variables, images) -> (h, z) of the
+  config's encoder and projection head (`config.head`'s MLP) in inference
+  mode, for `projector_variables`' {'encoder', 'head'}."""
+  network = EncoderWithHead(
+      encoder=models.encoder_from_config(config, bn_axis_name=None),
+      head=mlp_from_config(config.head, bn_axis_name=None,
+                           dtype=models.compute_dtype(config)))
+  return lambda variables, images: network.apply(variables, images,
+                                                 train=False)[:2]
 
 
 def projector_variables(state: dict) -> dict:
