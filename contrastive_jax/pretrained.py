@@ -94,7 +94,9 @@ def read_config(path: str) -> ml_collections.ConfigDict:
                                     read_only=True)
 
   def read(step):
-    config = config_lib.upgrade(ckpt.restore_config(step))
+    # As stored (a classifier copies its architecture fields; readers take
+    # a missing one's default through config_lib.value).
+    config = ml_collections.ConfigDict(ckpt.restore_config(step))
     check_architecture(ckpt, step, config, ckpt.state_metadata(step))
     return config
 
