@@ -255,8 +255,9 @@ def test_linear_eval_classifier_init():
   assert np.all(kernel == 0) and np.all(bias == 0)
   c = load("linear_eval", "digits")
   c.pretrained, c.classifier_init_stddev = "random", -0.01
+  # Checked with the classifier's other fields, before anything is built.
   with pytest.raises(ConfigError, match="classifier_init_stddev"):
-    classifier.create_model(c, axis_name=None)
+    config_checks.validate(c, num_devices=8, num_processes=1)
   # Configs from before the field existed: zero init.
   del c["classifier_init_stddev"]
   assert classifier.create_model(c, axis_name=None).init_stddev == 0.0

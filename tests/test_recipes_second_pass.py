@@ -82,6 +82,7 @@ def test_simsiam_linear_protocol(dataset):
   if dataset == "imagenet":
     assert c.eval_augment == ("center_crop(224, crop_fraction=0.875, "
                               "method='bilinear', antialias=True)")
+  c.pretrained = "random"  # a linear_eval run names its encoder
   config_checks.validate(c, num_devices=8, num_processes=1)
 
 
@@ -133,6 +134,7 @@ def test_byol_linear_protocol(dataset):
       "impl='torchvision', max_attempts=1)|flip_lr(p=0.5)")
   if dataset == "imagenet":
     assert c.eval_augment == "center_crop(224, crop_fraction=0.875)"
+  c.pretrained = "random"  # a linear_eval run names its encoder
   config_checks.validate(c, num_devices=8, num_processes=1)
 
 
