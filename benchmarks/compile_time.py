@@ -72,7 +72,7 @@ def _signature(config):
 
 def fit_to_devices(config, num_devices: int):
   """What a run on this many devices must change (see the module doc)."""
-  if (config.method == "moco" and config.key_bn == "shuffle"
+  if (config.method == "moco" and config.key_bn != "sync"
       and num_devices * config.bn_groups_per_device < 2):
     config.bn_groups_per_device = 8
   return config

@@ -96,7 +96,7 @@ def simclr_baseline(config, mesh, batch):
 
 def moco_baseline(config, mesh, batch):
   query = _encoder(config, bn_groups=config.bn_groups_per_device)
-  key = query if config.key_bn == "shuffle" else _encoder(config)
+  key = query if config.key_bn != "sync" else _encoder(config)
   variables = _init(query, config)
 
   def step(variables, views):

@@ -41,6 +41,7 @@ from contrastive_jax.errors import (CheckpointError, ConfigError,  # noqa: E402
 from contrastive_jax.methods import encoder_with_head  # noqa: E402
 from contrastive_jax.models import input_norm  # noqa: E402
 from contrastive_jax.models import resnet  # noqa: E402
+from contrastive_jax.config import lib as config_lib  # noqa: E402
 
 FORMATS = ("torchvision", "timm", "npz", "saved_model", "onnx")
 # Formats that hold the encoder's computation (graph_export.py).
@@ -170,7 +171,7 @@ def head_variables(loaded: pretrained.Pretrained) -> dict:
 
 def input_metadata(config, fmt: str) -> dict:
   """'input' (what to feed) and the mean/std the encoder was trained with."""
-  norm = config.get("input_norm", "none")
+  norm = config_lib.value(config, "input_norm")
   mean_std = input_norm.INPUT_NORMS[norm]
   if mean_std is None:
     return {"input": INPUT_CONVENTION, "input_norm": "none"}

@@ -27,6 +27,7 @@ from contrastive_jax.schedules import (LR_SCALING_RULES, LR_SCHEDULES,  # noqa: 
                                        scaled_learning_rate)
 from contrastive_jax.weight_decay import decay_all, decay_mask
 from contrastive_jax.errors import ConfigError
+from contrastive_jax.config import lib as config_lib
 
 Schedule = Callable[[Any], Any]
 Mask = Callable[[Any], Any]  # params -> bool pytree
@@ -52,18 +53,19 @@ def check_config(config) -> None:
   _check_choice('lr_schedule', config.lr_schedule, LR_SCHEDULES)
   _check_choice('lr_scaling', config.lr_scaling, LR_SCALING_RULES)
   _check_choice('weight_decay_mask',
-                config.get('weight_decay_mask', 'exclude_bn_bias'),
+                config_lib.value(config, 'weight_decay_mask'),
                 WEIGHT_DECAY_MASKS)
   _check_choice('lars_adapt_mask',
-                config.get('lars_adapt_mask', 'exclude_bn_bias'),
+                config_lib.value(config, 'lars_adapt_mask'),
                 WEIGHT_DECAY_MASKS)
-  if config.get('lars_clip_lr', False) and config.optimizer != 'lars_solo':
+  if (config_lib.value(config, 'lars_clip_lr')
+      and config.optimizer != 'lars_solo'):
     raise ConfigError(
         f"lars_clip_lr=True is solo-learn's clip of the trust ratio: it needs "
         f"optimizer='lars_solo'; got optimizer={config.optimizer!r}")
   if config.lr_schedule == 'step':
-    _check_decay_factor(config.get('lr_decay_factor', 0.1))
-  check_min_learning_rate(config.get('min_learning_rate', 0.0),
+    _check_decay_factor(config_lib.value(config, 'lr_decay_factor'))
+  check_min_learning_rate(config_lib.value(config, 'min_learning_rate'),
                           config.lr_schedule)
 
 
@@ -300,11 +302,11 @@ def optimizer_from_config(config, *, steps_per_epoch: int, total_steps: int,
       schedule=config.lr_schedule,
       decay_boundaries=[
           to_steps(e) for e in config.get('lr_decay_epochs') or ()],
-      decay_factor=config.get('lr_decay_factor', 0.1),
-      min_learning_rate=config.get('min_learning_rate', 0.0))
+      decay_factor=config_lib.value(config, 'lr_decay_factor'),
+      min_learning_rate=config_lib.value(config, 'min_learning_rate'))
   schedules = {}
   weight_decay = config.weight_decay
-  weight_decay_end = config.get('weight_decay_end', -1.0)
+  weight_decay_end = config_lib.value(config, 'weight_decay_end')
   if weight_decay_end >= 0:
     weight_decay = schedules['weight_decay'] = cosine_between(
         config.weight_decay, weight_decay_end, total_steps)
@@ -318,11 +320,11 @@ def optimizer_from_config(config, *, steps_per_epoch: int, total_steps: int,
         learning_rate=lr,
         weight_decay=wd,
         momentum=config.momentum,
-        nesterov=config.get('nesterov', False),
-        trust_coefficient=config.get('lars_eta', 1e-3),
-        clip_lr=config.get('lars_clip_lr', False),
-        weight_decay_mask=config.get('weight_decay_mask', 'exclude_bn_bias'),
-        adapt_mask=config.get('lars_adapt_mask', 'exclude_bn_bias'),
+        nesterov=config_lib.value(config, 'nesterov'),
+        trust_coefficient=config_lib.value(config, 'lars_eta'),
+        clip_lr=config_lib.value(config, 'lars_clip_lr'),
+        weight_decay_mask=config_lib.value(config, 'weight_decay_mask'),
+        adapt_mask=config_lib.value(config, 'lars_adapt_mask'),
         no_decay=requests.no_decay,
         lr_groups=_lr_groups(config, lr, peak_lr,
                              constant_lr=requests.constant_lr,
@@ -331,13 +333,13 @@ def optimizer_from_config(config, *, steps_per_epoch: int, total_steps: int,
   tx = _with_frozen_groups(build, [
       (mask, to_steps(epochs))
       for mask, epochs in requests.frozen_for_epochs])
-  if config.get('clip_grad', 0.0) > 0:
+  if config_lib.value(config, 'clip_grad') > 0:
     tx = optax.chain(clip_per_parameter(config.clip_grad), tx)
   if requests.frozen is not None:
     tx = optax.chain(tx, optax.masked(optax.set_to_zero(), requests.frozen))
   if requests.ema is not None:
     tx = optax.chain(tx, ema_lib.ema_params(ema_lib.momentum_schedule(
-        config.ema_momentum, config.get('ema_momentum_schedule', 'constant'),
+        config.ema_momentum, config_lib.value(config, 'ema_momentum_schedule'),
         total_steps), select=requests.ema))
   return Optimizer(tx=tx, learning_rate=schedule, schedules=schedules)
 
@@ -371,7 +373,7 @@ def _lr_groups(config, schedule, peak_lr, *, constant_lr, probe):
   groups = []
   if constant_lr is not None:
     groups.append((constant_lr, peak_lr))
-  probe_lr = config.get('probe_learning_rate', -1.0)
+  probe_lr = config_lib.value(config, 'probe_learning_rate')
   if probe is not None and probe_lr > 0:
     ratio = scaled_learning_rate(probe_lr, config.batch_size,
                                  config.lr_scaling) / peak_lr

@@ -21,6 +21,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from contrastive_jax import cli  # noqa: E402
+from contrastive_jax.config import lib as config_lib  # noqa: E402
 from contrastive_jax.data import (augment, pipeline, sources,  # noqa: E402
                                   view_spec)
 
@@ -110,7 +111,7 @@ def preview_grid(config, *, num_images: int = 4, num_pairs: int = 3,
 def write_summary(config, writer, *, num_pairs: int = 3, source=None):
   """The preview as a TensorBoard image at step 0 (config.preview_images
   rows; 0 turns it off). Only process 0's writer writes files."""
-  if config.get("preview_images", 0) <= 0:
+  if config_lib.value(config, "preview_images") <= 0:
     return
   grid = preview_grid(config, num_images=config.preview_images,
                       num_pairs=num_pairs, source=source)

@@ -62,6 +62,7 @@ from contrastive_jax.methods import base, encoder_with_head
 from contrastive_jax.models.heads import DINOHead
 from contrastive_jax.step_context import StepContext, dropout_rngs
 from contrastive_jax.train_state import TrainState
+from contrastive_jax.config import lib as config_lib
 
 TEACHER = ("encoder", "head")
 
@@ -113,7 +114,7 @@ def create_model(config: ml_collections.ConfigDict, *,
   student = MultiCropNetwork(
       encoder=models.encoder_from_config(
           config, bn_axis_name=axis_name,
-          drop_path_rate=config.get("drop_path_rate", 0.0)),
+          drop_path_rate=config_lib.value(config, "drop_path_rate")),
       head=head_from_config(config, axis_name=axis_name), probe=probe)
   teacher = MultiCropNetwork(
       encoder=models.encoder_from_config(config, bn_axis_name=axis_name),

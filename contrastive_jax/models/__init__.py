@@ -12,6 +12,7 @@ from contrastive_jax.models import pixels
 from contrastive_jax.models import resnet
 from contrastive_jax.models import vit
 from contrastive_jax.models.heads import ProjectionHead
+from contrastive_jax.config import lib as config_lib
 
 # Config name -> constructor taking ResNet's keyword fields.
 ENCODERS = {
@@ -163,6 +164,16 @@ def _create_vit(name: str, *, width_multiplier: int, cifar_stem: bool,
   return encoder
 
 
+# Encoder constructor argument -> the config field it is read from (each
+# field's one default: config_lib.value).
+_ENCODER_FIELDS = dict(conv_init="conv_init",
+                       zero_init_residual="zero_init_residual",
+                       input_norm="input_norm", patch_size="patch_size",
+                       bn_impl="bn_impl", num_heads="vit_num_heads",
+                       vit_position_embedding="vit_position_embedding",
+                       vit_init="vit_init", image_size="image_size")
+
+
 def encoder_options(config) -> dict:
   """`create_encoder`'s reference-following keywords from a config.
 
@@ -175,16 +186,8 @@ def encoder_options(config) -> dict:
   `vit_position_embedding` and `vit_init` to MoCo v3's ('sincos',
   'moco_v3'), as every ViT was before they existed.
   """
-  return dict(conv_init=config.get('conv_init', 'simclr'),
-              zero_init_residual=config.get('zero_init_residual', True),
-              input_norm=config.get('input_norm', 'none'),
-              patch_size=config.get('patch_size', 16),
-              bn_impl=config.get('bn_impl', 'flax'),
-              num_heads=config.get('vit_num_heads', 0),
-              vit_position_embedding=config.get('vit_position_embedding',
-                                                'sincos'),
-              vit_init=config.get('vit_init', 'moco_v3'),
-              image_size=config.get('image_size', 224))
+  return {arg: config_lib.value(config, field)
+          for arg, field in _ENCODER_FIELDS.items()}
 
 
 def check_config(config) -> None:
