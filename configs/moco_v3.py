@@ -30,9 +30,9 @@ Variants (`--config=configs/moco_v3.py:VARIANT`):
   cifar10  solo-learn's CIFAR-10 MoCo v3 recipe (vturrisi/solo-learn
            scripts/pretrain/cifar/mocov3.yaml @9187ea3): ResNet-18 with
            CIFAR stem, B=256, 1000 epochs, lr 0.3*B/256, wd 1e-6, tau 0.2,
-           m 0.99 -> 1, no blur, solarize 0 / 0.2; on OUR LARS (eta 1e-3,
-           no lr clipping): solo-learn's eta 0.02 with `clip_lr` is not
-           expressible here, so its published figure is not claimed.
+           m 0.99 -> 1, no blur, solarize 0 / 0.2, solo-learn's LARS
+           (`lars_solo`: eta 0.02, lr clipping) and CIFAR-10 std. Its
+           published figure is not reproduced here.
   digits   offline demo on scikit-learn's handwritten digits: a tiny ResNet
            that trains in about a minute on 2 CPU cores.
 """
