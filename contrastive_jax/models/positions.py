@@ -7,7 +7,7 @@ It is torch's bicubic given a scale factor, which is not
 `jax.image.resize(..., 'bicubic')`: torch's kernel has A = -0.75 (JAX's
 Keys kernel -0.5), clamps indices at the border (JAX renormalises the
 weights), never antialiases (JAX widens the kernel to downsample), and
-DINO's +0.1 sets the sampling positions (tests/test_vit_positions.py
+DINO's +0.1 sets the sampling positions (tests/test_vit_dino.py
 measures the difference).
 """
 
