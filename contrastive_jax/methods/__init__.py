@@ -13,7 +13,8 @@ from contrastive_jax.errors import ConfigError
 from contrastive_jax.methods.base import Method
 
 # config.method -> "module:attribute" of its Method. A new method adds a
-# line here and nothing anywhere else.
+# line here (and one in _BASE_CONFIGS if its configs start from a base of
+# their own) and nothing anywhere else.
 _REGISTRY = {
     "barlow_twins": "contrastive_jax.methods.barlow_twins:METHOD",
     "byol": "contrastive_jax.methods.byol:METHOD",
