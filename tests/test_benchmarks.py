@@ -156,7 +156,7 @@ def test_gpu_script_smoke_runs_without_tensorflow():
   assert "SimCLR views/s / supervised images/s" in stdout
   # The device ops' cost, measured beside the plain step (issue 15).
   assert re.search(r"device augmentation \(resize\(16\)\|flip_lr.*\): "
-                   r"-?[\d.]+ ms/step .*the ops alone [\d.]+ ms/step",
+                   r"[-+]?[\d.]+ ms/step .*the ops alone [\d.]+ ms/step",
                    stdout), stdout
 
 
