@@ -65,8 +65,10 @@ def check_config(config) -> None:
         f"optimizer='lars_solo'; got optimizer={config.optimizer!r}")
   if config.lr_schedule == 'step':
     _check_decay_factor(config_lib.value(config, 'lr_decay_factor'))
-  check_min_learning_rate(config_lib.value(config, 'min_learning_rate'),
-                          config.lr_schedule)
+  check_min_learning_rate(
+      config_lib.value(config, 'min_learning_rate'), config.lr_schedule,
+      scaled_learning_rate(config.learning_rate, config.batch_size,
+                           config.lr_scaling))
 
 
 def weight_decay_mask_fn(name: str) -> Callable[[Any], Any]:

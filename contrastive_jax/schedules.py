@@ -26,9 +26,10 @@ def _check_decay_factor(factor):
     raise ConfigError(f'lr_decay_factor must be >= 0; got {factor!r}')
 
 
-def check_min_learning_rate(value, schedule: str):
-  """`min_learning_rate`, the cosine's floor: a number >= 0, and 0 unless
-  the schedule is 'cosine'."""
+def check_min_learning_rate(value, schedule: str, peak_lr: float):
+  """`min_learning_rate`, the cosine's floor: a number >= 0, 0 unless the
+  schedule is 'cosine', and not above `peak_lr` (the scaled peak), where
+  the "decay" would rise from the peak to the floor instead."""
   if (isinstance(value, bool) or not isinstance(value, (int, float))
       or not value >= 0):
     raise ConfigError(f'config.min_learning_rate={value!r} is invalid: must '
@@ -36,6 +37,11 @@ def check_min_learning_rate(value, schedule: str):
   if value and schedule != 'cosine':
     raise ConfigError(f'config.min_learning_rate={value!r} is the cosine '
                       f"schedule's floor; lr_schedule={schedule!r} needs 0")
+  if value > peak_lr:
+    raise ConfigError(
+        f'config.min_learning_rate={value!r} is above the peak learning rate '
+        f'{peak_lr!r} (learning_rate scaled for the batch size): the cosine '
+        f'would rise to it; use a floor <= {peak_lr!r}')
 
 
 def scaled_learning_rate(base_lr: float, batch_size: int, rule: str) -> float:
@@ -84,7 +90,7 @@ def learning_rate_schedule(
         f'warmup_epochs must be >= 0 and shorter than the run; got '
         f'{warmup_steps} warmup steps of {total_steps}')
 
-  check_min_learning_rate(min_learning_rate, schedule)
+  check_min_learning_rate(min_learning_rate, schedule, peak_lr)
   if schedule == 'cosine':
     if warmup_steps == 0:
       # optax's warmup schedule logs a warning for a zero-length warmup.

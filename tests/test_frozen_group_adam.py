@@ -164,3 +164,27 @@ def test_the_cosine_floor_is_dinos_cosine_scheduler():
     with pytest.raises(ConfigError, match=match):
       optim.check_config(_config(lr_schedule=schedule,
                                  min_learning_rate=value))
+
+
+def test_a_floor_above_the_scaled_peak_is_one_config_error():
+  """A floor above the scaled peak would make the cosine rise (peak 0.1,
+  floor 1.0: 0.1 -> 0.55 -> 1.0): one ConfigError naming both numbers. The
+  peak is the scaled one: 0.1 * 512 / 256 = 0.2 takes a floor of 0.2."""
+  from contrastive_jax import schedules  # pylint: disable=g-import-not-at-top
+  from contrastive_jax.errors import ConfigError  # pylint: disable=g-import-not-at-top
+  with pytest.raises(ConfigError) as error:
+    optim.check_config(_config(min_learning_rate=1.0))
+  message = str(error.value)
+  assert "min_learning_rate=1.0" in message and "0.1" in message
+  assert "\n" not in message
+  with pytest.raises(ConfigError, match="min_learning_rate=0.3.*0.2"):
+    optim.check_config(_config(min_learning_rate=0.3, lr_scaling="linear",
+                               batch_size=512))
+  optim.check_config(_config(min_learning_rate=0.2, lr_scaling="linear",
+                             batch_size=512))
+  with pytest.raises(ConfigError, match="above the peak"):
+    schedules.learning_rate_schedule(peak_lr=0.1, total_steps=10,
+                                     warmup_steps=0, min_learning_rate=1.0)
+  at_peak = schedules.learning_rate_schedule(
+      peak_lr=0.1, total_steps=10, warmup_steps=0, min_learning_rate=0.1)
+  assert [float(at_peak(i)) for i in (0, 5, 10)] == pytest.approx([0.1] * 3)
