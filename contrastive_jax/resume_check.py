@@ -68,7 +68,7 @@ def default_values(method: str) -> dict[str, Any]:
   version) is taken to hold: its one default (`defaults.field_default`:
   base_config()'s, or OPTIONAL_FIELDS'), and for the fields only `method`'s
   family of configs has, their value in that family's base config (the
-  registry's `methods.base_config`)."""
+  Method record's `base_config`, read by `methods.base_config`)."""
   values = dict(config_defaults.OPTIONAL_FIELDS)
   values.update(flatten(methods.base_config(method).to_dict()))
   # base_config() wins where both have a field.

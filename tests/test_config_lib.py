@@ -144,10 +144,19 @@ def test_upgrade_fills_what_a_stored_config_lacks_and_keeps_the_rest():
 
 
 def test_resume_defaults_come_from_the_registry_not_method_names():
-  """methods.base_config names each family's base config as data: MoCo's
-  fields for MoCo, the classifiers' for linear_eval and finetune."""
+  """methods.base_config reads each family's base config off its Method
+  record (`Method.base_config`, one registry): MoCo's fields for MoCo, the
+  classifiers' for linear_eval and finetune, the common base by default."""
   import inspect  # pylint: disable=g-import-not-at-top
   from contrastive_jax import methods, resume_check  # pylint: disable=g-import-not-at-top
+  from contrastive_jax.config import classifier, defaults  # pylint: disable=g-import-not-at-top
+  assert methods.get_method("moco").base_config is defaults.moco_base_config
+  assert (methods.get_method("linear_eval").base_config
+          is classifier.linear_eval_base)
+  assert (methods.get_method("finetune").base_config
+          is classifier.finetune_base)
+  assert methods.get_method("byol").base_config is defaults.base_config
+  assert not hasattr(methods, "_BASE_CONFIGS")
   assert methods.base_config("moco").queue_size == 65_536
   assert "queue_size" not in methods.base_config("byol")
   assert methods.base_config("not_a_method").method == "simclr"

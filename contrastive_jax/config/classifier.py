@@ -256,13 +256,15 @@ def classifier_config(method: str, variant: str) -> ml_collections.ConfigDict:
 
 
 def linear_eval_base() -> ml_collections.ConfigDict:
-  """The config linear evaluation's family starts from (methods.base_config:
-  its fields' values for a stored config from before they existed)."""
+  """The config linear evaluation's family starts from (LINEAR_EVAL's
+  `Method.base_config`: its fields' values for a stored config from before
+  they existed)."""
   return classifier_config("linear_eval", "cifar10")
 
 
 def finetune_base() -> ml_collections.ConfigDict:
-  """The config finetuning's family starts from (methods.base_config)."""
+  """The config finetuning's family starts from (FINETUNE's
+  `Method.base_config`)."""
   return classifier_config("finetune", "cifar10")
 
 

@@ -9,12 +9,13 @@ the registry to read any checkpoint).
 
 import importlib
 
+from contrastive_jax.config import defaults as config_defaults
 from contrastive_jax.errors import ConfigError
 from contrastive_jax.methods.base import Method
 
 # config.method -> "module:attribute" of its Method. A new method adds a
-# line here (and one in _BASE_CONFIGS if its configs start from a base of
-# their own) and nothing anywhere else.
+# line here and nothing anywhere else (a family of configs with a base of
+# its own names it in its Method's `base_config`).
 _REGISTRY = {
     "barlow_twins": "contrastive_jax.methods.barlow_twins:METHOD",
     "byol": "contrastive_jax.methods.byol:METHOD",
@@ -27,17 +28,6 @@ _REGISTRY = {
     # Supervised training on a pretrained encoder (one module, two modes).
     "linear_eval": "contrastive_jax.methods.classifier:LINEAR_EVAL",
     "finetune": "contrastive_jax.methods.classifier:FINETUNE",
-}
-
-
-# config.method -> "module:function" of the config its family of configs
-# starts from, where that is not config.defaults.base_config: a field that a
-# stored config (an older run's) lacks is taken at its value there when the
-# run resumes (resume_check.default_values).
-_BASE_CONFIGS = {
-    "moco": "contrastive_jax.config.defaults:moco_base_config",
-    "linear_eval": "contrastive_jax.config.classifier:linear_eval_base",
-    "finetune": "contrastive_jax.config.classifier:finetune_base",
 }
 
 
@@ -57,11 +47,12 @@ def get_method(name: str) -> Method:
 
 
 def base_config(name: str):
-  """The base config of method `name`'s family (config.defaults.base_config
-  for most, and for a name that is not a method)."""
-  module, attribute = _BASE_CONFIGS.get(
-      name, "contrastive_jax.config.defaults:base_config").split(":")
-  return getattr(importlib.import_module(module), attribute)()
+  """The base config of method `name`'s family (its Method's `base_config`:
+  config.defaults.base_config for most), and config.defaults.base_config
+  for a name that is not a method."""
+  if name not in _REGISTRY:
+    return config_defaults.base_config()
+  return get_method(name).base_config()
 
 
 def pretraining_methods() -> list[str]:

@@ -17,6 +17,7 @@ import ml_collections
 import optax
 
 from contrastive_jax import optim
+from contrastive_jax.config import defaults as config_defaults
 from contrastive_jax.methods import encoder_with_head
 from contrastive_jax.methods import online_probe as probe_lib
 from contrastive_jax.errors import ConfigError
@@ -104,6 +105,12 @@ class Method:
       with its requests changed, or chains onto its `tx`. Schedules of any
       hyper-parameter it adds go into `Optimizer.schedules`: the step gets
       them in its `StepContext`.
+    base_config() -> ConfigDict: the config the method's family of configs
+      starts from (`methods.base_config`): a field that a stored config
+      (an older run's) lacks is taken at its value there when the run
+      resumes (`resume_check.default_values`). By default
+      `config.defaults.base_config`; MoCo's and the classifiers' add fields
+      of their own.
   """
   name: str
   create_model: Callable[..., Any]
@@ -127,6 +134,8 @@ class Method:
   constant_lr: Callable[[Any], Any] | None = None
   probe: Callable[[Any], Any] | None = None
   optimizer: Callable[..., optim.Optimizer] = optim.optimizer_from_config
+  base_config: Callable[[], ml_collections.ConfigDict] = (
+      config_defaults.base_config)
 
   @property
   def optimizer_requests(self) -> optim.Requests:

@@ -316,7 +316,7 @@ def prepare_config(config):
   return config
 
 
-def _method(name: str, no_decay=None) -> base.Method:
+def _method(name: str, *, base_config, no_decay=None) -> base.Method:
   # One view, labels, and a final evaluation on the eval split.
   return base.Method(
       name=name, create_model=create_model, init_state=init_state,
@@ -324,13 +324,15 @@ def _method(name: str, no_decay=None) -> base.Method:
       prepare_config=prepare_config,
       validate_config=config_classifier.check_config,
       eval_step=eval_step, eval_features=eval_features, needs_labels=True,
-      no_decay=no_decay)
+      no_decay=no_decay, base_config=base_config)
 
 
 # Linear evaluation decays the classifier, kernel and bias (SimCLR's momentum
 # path adds an L2 loss on every trainable non-BN variable, simclr HEAD
 # model_util.py:46-50; MoCo's SGD weight_decay covers the fc).
-LINEAR_EVAL = _method("linear_eval")
+LINEAR_EVAL = _method("linear_eval",
+                      base_config=config_classifier.linear_eval_base)
 # Finetuning's LARS leaves the classifier, SimCLR's `head_supervised`, out of
 # decay and of the trust ratio (model_util.py:94-100).
-FINETUNE = _method("finetune", no_decay=base.mask_of("linear"))
+FINETUNE = _method("finetune", base_config=config_classifier.finetune_base,
+                   no_decay=base.mask_of("linear"))

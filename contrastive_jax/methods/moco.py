@@ -34,6 +34,7 @@ import ml_collections
 import optax
 
 from contrastive_jax import ema, losses
+from contrastive_jax.config import defaults as config_defaults
 from contrastive_jax.errors import ConfigError
 # The same network as SimCLR's: encoder, head, optional online probe.
 from contrastive_jax.methods import base, encoder_with_head, shuffle_bn
@@ -251,4 +252,6 @@ METHOD = base.Method(
     # The key encoder: an EMA of the whole query network.
     validate_config=validate_config, ema=ema.everything,
     # The online probe (ours; MoCo trains none) is plain momentum SGD.
-    no_decay=base.mask_of("probe"), probe=base.mask_of("probe"))
+    no_decay=base.mask_of("probe"), probe=base.mask_of("probe"),
+    # Its family adds queue_size, key_bn and the EMA's momentum.
+    base_config=config_defaults.moco_base_config)
