@@ -51,18 +51,6 @@ class Change(NamedTuple):
   new: Any     # this run's value, or _UNSET
 
 
-def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
-  """{'a': {'b': 1}} -> {'a.b': 1}."""
-  flat = {}
-  for key, value in tree.items():
-    name = f"{prefix}{key}"
-    if isinstance(value, dict):
-      flat.update(flatten(value, f"{name}."))
-    else:
-      flat[name] = value
-  return flat
-
-
 def default_values(method: str) -> dict[str, Any]:
   """What a field that a stored config lacks (one saved by an older
   version) is taken to hold: its one default (`defaults.field_default`:
@@ -70,9 +58,11 @@ def default_values(method: str) -> dict[str, Any]:
   family of configs has, their value in that family's base config (the
   Method record's `base_config`, read by `methods.base_config`)."""
   values = dict(config_defaults.OPTIONAL_FIELDS)
-  values.update(flatten(methods.base_config(method).to_dict()))
+  values.update(
+      config_defaults.dotted(methods.base_config(method).to_dict()))
   # base_config() wins where both have a field.
-  values.update(flatten(config_defaults.base_config().to_dict()))
+  values.update(
+      config_defaults.dotted(config_defaults.base_config().to_dict()))
   return values
 
 
@@ -101,7 +91,8 @@ def changed_fields(stored: dict, new: dict,
   counts as changed unless that side holds its default (`defaults`,
   dotted names; by default `default_values` of the new config's method).
   """
-  stored, new = flatten(stored), flatten(new)
+  stored = config_defaults.dotted(stored)
+  new = config_defaults.dotted(new)
   if defaults is None:
     defaults = default_values(new.get("method", stored.get("method", "")))
   changes = []

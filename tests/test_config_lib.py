@@ -207,3 +207,20 @@ def test_classifier_fields_are_checked_before_anything_is_built(
   # A good value passes.
   checks.validate(config_lib.load(spec, ["pretrained=random"]),
                   num_devices=1, num_processes=1)
+
+
+def test_one_flattener_for_dotted_names():
+  """defaults.dotted is the flattener field defaults, overrides' field
+  names and the resume check share: leaves by dotted name, blocks (before
+  their fields) only when asked for."""
+  from contrastive_jax.config import defaults  # pylint: disable=g-import-not-at-top
+  from contrastive_jax.errors import ConfigError  # pylint: disable=g-import-not-at-top
+  tree = {"a": 1, "b": {"c": {"d": 2}, "e": 3}, "f": {}}
+  assert defaults.dotted(tree) == {"a": 1, "b.c.d": 2, "b.e": 3}
+  assert list(defaults.dotted(tree, blocks=True).items()) == [
+      ("a", 1), ("b", {"c": {"d": 2}, "e": 3}), ("b.c", {"d": 2}),
+      ("b.c.d", 2), ("b.e", 3), ("f", {})]
+  assert defaults.field_default("health.every_steps") == (
+      defaults.base_config().health.every_steps)
+  with pytest.raises(ConfigError, match="did you mean health.every_steps"):
+    config_lib.set_value(defaults.base_config(), "health.every_step", 1)

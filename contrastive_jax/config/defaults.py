@@ -7,6 +7,7 @@ module, call `base_config()` and change what their recipe changes.
 
 import copy
 import functools
+from typing import Any
 
 import ml_collections
 
@@ -278,17 +279,26 @@ OPTIONAL_FIELDS = {
 }
 
 
+def dotted(tree: dict, *, blocks: bool = False) -> dict[str, Any]:
+  """A nested dict's fields by dotted name: {'a': {'b': 1}} -> {'a.b': 1};
+  with `blocks`, each block too, before its fields: {'a': {'b': 1},
+  'a.b': 1}. The one flattener of configs (field defaults, the fields an
+  override may name, the resume check's comparison)."""
+  flat = {}
+  for key, value in tree.items():
+    if not isinstance(value, dict):
+      flat[key] = value
+      continue
+    if blocks:
+      flat[key] = value
+    flat.update({f"{key}.{name}": inner
+                 for name, inner in dotted(value, blocks=blocks).items()})
+  return flat
+
+
 @functools.cache
 def _base_values() -> dict:
-  flat = {}
-
-  def add(tree, prefix=""):
-    for key, value in tree.items():
-      flat[prefix + key] = value
-      if isinstance(value, dict):
-        add(value, f"{prefix}{key}.")
-  add(base_config().to_dict())
-  return flat
+  return dotted(base_config().to_dict(), blocks=True)
 
 
 def field_default(name: str):

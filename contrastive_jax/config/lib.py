@@ -99,7 +99,7 @@ def _field_type(config, field: str):
   try:
     return config_path.get_type(field, config)
   except (AttributeError, KeyError, IndexError) as e:
-    known = _dotted_names(config.to_dict())
+    known = list(defaults.dotted(config.to_dict(), blocks=True))
     close = difflib.get_close_matches(field, known, n=1)
     hint = f"; did you mean {close[0]}?" if close else ""
     raise ConfigError(f"config.{field} is not a field of this "
@@ -139,15 +139,6 @@ def set_value(config: ml_collections.ConfigDict, field: str, value: Any):
   except TypeError as e:
     raise ConfigError(f"config.{field}={value!r} is invalid: "
                       f"{str(e).splitlines()[0]}") from e
-
-
-def _dotted_names(tree: dict, prefix: str = "") -> list[str]:
-  names = []
-  for key, value in tree.items():
-    names.append(f"{prefix}{key}")
-    if isinstance(value, dict):
-      names.extend(_dotted_names(value, f"{prefix}{key}."))
-  return names
 
 
 def value(config, field: str):
