@@ -61,6 +61,15 @@ def abstract_like(tree: Any) -> Any:
       tree)
 
 
+# Why a step whose config matches does not restore into the state this code
+# builds: its model or optimizer state is laid out as another version's.
+STRUCTURE_CHANGED = (
+    "its state is not laid out as this version of contrastive_jax builds it "
+    "for the same config (written by a version whose model or optimizer "
+    "state differed; resume it with that version, or pretrain anew in a "
+    "new --workdir)")
+
+
 def reason(error: BaseException) -> str:
   """The innermost cause of `error`, on one short line (Orbax wraps
   TensorStore's precise message in a vague one)."""
@@ -74,6 +83,10 @@ def reason(error: BaseException) -> str:
   # TensorStore's spec and database path repeat what the caller says.
   line = re.sub(r"\s*\[tensorstore_spec=.*$", "", line)
   line = re.sub(r' in OCDBT database at local file "[^"]*"', "", line)
+  if re.search(r"structures do not match|Structure mismatch|Expected "
+               r"identical structures", text):
+    # Orbax's whole message is the two trees; the config already matched.
+    return STRUCTURE_CHANGED
   if len(line) > 160:
     line = line[:157] + "..."
   return f"{type(error).__name__}: {line}" if line else type(error).__name__
@@ -84,6 +97,10 @@ def none_reads_back(directory: str,
   """The error for a checkpoint directory none of whose steps reads back."""
   if len(damaged) == 1:
     return damaged[0]
+  if len({e.why for e in damaged}) == 1:  # One cause, said once.
+    steps = ", ".join(str(e.step) for e in damaged)
+    return CheckpointError(f"cannot restore any checkpoint in {directory} "
+                           f"(steps {steps}): {damaged[0].why}")
   return CheckpointError(
       f"cannot restore any checkpoint in {directory}: " + "; ".join(
           f"step {e.step}: {e.why}" for e in damaged))

@@ -101,3 +101,28 @@ def test_the_ema_target_is_read_at_its_path_in_a_checkpoint(tmp_path):
   online = encoder_with_head.encoder_variables(state)
   assert not all(np.array_equal(a, b) for a, b in zip(
       jax.tree.leaves(online["params"]), jax.tree.leaves(variables["params"])))
+
+
+def test_a_state_laid_out_by_another_version_is_named_as_such(tmp_path):
+  # A step whose config matches but whose state tree is not the one this
+  # code builds (a method's optimizer state changed between versions) is
+  # said to be that, not just Orbax's two trees; nothing is moved aside.
+  workdir = str(tmp_path / "run")
+  config = ml_collections.ConfigDict({"method": "simclr"})
+  ckpt = checkpointing.Checkpointer(workdir, save_every_steps=1, keep=2,
+                                    asynchronous=False)
+  for step in (1, 2):
+    ckpt.save(step, {"params": np.zeros(3, np.float32),
+                     "opt_state": {"mu": np.zeros(3, np.float32)}}, config)
+    ckpt.wait()
+  today = {"params": jax.ShapeDtypeStruct((3,), np.float32),
+           "opt_state": {"inner": {"mu": jax.ShapeDtypeStruct(
+               (3,), np.float32)}, "count": jax.ShapeDtypeStruct(
+                   (), np.int32)}}
+  with pytest.raises(checkpointing.CheckpointError) as info:
+    ckpt.resume(today, config)
+  message = str(info.value)
+  assert message.count(checkpointing.STRUCTURE_CHANGED) == 1, message
+  assert "(steps 2, 1)" in message and "structures" not in message
+  for step in ("1", "2"):
+    assert os.path.isdir(os.path.join(workdir, "checkpoints", step))
