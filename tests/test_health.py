@@ -118,6 +118,36 @@ def test_a_collapsed_encoder_warns_once_and_can_stop_the_run(caplog):
   assert issubclass(health_monitor.CollapseError, UserError)
 
 
+def test_projection_alone_decides_between_h_and_z():
+  """`Method.projection` decides: None measures h as z too (on the
+  encoder's variables: rankme_z is rankme_h, and h's numbers are the
+  projecting monitor's), and a pretraining method with a projection but no
+  projector_variables is refused when its record is made."""
+  import dataclasses  # pylint: disable=g-import-not-at-top
+  config = _monitor_config()
+  mesh = parallel.make_data_mesh(jax.devices()[:2])
+  method = methods.get_method("simclr")
+  source = sources.from_config(config, "train")
+  built = method_steps.build(config, mesh, steps_per_epoch=10, total_steps=10)
+  with jax.set_mesh(mesh):
+    state = built.init(jax.random.PRNGKey(0))
+  with_z = health_monitor.HealthMonitor(
+      config, method=method, mesh=mesh, source=source).run(state, 1)
+  h_only = health_monitor.HealthMonitor(
+      config, method=dataclasses.replace(method, projection=None), mesh=mesh,
+      source=source).run(state, 1)
+  assert h_only["health/rankme_h"] == pytest.approx(
+      with_z["health/rankme_h"], rel=1e-5)
+  assert h_only["health/rankme_z"] == pytest.approx(
+      h_only["health/rankme_h"], rel=1e-6)
+  assert h_only["health/rankme_z"] != pytest.approx(
+      with_z["health/rankme_z"], rel=1e-3)
+  with pytest.raises(TypeError, match="projection needs projector_variables"):
+    dataclasses.replace(method, projector_variables=None)
+  assert dataclasses.replace(method, projector_variables=None,
+                             projection=None).projection is None
+
+
 def test_the_monitors_run_on_an_unlabelled_folder(tmp_path):
   """An unlabelled folder: no kNN, no probe, but every health number, at
   the monitor's cadence, in metrics.jsonl."""

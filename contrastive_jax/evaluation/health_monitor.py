@@ -7,8 +7,8 @@ seed of its own, with the run's first two training views: the same images
 and the same two augmentations every time, whatever the step, the resume or
 the device count. Its encoder features h and projections z come from the
 method's network in inference mode (`Method.projection` applied to
-`Method.projector_variables`); a method without a projection head reports
-RankMe of h only.
+`Method.projector_variables`); a method without a projection head
+(`Method.projection` None) has its h measured as both h and z.
 
 When the numbers say collapse (health.collapsed), the monitor logs one
 warning line; with `config.stop_on_collapse` it ends the run with
@@ -63,9 +63,9 @@ class HealthMonitor:
     n = min(wanted_examples, source.num_examples)
     self._n = max(n - n % mesh.size, 0)
     self._source, self._slice = source, None  # Made when first due.
-    if method.projector_variables is not None:
+    if method.projection is not None:
       apply = method.projection(config)
-    else:
+    else:  # No projection head: z is h.
       encoder = models.encoder_from_config(config, bn_axis_name=None)
       apply = lambda v, images: (encoder.apply(v, images, train=False),) * 2
     self._apply = features.sharded_feature_fn(apply, mesh)
@@ -105,7 +105,7 @@ class HealthMonitor:
     state_dict = flax.serialization.to_state_dict(state)
     method = self._method
     variables = (method.projector_variables(state_dict)
-                 if method.projector_variables is not None
+                 if method.projection is not None
                  else method.encoder_variables(state_dict))
     h1, z1 = self._features(variables, self._slice["view1"])
     _, z2 = self._features(variables, self._slice["view2"])

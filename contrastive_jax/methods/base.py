@@ -66,7 +66,10 @@ class Method:
       the health monitor measures on `projector_variables`' variables, in
       inference mode. By default the encoder and `config.head`'s MLP
       (`encoder_with_head.projection`); a method with another head gives
-      its own (DINO: its head's bottleneck).
+      its own (DINO: its head's bottleneck). None: no projection head;
+      the monitor measures h alone (z taken as h, on `encoder_variables`).
+      This field alone decides: a method with a projection needs
+      `projector_variables` (checked when the record is made).
     eval_features(state, images, *, model, config) -> [B, d]: the
       features a classifier classifies (its encoder's h); its final
       evaluation then also scores them by kNN (`config.knn_eval`).
@@ -120,7 +123,7 @@ class Method:
   extra_views: bool = False
   encoder_variables: Callable[[dict], dict] | None = None
   projector_variables: Callable[[dict], dict] | None = None
-  projection: Callable[[Any], Callable[..., Any]] = (
+  projection: Callable[[Any], Callable[..., Any]] | None = (
       encoder_with_head.projection)
   eval_features: Callable[..., Any] | None = None
   warm_start: Callable[..., Any] | None = None
@@ -136,6 +139,12 @@ class Method:
   optimizer: Callable[..., optim.Optimizer] = optim.optimizer_from_config
   base_config: Callable[[], ml_collections.ConfigDict] = (
       config_defaults.base_config)
+
+  def __post_init__(self):
+    if self.projection is not None and self.projector_variables is None:
+      raise TypeError(
+          f"Method {self.name!r}: a projection needs projector_variables; "
+          "set projection=None for a method without a projection head")
 
   @property
   def optimizer_requests(self) -> optim.Requests:

@@ -324,7 +324,8 @@ def _method(name: str, *, base_config, no_decay=None) -> base.Method:
       prepare_config=prepare_config,
       validate_config=config_classifier.check_config,
       eval_step=eval_step, eval_features=eval_features, needs_labels=True,
-      no_decay=no_decay, base_config=base_config)
+      no_decay=no_decay, base_config=base_config,
+      projection=None)  # No projection head (and no health monitor).
 
 
 # Linear evaluation decays the classifier, kernel and bias (SimCLR's momentum
