@@ -53,14 +53,16 @@ class Change(NamedTuple):
 
 def default_values(method: str) -> dict[str, Any]:
   """What a field that a stored config lacks (one saved by an older
-  version) is taken to hold: its one default (`defaults.field_default`:
-  base_config()'s, or OPTIONAL_FIELDS'), and for the fields only `method`'s
-  family of configs has, their value in that family's base config (the
-  Method record's `base_config`, read by `methods.base_config`)."""
-  values = dict(config_defaults.OPTIONAL_FIELDS)
-  values.update(
-      config_defaults.dotted(methods.base_config(method).to_dict()))
-  # base_config() wins where both have a field.
+  version) is taken to hold: what the run that stored it did, which is its
+  one default (`defaults.field_default`: base_config()'s, or
+  OPTIONAL_FIELDS', what code reading a config without the field uses),
+  and for the other fields only `method`'s family of configs has, their
+  value in that family's base config (the Method record's `base_config`,
+  read by `methods.base_config`). A classifier's config from before
+  `knn_eval` existed did no kNN scoring: False, not its base's True."""
+  values = config_defaults.dotted(methods.base_config(method).to_dict())
+  # The one default wins where the family's base has another value.
+  values.update(config_defaults.OPTIONAL_FIELDS)
   values.update(
       config_defaults.dotted(config_defaults.base_config().to_dict()))
   return values

@@ -2,6 +2,7 @@
 
 import os
 
+import ml_collections
 import pytest
 
 from contrastive_jax.config import lib as config_lib
@@ -161,7 +162,7 @@ def test_resume_defaults_come_from_the_registry_not_method_names():
   assert "queue_size" not in methods.base_config("byol")
   assert methods.base_config("not_a_method").method == "simclr"
   le = resume_check.default_values("linear_eval")
-  assert le["knn_eval"] is True and le["label_percent"] == 100
+  assert le["classifier_init_stddev"] == 0.0 and le["label_percent"] == 100
   assert resume_check.default_values("finetune")["nesterov"] is False
   source = inspect.getsource(resume_check.default_values)
   assert "==" not in source and " in (" not in source
@@ -224,3 +225,23 @@ def test_one_flattener_for_dotted_names():
       defaults.base_config().health.every_steps)
   with pytest.raises(ConfigError, match="did you mean health.every_steps"):
     config_lib.set_value(defaults.base_config(), "health.every_step", 1)
+
+
+def test_a_classifier_config_without_knn_eval_did_no_knn_scoring():
+  """knn_eval came with the kNN score of the final evaluation (dee6a01); a
+  classifier run stored before it scored nothing by kNN. The code reading
+  such a config (classifier_eval, through config_lib.value) and the resume
+  check agree on that: False, not the classifier base's True."""
+  from contrastive_jax import resume_check  # pylint: disable=g-import-not-at-top
+  from contrastive_jax.config import classifier  # pylint: disable=g-import-not-at-top
+  new = classifier.linear_eval_base().to_dict()
+  assert new["knn_eval"] is True  # Today's runs score by kNN.
+  stored = dict(new)
+  del stored["knn_eval"]
+  assert config_lib.value(ml_collections.ConfigDict(stored),
+                          "knn_eval") is False
+  for method in ("linear_eval", "finetune"):
+    assert resume_check.default_values(method)["knn_eval"] is False
+  change, = resume_check.changed_fields(stored, new)
+  assert change == ("knn_eval", resume_check._UNSET, True)  # pylint: disable=protected-access
+  assert resume_check.changed_fields(stored, dict(new, knn_eval=False)) == []

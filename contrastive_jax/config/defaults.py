@@ -268,7 +268,8 @@ OPTIONAL_FIELDS = {
     "drop_path_rate": 0.0,
     # The classifiers (config/classifier.py): no pretrained path yet, a
     # zero-initialised linear layer on h, every label, the train dataset's
-    # eval split, no kNN scoring (runs from before knn_eval had none).
+    # eval split, no kNN scoring (runs from before knn_eval had none; the
+    # resume check takes these over the classifier base's values too).
     "pretrained": None,
     "classifier_init_stddev": 0.0,
     "finetune_from_head_layer": 0,
