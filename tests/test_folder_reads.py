@@ -1,6 +1,6 @@
 """Reading an image folder: bad files and the pretraining stream, on real
-files written with PIL (layouts, file types, the index:
-tests/test_folder_source.py)."""
+files written with PIL (layouts, file types: tests/test_folder_source.py;
+the index: tests/test_folder_index.py)."""
 
 import concurrent.futures
 import io
