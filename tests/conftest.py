@@ -41,6 +41,7 @@ _SLOWEST_FIRST = (
     "test_train.py", "test_benchmarks.py", "test_simclr_step.py",
     "test_preview.py", "test_method_resume.py",
     "test_method_resume_later.py", "test_dino.py", "test_export.py",
+    "test_export_bad_input.py",
     "test_old_checkpoints.py", "test_export_onnx.py", "test_health.py",
     "test_barlow_twins.py", "test_vicreg.py",
     "test_moco_v3_vit.py", "test_device_ops.py", "test_vit_downstream.py",
