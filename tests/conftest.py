@@ -36,7 +36,8 @@ def prepared_tfds(tmp_path_factory):
 _SLOWEST_FIRST = (
     "test_resume.py", "test_prepared_end_to_end.py", "test_reshard.py",
     "test_evaluation.py", "test_moco_train.py", "test_launch_multi_process.py",
-    "test_guards.py", "test_checkpoint_faults.py", "test_main.py",
+    "test_guards.py", "test_checkpoint_faults.py",
+    "test_checkpoint_disk_full.py", "test_main.py",
     "test_moco.py", "test_bad_input.py",
     "test_train.py", "test_benchmarks.py", "test_simclr_step.py",
     "test_preview.py", "test_method_resume.py",
