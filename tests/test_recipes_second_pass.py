@@ -14,7 +14,7 @@ import pytest
 
 from contrastive_jax import optim
 from contrastive_jax.config import checks as config_checks
-from contrastive_jax.models import input_norm, resnet
+from contrastive_jax.models import input_norm
 from tests.test_configs import load
 from tests.test_solo_lars import _solo_learn_lars
 
