@@ -30,6 +30,8 @@ MAY_CHANGE = (
     # How often the kNN monitor runs (not what it computes), and the
     # evaluation batch (every example is evaluated alone).
     "knn.every_steps", "eval_batch_size",
+    # A classifier's kNN score of its encoder at the end: no step reads it.
+    "knn_eval",
     # The label-free monitors and what a collapse does.
     "health.every_steps", "health.num_examples", "stop_on_collapse",
     # Where the data is read from and how damage in it is tolerated.
