@@ -84,6 +84,10 @@ def get_config(arg: str | None = None):
     c.ema_momentum = 0.99
     c.head.dense_init = "flax"
     c.learning_rate = 0.1
+    # tau 0.5, as simclr.py:small at this batch size (it beat 0.2 on the
+    # digits and on MNIST there): 90.8% linear top-1, against 90.4% at
+    # 0.2 (measured with the former derangement shuffle-BN).
+    c.temperature = 0.5
   elif variant == "digits":
     moco_digits(c, version=2)
     # 225 steps, at a higher lr.

@@ -43,6 +43,7 @@ def tiny_config(**overrides):
   c.ema_momentum, c.ema_momentum_schedule = 0.9, "constant"
   c.freeze_last_layer = 0
   c.clip_grad = 0.0
+  c.head.use_bn = False  # test_bn_in_the_head_is_global checks it apart
   c.update(overrides)
   return c
 
@@ -176,6 +177,22 @@ def test_eight_devices_match_one_device(one_device):
                 ema.target_params(s8.opt_state))):
     method_checks.assert_trees_close(a, b)
   assert all(np.isfinite(h["loss"]) for h in hist1)
+
+
+def test_bn_in_the_head_is_global_over_devices():
+  # The small recipes' head (BatchNorm after its hidden layers, DINO's
+  # --use_bn_in_head) normalises over the global batch: one step on 8
+  # devices is the step on one, to float32 rounding of the BN sums.
+  config = tiny_config()
+  config.head.use_bn = True
+  initial = method_checks.initial_state(config)
+  assert initial.batch_stats["head"]  # its BN statistics
+  (_, s1), h1 = run_steps(initial, config, 1, steps=1)
+  (_, s8), h8 = run_steps(initial, config, 8, steps=1)
+  np.testing.assert_allclose(h8[0]["loss"], h1[0]["loss"], rtol=1e-5)
+  for a, b in ((s1.params, s8.params), (s1.batch_stats, s8.batch_stats),
+               (s1.extra, s8.extra)):
+    method_checks.assert_trees_close(a, b, atol=1e-5)
 
 
 def test_state_teacher_and_centre(initial_state, one_device):
