@@ -1,30 +1,17 @@
 """Scaffolding the two-view method tests share (Barlow Twins, VICReg; MoCo
-v3's tiny config): the digits demo shrunk to a fast step, float64 central
-differences, the loss-and-gradient check against a float64 reference, the
-projections a step's loss is computed on, and the 1-vs-8-device check of
-a method whose params are {'encoder', 'head', 'probe'}."""
+v3's tiny config, which is method_checks.tiny_digits_config): float64
+central differences, the loss-and-gradient check against a float64
+reference, the projections a step's loss is computed on, and the
+1-vs-8-device check of a method whose params are {'encoder', 'head',
+'probe'}."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from contrastive_jax.config import lib as config_lib
 from tests import method_checks
-
-BATCH, SIZE = 32, 8
-
-
-def tiny_digits_config(name: str):
-  """`name:digits` at SIZE px (its crops and the eval resize) with batch
-  BATCH; each test module then sets its step's numbers."""
-  c = config_lib.load(f"{name}:digits")
-  c.image_size = SIZE
-  for field in ("view_augment", "view_augment_2"):
-    c[field] = c[field].replace("random_resized_crop(16,",
-                                f"random_resized_crop({SIZE},")
-  c.eval_augment = f"resize({SIZE})"
-  c.batch_size = BATCH
-  return c
+# The tiny step (method_checks'), where the two-view tests read it.
+from tests.method_checks import BATCH, SIZE, tiny_digits_config  # noqa: F401
 
 
 def numeric_gradient(loss, args, h=1e-6):

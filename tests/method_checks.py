@@ -14,6 +14,7 @@ from contrastive_jax.config import lib as config_lib
 from tests.test_simclr_step import fixed_batch
 
 STEPS = 2
+BATCH, SIZE = 32, 8  # The tiny step: 32 digits at 8 px.
 # The online network's params in BYOL, SimSiam and MoCo v3.
 ONLINE = ("encoder", "head", "predictor", "probe")
 
@@ -39,6 +40,19 @@ def set_fields(config, overrides):
   """config[field] = value for each of `overrides`, a field 'block.name'
   being config[block][name] (config_lib.apply_overrides: the one way)."""
   config_lib.apply_overrides(config, overrides)
+
+
+def tiny_digits_config(name: str):
+  """`name:digits` at SIZE px (its crops and the eval resize) with batch
+  BATCH; each test module then sets its step's numbers."""
+  c = config_lib.load(f"{name}:digits")
+  c.image_size = SIZE
+  for field in ("view_augment", "view_augment_2"):
+    c[field] = c[field].replace("random_resized_crop(16,",
+                                f"random_resized_crop({SIZE},")
+  c.eval_augment = f"resize({SIZE})"
+  c.batch_size = BATCH
+  return c
 
 
 def build(config, num_devices):

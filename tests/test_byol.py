@@ -15,19 +15,13 @@ from tests import method_checks
 from tests.test_configs import load
 from tests.test_simclr_step import fixed_batch
 
-BATCH, SIZE, STEPS = 32, 8, method_checks.STEPS
+BATCH, SIZE, STEPS = method_checks.BATCH, method_checks.SIZE, method_checks.STEPS
 
 
 def tiny_config(**overrides):
   """The digits demo at 8 px, with plain momentum SGD and a constant lr and
   EMA so that one step moves every parameter visibly."""
-  c = load("byol", "digits")
-  c.image_size = SIZE
-  for field in ("view_augment", "view_augment_2"):
-    c[field] = c[field].replace("random_resized_crop(16,",
-                                f"random_resized_crop({SIZE},")
-  c.eval_augment = f"resize({SIZE})"
-  c.batch_size = BATCH
+  c = method_checks.tiny_digits_config("byol")
   c.optimizer = "sgd"
   c.learning_rate, c.lr_scaling, c.lr_schedule = 0.1, "none", "constant"
   c.warmup_epochs = 0.0

@@ -18,18 +18,13 @@ from contrastive_jax.methods import simsiam
 from tests import method_checks
 from tests.test_simclr_step import fixed_batch
 
-BATCH, SIZE = 32, 8
+BATCH, SIZE = method_checks.BATCH, method_checks.SIZE
 
 
 def tiny_config(**overrides):
   """The digits demo at 8 px, constant lr, no warmup: one step moves every
   parameter visibly."""
-  c = config_lib.load("simsiam:digits")
-  c.image_size = SIZE
-  c.view_augment = c.view_augment.replace("random_resized_crop(16,",
-                                          f"random_resized_crop({SIZE},")
-  c.eval_augment = f"resize({SIZE})"
-  c.batch_size = BATCH
+  c = method_checks.tiny_digits_config("simsiam")
   c.learning_rate, c.lr_scaling = 0.1, "none"
   c.warmup_epochs = 0.0
   c.update(overrides)
