@@ -84,14 +84,19 @@ def _monitor_config(**changes):
   return c
 
 
-def test_a_collapsed_encoder_warns_once_and_can_stop_the_run(caplog):
-  config = _monitor_config()
+def _untrained(config):
+  """A 2-device mesh and `config`'s method's initial state on it."""
   mesh = parallel.make_data_mesh(jax.devices()[:2])
-  method = methods.get_method("simclr")
-  source = sources.from_config(config, "train")
   built = method_steps.build(config, mesh, steps_per_epoch=10, total_steps=10)
   with jax.set_mesh(mesh):
-    state = built.init(jax.random.PRNGKey(0))
+    return mesh, built.init(jax.random.PRNGKey(0))
+
+
+def test_a_collapsed_encoder_warns_once_and_can_stop_the_run(caplog):
+  config = _monitor_config()
+  mesh, state = _untrained(config)
+  method = methods.get_method("simclr")
+  source = sources.from_config(config, "train")
   # Every weight zero: every image maps to the same h and z.
   dead = state.replace(params=jax.tree.map(np.zeros_like, state.params))
   monitor = health_monitor.HealthMonitor(config, method=method, mesh=mesh,
@@ -125,12 +130,9 @@ def test_projection_alone_decides_between_h_and_z():
   projector_variables is refused when its record is made."""
   import dataclasses  # pylint: disable=g-import-not-at-top
   config = _monitor_config()
-  mesh = parallel.make_data_mesh(jax.devices()[:2])
+  mesh, state = _untrained(config)
   method = methods.get_method("simclr")
   source = sources.from_config(config, "train")
-  built = method_steps.build(config, mesh, steps_per_epoch=10, total_steps=10)
-  with jax.set_mesh(mesh):
-    state = built.init(jax.random.PRNGKey(0))
   with_z = health_monitor.HealthMonitor(
       config, method=method, mesh=mesh, source=source).run(state, 1)
   h_only = health_monitor.HealthMonitor(
@@ -192,11 +194,7 @@ def test_dinos_monitor_measures_the_teachers_h_and_z():
   config = dino_config()
   config.health.num_examples, config.eval_batch_size = 32, 16
   config.num_classes, config.online_probe = 0, False
-  mesh = parallel.make_data_mesh(jax.devices()[:2])
-  built = method_steps.build(config, mesh, steps_per_epoch=10,
-                             total_steps=10)
-  with jax.set_mesh(mesh):
-    state = built.init(jax.random.PRNGKey(0))
+  mesh, state = _untrained(config)
   variables = dino.METHOD.projector_variables(
       serialization.to_state_dict(jax.device_get(state)))
   images = np.random.default_rng(0).uniform(size=(4, 8, 8, 3)).astype(
