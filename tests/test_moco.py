@@ -80,16 +80,16 @@ def _sharded(fn, num_devices, in_specs, out_specs):
   return call
 
 
-@pytest.mark.parametrize("num_devices,groups_per_device",
-                         [(8, 1), (2, 4), (1, 8)])
-def test_shuffled_keys_come_back_in_order_from_other_bn_groups(
-    num_devices, groups_per_device):
-  n_global, num_groups = 32, num_devices * groups_per_device
-  group_size = n_global // num_groups
+def shuffled_group_tags(perm, num_devices, groups_per_device):
+  """`shuffle_bn.shuffled_apply` of `perm` over the ids 0..n-1 on
+  num_devices x groups_per_device BN groups, with an encoder that tags each
+  row with the global group it is normalised in: (this device's rows,
+  every row), each [n, 2] = (id, group)."""
+  n_global = len(perm)
+  group_size = n_global // (num_devices * groups_per_device)
 
   def per_device(x, perm):
     def encode(local):
-      # Tags each row with the global BN group it is normalised in.
       rows = jnp.arange(local.shape[0]) // group_size
       group = jax.lax.axis_index("data") * groups_per_device + rows
       return jnp.stack([local[:, 0], group.astype(jnp.float32)], 1), None
@@ -97,11 +97,20 @@ def test_shuffled_keys_come_back_in_order_from_other_bn_groups(
                                                   axis_name="data")
     return mine, everyone
 
+  ids = np.arange(n_global, dtype=np.float32)[:, None]
+  return _sharded(per_device, num_devices, (P("data"), P()),
+                  (P("data"), P()))(ids, perm)
+
+
+@pytest.mark.parametrize("num_devices,groups_per_device",
+                         [(8, 1), (2, 4), (1, 8)])
+def test_shuffled_keys_come_back_in_order_from_other_bn_groups(
+    num_devices, groups_per_device):
+  n_global, num_groups = 32, num_devices * groups_per_device
+  group_size = n_global // num_groups
   perm = shuffle_bn.group_derangement(jax.random.key(1), num_groups,
                                       group_size)
-  ids = np.arange(n_global, dtype=np.float32)[:, None]
-  mine, everyone = _sharded(per_device, num_devices, (P("data"), P()),
-                            (P("data"), P()))(ids, perm)
+  mine, everyone = shuffled_group_tags(perm, num_devices, groups_per_device)
   np.testing.assert_array_equal(mine[:, 0], np.arange(n_global))
   np.testing.assert_array_equal(everyone[:, 0], np.arange(n_global))
   query_group = np.arange(n_global) // group_size

@@ -7,14 +7,13 @@ host copy of its state bit for bit."""
 import jax
 import numpy as np
 import pytest
-from jax.sharding import PartitionSpec as P
 
 from contrastive_jax import parallel
 from contrastive_jax.config import checks as config_checks
 from contrastive_jax.config import lib as config_lib
 from contrastive_jax.errors import ConfigError
 from contrastive_jax.methods import moco, shuffle_bn
-from tests.test_moco import _sharded, tiny_config
+from tests.test_moco import shuffled_group_tags, tiny_config
 from tests.test_simclr_step import build_unguarded
 
 def _draws(mode, num_groups, group_size, count, seed=0):
@@ -78,22 +77,9 @@ def test_each_key_comes_back_normalised_in_its_slots_group(
     mode, num_devices, groups_per_device):
   n_global, num_groups = 32, num_devices * groups_per_device
   group_size = n_global // num_groups
-
-  def per_device(x, perm):
-    def encode(local):
-      # Tags each row with the global BN group it is normalised in.
-      rows = np.arange(local.shape[0]) // group_size
-      group = jax.lax.axis_index("data") * groups_per_device + rows
-      return jax.numpy.stack([local[:, 0], group.astype(np.float32)], 1), None
-    mine, everyone, _ = shuffle_bn.shuffled_apply(encode, x, perm,
-                                                  axis_name="data")
-    return mine, everyone
-
   perm = shuffle_bn.PERMUTATIONS[mode](jax.random.key(5), num_groups,
                                        group_size)
-  ids = np.arange(n_global, dtype=np.float32)[:, None]
-  mine, everyone = _sharded(per_device, num_devices, (P("data"), P()),
-                            (P("data"), P()))(ids, perm)
+  mine, everyone = shuffled_group_tags(perm, num_devices, groups_per_device)
   np.testing.assert_array_equal(mine[:, 0], np.arange(n_global))
   np.testing.assert_array_equal(everyone[:, 0], np.arange(n_global))
   # Sample i is encoded in slot argsort(perm)[i], in that slot's group.
