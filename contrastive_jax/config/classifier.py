@@ -279,6 +279,12 @@ def check_num_classes(value, *, dataset_allowed: bool = True):
     raise ConfigError(f"config.num_classes={value!r} is invalid: {allowed}")
 
 
+def finetunes(config: ml_collections.ConfigDict) -> bool:
+  """Whether a classifier config trains its encoder too (finetune) or only
+  the classifier on frozen features (linear_eval)."""
+  return config.method == "finetune"
+
+
 def check_config(config: ml_collections.ConfigDict, *, num_devices: int):
   """The classifiers' own fields (Method.validate_config of linear_eval and
   finetune), before anything is built. Fields absent from configs of runs
@@ -288,8 +294,7 @@ def check_config(config: ml_collections.ConfigDict, *, num_devices: int):
   if not isinstance(pretrained, str) or not pretrained:
     raise ConfigError("config.pretrained is empty: give a pretraining "
                       "workdir or checkpoint path, 'random' or 'pixels'")
-  finetunes = config.method == "finetune"
-  if pretrained == PIXELS and finetunes:
+  if pretrained == PIXELS and finetunes(config):
     raise ConfigError("config.pretrained='pixels' has no parameters to "
                       "finetune: evaluate the pixels baseline with "
                       "linear_eval")
@@ -300,6 +305,6 @@ def check_config(config: ml_collections.ConfigDict, *, num_devices: int):
     raise ConfigError(f"config.classifier_init_stddev={init_stddev!r} is "
                       "invalid: must be a number >= 0 (0: zero init)")
   layer = lib.value(config, "finetune_from_head_layer")
-  if layer != 0 and (layer != 1 or not finetunes):
+  if layer != 0 and (layer != 1 or not finetunes(config)):
     raise ConfigError(f"finetune_from_head_layer must be 0 or 1 (1: finetune "
                       f"only); got {layer!r} for method {config.method!r}")

@@ -97,10 +97,6 @@ class EncoderClassifier(nn.Module):
                     name="linear")(h)
 
 
-def _finetunes(config) -> bool:
-  return config.method == "finetune"
-
-
 def architecture_config(config: ml_collections.ConfigDict):
   """The config that names the encoder: the pretraining run's, unless
   evaluating a random encoder, which uses this config's own fields.
@@ -123,9 +119,9 @@ def create_model(config: ml_collections.ConfigDict, *,
   arch = architecture_config(config)
   # The pretraining run's architecture at this config's precision.
   dtype = models.compute_dtype(config)
+  finetune = config_classifier.finetunes(config)
   encoder = models.encoder_from_config(
-      arch, bn_axis_name=axis_name if _finetunes(config) else None,
-      dtype=dtype)
+      arch, bn_axis_name=axis_name if finetune else None, dtype=dtype)
   return EncoderClassifier(
       encoder=encoder, num_classes=config.num_classes,
       bn_axis_name=axis_name, feature_bn=config.feature_bn,
@@ -159,7 +155,7 @@ def init_state(rng: jax.Array, *, model: nn.Module,
   params = variables["params"]
   batch_stats = dict(variables.get("batch_stats", {}))
   extra = {"pretrained_step": jnp.asarray(-1, jnp.int32)}
-  if not _finetunes(config):
+  if not config_classifier.finetunes(config):
     # A ViT has no BatchNorm statistics, the pixels baseline no parameters.
     extra["encoder"] = {"params": params.pop("encoder", {}),
                         "batch_stats": batch_stats.pop("encoder", {})}
@@ -189,7 +185,7 @@ def warm_start(state: TrainState, *,
   extra = dict(state.extra,
                pretrained_step=jax.device_put(
                    step, state.extra["pretrained_step"].sharding))
-  if _finetunes(config):
+  if config_classifier.finetunes(config):
     params = dict(state.params, encoder=place(loaded.variables["params"],
                                               state.params["encoder"]))
     stats = dict(state.batch_stats)
@@ -222,7 +218,7 @@ def _place_head(loaded, state, stats, place):
 
 
 def _variables(state: TrainState, params, config):
-  if _finetunes(config):
+  if config_classifier.finetunes(config):
     return {"params": params, "batch_stats": state.batch_stats}
   # Frozen: no gradient reaches the encoder.
   frozen = jax.lax.stop_gradient(state.extra["encoder"])
@@ -243,7 +239,7 @@ def train_step(state: TrainState, batch, *, model: nn.Module,
                config: ml_collections.ConfigDict, context: StepContext,
                axis_name: str | None):
   images, labels = batch["view1"], batch["label"]
-  finetune = _finetunes(config)
+  finetune = config_classifier.finetunes(config)
 
   def loss_fn(params):
     variables = _variables(state, params, config)
