@@ -70,14 +70,6 @@ def _signature(config):
           config.image_size, config.optimizer)
 
 
-def fit_to_devices(config, num_devices: int):
-  """What a run on this many devices must change (see the module doc)."""
-  if (config.method == "moco" and config.key_bn != "sync"
-      and num_devices * config.bn_groups_per_device < 2):
-    config.bn_groups_per_device = 8
-  return config
-
-
 def default_specs() -> list[str]:
   """The first variant of each distinct signature."""
   seen, specs = set(), []
@@ -92,8 +84,8 @@ def default_specs() -> list[str]:
 def compile_step(spec: str, *, batch_size: int | None = None):
   """(config, seconds to lower, seconds to compile) of the spec's step."""
   overrides = {} if batch_size is None else {"batch_size": batch_size}
-  config = fit_to_devices(harness.load_config(spec, **overrides),
-                          jax.device_count())
+  config = harness.fit_to_devices(harness.load_config(spec, **overrides),
+                                  jax.device_count())
   bench = harness.build(config)
   with jax.set_mesh(bench.mesh):
     state, batch = bench.abstract_state(), bench.abstract_batch()

@@ -84,11 +84,7 @@ def job_config(name: str, *, batch_size: int, image_size: int, model: str,
         harness.load_config(spec).view_augment)
     config.view_augment = f"resize({image_size})|{tail}"
     config.augment_on_device = True
-  if (config.method == "moco" and num_devices * config.bn_groups_per_device
-      < 2):
-    # One accelerator: 8 BN groups, as the reference's 8 GPUs (config doc).
-    config.bn_groups_per_device = 8
-  return config
+  return harness.fit_to_devices(config, num_devices)
 
 
 class Job:

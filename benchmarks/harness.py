@@ -53,9 +53,22 @@ def load_config(spec: str, **overrides) -> ml_collections.ConfigDict:
         config[field] = f"resize({size})"
     if config.get("view_augment_2") and "view_augment_2" not in overrides:
       config.view_augment_2 = ""
-  if config.method in ("linear_eval", "finetune") and not config.pretrained:
-    # A random encoder of the config's own architecture: no checkpoint.
+  if "pretrained" in config and not config.pretrained:
+    # A classifier (linear_eval, finetune): a random encoder of the
+    # config's own architecture, so no checkpoint.
     config.pretrained = "random"
+  return config
+
+
+def fit_to_devices(config: ml_collections.ConfigDict,
+                   num_devices: int) -> ml_collections.ConfigDict:
+  """What a run on `num_devices` must change: a shuffled key BN (MoCo's
+  shuffle-BN) needs two BN groups in all, so on one device a config with
+  one group per device gets 8, as the reference's 8 GPUs (the MoCo
+  configs' docstrings advise it)."""
+  if ("key_bn" in config and config.key_bn != "sync"
+      and num_devices * config.bn_groups_per_device < 2):
+    config.bn_groups_per_device = 8
   return config
 
 

@@ -25,11 +25,14 @@ Variants (`--config=configs/moco_v1.py:VARIANT`):
 
 from contrastive_jax.config.defaults import (moco_base_config, moco_digits,
                                              moco_views,
-                                             use_pretraining_dataset)
+                                             use_pretraining_dataset,
+                                             variant_of)
+
+VARIANTS = ("imagenet", "cifar10", "digits")
 
 
 def get_config(arg: str | None = None):
-  variant = arg or "imagenet"
+  variant = variant_of("moco_v1", arg, VARIANTS, default="imagenet")
   c = moco_base_config()  # EMA m = 0.999 and the SGD recipe MoCo shares.
   # The MoCo v1 recipe; variants change the data, model size and queue.
   c.head.num_layers = 1          # linear fc to 128-d
@@ -49,7 +52,7 @@ def get_config(arg: str | None = None):
     c.input_norm = "cifar10"
     c.queue_size = 4096
     c.bn_groups_per_device = 8
-  elif variant == "digits":
+  else:  # digits
     moco_digits(c, version=1)
     c.head.hidden_dim = 64
     # 150 steps: a higher lr, and the decays late (the loss rose after
@@ -57,9 +60,5 @@ def get_config(arg: str | None = None):
     c.learning_rate = 0.05
     c.num_epochs = 30
     c.lr_decay_epochs = (24, 28)
-  else:
-    raise ValueError(
-        f"unknown moco_v1 config variant {variant!r}: "
-        "use imagenet, cifar10 or digits")
   return c
 

@@ -44,11 +44,14 @@ Variants (`--config=configs/moco_v2.py:VARIANT`):
 from contrastive_jax.config.defaults import (moco_base_config, moco_digits,
                                              moco_views,
                                              use_pretraining_dataset,
-                                             use_small_data)
+                                             use_small_data, variant_of)
+
+VARIANTS = ("imagenet", "imagenet800", "cifar10", "cifar10_demo",
+            "cifar10_demo_symmetric", "small", "digits")
 
 
 def get_config(arg: str | None = None):
-  variant = arg or "imagenet"
+  variant = variant_of("moco_v2", arg, VARIANTS, default="imagenet")
   c = moco_base_config()  # EMA m = 0.999 and the SGD recipe MoCo shares.
   # The MoCo v2 recipe; variants change the data, model size and queue.
   c.head.num_layers = 2          # Dense(encoder width) -> ReLU -> Dense(128)
@@ -88,16 +91,11 @@ def get_config(arg: str | None = None):
     # digits and on MNIST there): 90.8% linear top-1, against 90.4% at
     # 0.2 (measured with the former derangement shuffle-BN).
     c.temperature = 0.5
-  elif variant == "digits":
+  else:  # digits
     moco_digits(c, version=2)
     # 225 steps, at a higher lr.
     c.learning_rate = 0.1
     c.num_epochs = 45
-  else:
-    raise ValueError(
-        f"unknown moco_v2 config variant {variant!r}: "
-        "use imagenet, imagenet800, cifar10, cifar10_demo, "
-        "cifar10_demo_symmetric, small or digits")
   return c
 
 

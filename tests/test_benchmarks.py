@@ -84,12 +84,16 @@ def test_every_config_variant_is_listed_and_loads():
 
 
 def test_one_device_moco_gets_bn_groups_to_shuffle():
-  config = compile_time.fit_to_devices(
+  config = harness.fit_to_devices(
       harness.load_config("moco_v2:imagenet"), 1)
   assert config.bn_groups_per_device == 8
-  config = compile_time.fit_to_devices(
+  config = harness.fit_to_devices(
       harness.load_config("moco_v2:imagenet"), 8)
   assert config.bn_groups_per_device == 1
+  # Only a shuffled key BN needs groups: MoCo v3's BN is global.
+  config = harness.load_config("moco_v3:r50")
+  assert harness.fit_to_devices(config.copy_and_resolve_references(),
+                                1).to_dict() == config.to_dict()
 
 
 def test_abstract_state_is_the_state_shape():

@@ -205,3 +205,44 @@ def test_every_declared_variant_passes_the_validation_layer(name, variant):
       config_checks.validate(c, num_devices=8, num_processes=1)
     c.dataset = "folder:/data/my_images"
   config_checks.validate(c, num_devices=8, num_processes=1)
+
+
+# Each method's `:small` numbers, chosen by measurement on real MNIST-5k
+# (BENCHMARKS.md "Small data", each config's comments): the shared data,
+# model, views and budget, then the method's own.
+SMALL_SHARED = dict(model="small_resnet", image_size=32, batch_size=256,
+                    num_epochs=-1, num_train_steps=450, warmup_epochs=0.0,
+                    dataset="")
+SMALL_RECIPES = {
+    "simclr": dict(temperature=0.5, learning_rate=1.0, weight_decay=1e-4),
+    "moco_v2": dict(temperature=0.5, learning_rate=0.1, queue_size=512,
+                    ema_momentum=0.99, symmetric_loss=False),
+    "moco_v3": dict(temperature=1.0, learning_rate=4.0, weight_decay=1e-6,
+                    ema_momentum=0.98, **{"head.output_dim": 64}),
+    "byol": dict(learning_rate=4.0, weight_decay=1.5e-6, ema_momentum=0.96,
+                 **{"head.hidden_dim": 256, "head.output_dim": 64}),
+    "simsiam": dict(learning_rate=0.5, **{"predictor.hidden_dim": 32}),
+    "barlow_twins": dict(learning_rate=2.0, bias_learning_rate=0.048,
+                         **{"head.hidden_dim": 1024,
+                            "head.output_dim": 1024}),
+    "vicreg": dict(learning_rate=2.0, **{"head.hidden_dim": 256,
+                                         "head.output_dim": 256}),
+    "dino": dict(learning_rate=3e-3, ema_momentum=0.99,
+                 **{"head.use_bn": True}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SMALL_RECIPES))
+def test_small_recipe_numbers(name):
+  c = load(name, "small")
+  for field, want in {**SMALL_SHARED, **SMALL_RECIPES[name]}.items():
+    got = c
+    for part in field.split("."):
+      got = got[part]
+    assert got == want, (field, got, want)
+  assert c.view_augment == config_defaults.small_views()
+
+
+def test_every_small_recipe_is_pinned():
+  assert set(SMALL_RECIPES) == {name for name, variant in _declared_variants()
+                                if variant == "small"}
