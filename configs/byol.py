@@ -151,8 +151,9 @@ def get_config(arg: str | None = None):
     c.predictor_hidden_dim = 256
     # Measured on MNIST-5k (BENCHMARKS.md "Small data"): the digits demo's
     # lr 4.0 and EMA 0.96 (87.4% linear top-1; lr 1.0 and EMA 0.98 gave
-    # 79.0%, and wd 1e-4 on top of these 85.2%), still 1 point under the
-    # pixels' 88.4%: not yet a recipe that wins.
+    # 79.0%, and wd 1e-4 on top of these 85.2%; lr 8.0 was behind from step
+    # 100 on), still 1 point under the pixels' 88.4%: not yet a recipe that
+    # wins.
     c.learning_rate, c.weight_decay = 4.0, 1.5e-6
     c.ema_momentum = 0.96
   else:  # digits
