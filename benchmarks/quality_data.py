@@ -11,6 +11,8 @@ by the product as `folder:ROOT/NAME` exactly as a user's own images.
 """
 
 import os
+import shutil
+import tempfile
 
 import numpy as np
 
@@ -20,15 +22,26 @@ _SPLIT_SEED = 0  # Fixed forever: changing it changes every number.
 
 
 def _write(root: str, splits: dict) -> None:
+  """Writes `splits` to `root` through a temporary folder of this writer's
+  own: a half-written folder is never taken as done, and two benchmark runs
+  started together each write their own copy; the first to finish is
+  kept and the other's is removed."""
   from PIL import Image  # pylint: disable=g-import-not-at-top
-  tmp = root + ".tmp"
+  os.makedirs(os.path.dirname(root) or ".", exist_ok=True)
+  tmp = tempfile.mkdtemp(prefix=os.path.basename(root) + ".",
+                         suffix=".tmp", dir=os.path.dirname(root) or ".")
   for split, (images, labels) in splits.items():
     for index, (image, label) in enumerate(zip(images, labels)):
       directory = os.path.join(tmp, split, str(int(label)))
       os.makedirs(directory, exist_ok=True)
       Image.fromarray(image, mode="L").save(
           os.path.join(directory, f"{index:05d}.png"))
-  os.replace(tmp, root)  # A half-written folder is never taken as done.
+  try:
+    os.rename(tmp, root)
+  except OSError:  # Another run wrote the same folder first.
+    if not os.path.isdir(root):
+      raise
+    shutil.rmtree(tmp)
 
 
 def mnist5k_splits() -> dict:

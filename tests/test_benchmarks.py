@@ -18,6 +18,7 @@ sys.path.insert(0, os.path.join(REPO, "benchmarks"))
 import compile_time  # noqa: E402  pylint: disable=g-import-not-at-top
 import flops  # noqa: E402  pylint: disable=g-import-not-at-top
 import harness  # noqa: E402  pylint: disable=g-import-not-at-top
+import quality_data  # noqa: E402  pylint: disable=g-import-not-at-top
 
 from contrastive_jax import models  # noqa: E402
 
@@ -311,3 +312,20 @@ def test_the_benchmark_batch_holds_every_view_at_its_size():
   sizes = [shapes[f"view{i}"].shape[1:3] for i in range(1, 9)]
   assert sizes == [(224, 224)] * 2 + [(96, 96)] * 6
   assert set(shapes) == {f"view{i}" for i in range(1, 9)} | {"label"}
+
+
+def test_quality_folder_written_twice_keeps_one_whole_copy(tmp_path):
+  # Two benchmark runs started together both find the folder missing and
+  # write it (a shared temporary folder once crashed the second).
+  images = np.arange(3 * 4 * 4, dtype=np.uint8).reshape(3, 4, 4)
+  splits = {"train": (images, np.array([0, 1, 1]))}
+  root = str(tmp_path / "digits")
+  quality_data._write(root, splits)
+  quality_data._write(root, {"train": (images[:1] + 1, np.array([0]))})
+  assert sorted(os.listdir(tmp_path)) == ["digits"]
+  assert sorted(os.listdir(os.path.join(root, "train", "1"))) == [
+      "00001.png", "00002.png"]
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  first = np.asarray(Image.open(os.path.join(root, "train", "0",
+                                             "00000.png")))
+  np.testing.assert_array_equal(first, images[0])
