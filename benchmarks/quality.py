@@ -27,6 +27,7 @@ import json
 import os
 import shutil
 import sys
+import tempfile
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -63,12 +64,32 @@ def linear_config(pretrain, dataset: str, pretrained: str):
 
 
 def evaluate(config, workdir: str, fresh: bool = True) -> dict:
+  """The eval results of `config` run in `workdir`: run afresh, or (not
+  `fresh`: a baseline shared by every run under ROOT) taken from a finished
+  workdir. A shared one is computed in a folder of this run's own and
+  renamed into place, so two runs started together never remove the
+  workdir the other is writing; the first to finish is kept."""
   results = os.path.join(workdir, "eval_results.json")
   if not fresh and os.path.exists(results):
     return json.load(open(results))
-  shutil.rmtree(workdir, ignore_errors=True)
-  train.train_and_evaluate(config, workdir)
-  return json.load(open(results))
+  if fresh:
+    shutil.rmtree(workdir, ignore_errors=True)
+    train.train_and_evaluate(config, workdir)
+    return json.load(open(results))
+  parent = os.path.dirname(workdir)
+  os.makedirs(parent, exist_ok=True)
+  own = tempfile.mkdtemp(prefix=os.path.basename(workdir) + ".",
+                         suffix=".tmp", dir=parent)
+  train.train_and_evaluate(config, own)
+  with open(os.path.join(own, "eval_results.json")) as f:
+    out = json.load(f)
+  if os.path.isdir(workdir) and not os.path.exists(results):
+    shutil.rmtree(workdir, ignore_errors=True)  # An interrupted one's.
+  try:
+    os.rename(own, workdir)
+  except OSError:  # Another run finished the same baseline first.
+    shutil.rmtree(own, ignore_errors=True)
+  return out
 
 
 def last_health(workdir: str) -> dict:
