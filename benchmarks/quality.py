@@ -27,7 +27,6 @@ import json
 import os
 import shutil
 import sys
-import tempfile
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -76,19 +75,13 @@ def evaluate(config, workdir: str, fresh: bool = True) -> dict:
     shutil.rmtree(workdir, ignore_errors=True)
     train.train_and_evaluate(config, workdir)
     return json.load(open(results))
-  parent = os.path.dirname(workdir)
-  os.makedirs(parent, exist_ok=True)
-  own = tempfile.mkdtemp(prefix=os.path.basename(workdir) + ".",
-                         suffix=".tmp", dir=parent)
+  own = quality_data.own_folder(workdir)
   train.train_and_evaluate(config, own)
   with open(os.path.join(own, "eval_results.json")) as f:
     out = json.load(f)
   if os.path.isdir(workdir) and not os.path.exists(results):
     shutil.rmtree(workdir, ignore_errors=True)  # An interrupted one's.
-  try:
-    os.rename(own, workdir)
-  except OSError:  # Another run finished the same baseline first.
-    shutil.rmtree(own, ignore_errors=True)
+  quality_data.publish(own, workdir)
   return out
 
 

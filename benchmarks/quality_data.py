@@ -21,27 +21,38 @@ _TEST_FRACTION = 0.2
 _SPLIT_SEED = 0  # Fixed forever: changing it changes every number.
 
 
+def own_folder(dest: str) -> str:
+  """A new empty folder beside `dest`, this run's own, to fill and then
+  `publish` as `dest`: a half-written folder is never taken as done."""
+  parent = os.path.dirname(dest) or "."
+  os.makedirs(parent, exist_ok=True)
+  return tempfile.mkdtemp(prefix=os.path.basename(dest) + ".",
+                          suffix=".tmp", dir=parent)
+
+
+def publish(own: str, dest: str) -> None:
+  """Renames the finished folder `own` to `dest`. Two benchmark runs started
+  together each fill their own; the first to publish is kept and the
+  other's copy is removed."""
+  try:
+    os.rename(own, dest)
+  except OSError:  # Another run published the same folder first.
+    if not os.path.isdir(dest):
+      raise
+    shutil.rmtree(own)
+
+
 def _write(root: str, splits: dict) -> None:
-  """Writes `splits` to `root` through a temporary folder of this writer's
-  own: a half-written folder is never taken as done, and two benchmark runs
-  started together each write their own copy; the first to finish is
-  kept and the other's is removed."""
+  """Writes `splits` to `root` through a folder of this writer's own."""
   from PIL import Image  # pylint: disable=g-import-not-at-top
-  os.makedirs(os.path.dirname(root) or ".", exist_ok=True)
-  tmp = tempfile.mkdtemp(prefix=os.path.basename(root) + ".",
-                         suffix=".tmp", dir=os.path.dirname(root) or ".")
+  tmp = own_folder(root)
   for split, (images, labels) in splits.items():
     for index, (image, label) in enumerate(zip(images, labels)):
       directory = os.path.join(tmp, split, str(int(label)))
       os.makedirs(directory, exist_ok=True)
       Image.fromarray(image, mode="L").save(
           os.path.join(directory, f"{index:05d}.png"))
-  try:
-    os.rename(tmp, root)
-  except OSError:  # Another run wrote the same folder first.
-    if not os.path.isdir(root):
-      raise
-    shutil.rmtree(tmp)
+  publish(tmp, root)
 
 
 def mnist5k_splits() -> dict:
