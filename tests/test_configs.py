@@ -220,7 +220,9 @@ SMALL_RECIPES = {
     "moco_v3": dict(temperature=1.0, learning_rate=4.0, weight_decay=1e-6,
                     ema_momentum=0.98, **{"head.output_dim": 64}),
     "byol": dict(learning_rate=4.0, weight_decay=1.5e-6, ema_momentum=0.96,
-                 **{"head.hidden_dim": 256, "head.output_dim": 64}),
+                 batch_size=128, num_train_steps=900,
+                 **{"head.hidden_dim": 256, "head.output_dim": 64,
+                    "head.output_bn": True}),
     "simsiam": dict(learning_rate=0.5, weight_decay=5e-4,
                     **{"predictor.hidden_dim": 32}),
     "barlow_twins": dict(learning_rate=2.0, bias_learning_rate=0.048,
@@ -242,6 +244,9 @@ def test_small_recipe_numbers(name):
       got = got[part]
     assert got == want, (field, got, want)
   assert c.view_augment == config_defaults.small_views()
+  # One budget of images for all: a smaller batch takes more steps.
+  assert (c.batch_size * c.num_train_steps
+          == config_defaults.SMALL_STEPS * 256)
 
 
 def test_every_small_recipe_is_pinned():

@@ -86,14 +86,20 @@ _PRETRAINING = {
 SMALL_STEPS = 450
 
 
-def use_small_data(c: ml_collections.ConfigDict):
+def use_small_data(c: ml_collections.ConfigDict, *, batch_size: int = 256):
   """What every `:small` recipe shares: the user's folder (which it needs:
-  --config.dataset=folder:PATH), 32 px, the small ResNet, B 256, the shared
-  views and the step budget, no warmup (epochs of an unknown folder could
-  outlast the budget). Each config then sets its method's numbers."""
+  --config.dataset=folder:PATH), 32 px, the small ResNet, the shared views
+  and the budget, no warmup (epochs of an unknown folder could outlast the
+  budget). The budget is SMALL_STEPS batches of 256 images; a recipe with
+  a smaller `batch_size` takes proportionally more steps, so it sees the
+  same images in about the same time on CPU cores. Each config then sets
+  its method's numbers."""
+  if 256 % batch_size:
+    raise ValueError(f"batch_size {batch_size} does not divide 256")
   use_pretraining_dataset(c, "small")
   c.view_augment, c.view_augment_2 = small_views(), ""
-  c.num_epochs, c.num_train_steps = -1, SMALL_STEPS
+  c.batch_size = batch_size
+  c.num_epochs, c.num_train_steps = -1, SMALL_STEPS * 256 // batch_size
   c.warmup_epochs = 0.0
 
 
