@@ -247,8 +247,8 @@ def test_small_recipe_numbers(name):
     assert got == want, (field, got, want)
   assert c.view_augment == config_defaults.small_views()
   # One budget of images for all: a smaller batch takes more steps.
-  assert (c.batch_size * c.num_train_steps
-          == config_defaults.SMALL_STEPS * 256)
+  assert c.batch_size * c.num_train_steps == config_defaults.SMALL_IMAGES
+  assert config_defaults.SMALL_IMAGES == 450 * 256
 
 
 def test_every_small_recipe_is_pinned():

@@ -84,22 +84,27 @@ _PRETRAINING = {
 # on 2 CPU cores at 32 px; BENCHMARKS.md "Small data"). On a GPU, or for
 # more quality, raise --config.num_train_steps.
 SMALL_STEPS = 450
+# ... of the `small` dataset's batch: the budget is this many images.
+SMALL_IMAGES = SMALL_STEPS * DATASETS["small"]["batch_size"]
 
 
-def use_small_data(c: ml_collections.ConfigDict, *, batch_size: int = 256):
+def use_small_data(c: ml_collections.ConfigDict, *,
+                   batch_size: int | None = None):
   """What every `:small` recipe shares: the user's folder (which it needs:
   --config.dataset=folder:PATH), 32 px, the small ResNet, the shared views
   and the budget, no warmup (epochs of an unknown folder could outlast the
-  budget). The budget is SMALL_STEPS batches of 256 images; a recipe with
-  a smaller `batch_size` takes proportionally more steps, so it sees the
-  same images in about the same time on CPU cores. Each config then sets
-  its method's numbers."""
-  if 256 % batch_size:
-    raise ValueError(f"batch_size {batch_size} does not divide 256")
+  budget). The budget is SMALL_IMAGES; a recipe with a `batch_size`
+  smaller than the dataset's 256 takes proportionally more steps, so it
+  sees the same images in about the same time on CPU cores. Each config
+  then sets its method's numbers."""
   use_pretraining_dataset(c, "small")
+  if batch_size is not None:
+    if c.batch_size % batch_size:
+      raise ValueError(f"batch_size {batch_size} does not divide "
+                       f"{c.batch_size}")
+    c.batch_size = batch_size
   c.view_augment, c.view_augment_2 = small_views(), ""
-  c.batch_size = batch_size
-  c.num_epochs, c.num_train_steps = -1, SMALL_STEPS * 256 // batch_size
+  c.num_epochs, c.num_train_steps = -1, SMALL_IMAGES // c.batch_size
   c.warmup_epochs = 0.0
 
 
